@@ -1,0 +1,58 @@
+"""Renders a layer's CUDA source from the Jinja templates.
+
+The text is a pure function of (spec, target): the same inputs always give byte-identical
+source, which is what lets generated/ be checked in and compared in a test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+import jinja2
+
+from lstmgen.codegen.planner import SM90_H200, Plan, Target, plan_layer
+from lstmgen.codegen.spec import LSTMSpec
+
+# Emitted file -> (template, kernel entry point).
+KERNELS = {
+    "forward": ("forward.cu.j2", "lstm_forward_recurrence"),
+    "backward": ("backward.cu.j2", "lstm_backward_recurrence"),
+}
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    """One emitted CUDA file."""
+
+    direction: str   # "forward" or "backward"
+    entry: str       # name of the __global__ function
+    text: str
+    plan: Plan
+
+    def filename(self, layer_index: int) -> str:
+        return f"layer{layer_index}_{self.direction}.cu"
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    folder = resources.files("lstmgen.templates")
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def render_layer(spec: LSTMSpec, target: Target = SM90_H200) -> dict[str, KernelSource]:
+    """Forward and backward kernel sources of one layer, keyed by direction."""
+    plan = plan_layer(spec, target)
+    sources = {}
+    for direction, (template, entry) in KERNELS.items():
+        text = _environment().get_template(template).render(spec=spec, plan=plan)
+        sources[direction] = KernelSource(direction=direction, entry=entry, text=text, plan=plan)
+    return sources

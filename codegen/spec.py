@@ -1,0 +1,167 @@
+"""LSTM layer specs: the compile-time description of a layer, loaded from TOML and validated.
+
+A spec file describes a model: a dtype and a stack of `[[layer]]` tables. It loads into a
+`ModelSpec` holding one frozen `LSTMSpec` per layer. Everything a spec holds is a
+compile-time constant of the generated kernels; sequence length and batch size are not
+in it because they are run-time arguments.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lstmgen.errors import SpecError
+
+# Storage dtypes the generator emits code for. float16 and bfloat16 join this table with the
+# performance work (issue 3): the kernels accumulate in `accumulate` already, so a 16-bit
+# storage type only adds a row here and its conversions in templates/_common.j2.
+DTYPES = {
+    "float32": {"storage": "float", "accumulate": "float"},
+    "float64": {"storage": "double", "accumulate": "double"},
+}
+BIAS_MODES = ("double", "single", "none")
+
+_LAYER_FIELDS = {"input_size", "hidden_size", "return_sequences", "bias"}
+_MODEL_FIELDS = {"dtype", "layer"}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class LSTMSpec:
+    """One LSTM layer as the generator sees it. Validated on construction.
+
+    `where` names the spec file and layer for error messages; it is not part of the
+    layer's identity (two layers with equal fields share compiled kernels).
+    """
+
+    input_size: int
+    hidden_size: int
+    dtype: str = "float32"
+    bias: str = "double"
+    return_sequences: bool = True
+    where: str = field(default="", compare=False, hash=False, repr=False)
+
+    def __post_init__(self):
+        at = f" ({self.where})" if self.where else ""
+        for name, example in (("input_size", 32), ("hidden_size", 128)):
+            value = getattr(self, name)
+            if not _is_int(value) or value <= 0:
+                what = "the number of input features" if name == "input_size" else "the number of units"
+                raise SpecError(
+                    f"LSTMSpec.{name} must be a positive integer, got {value!r}{at}: "
+                    f"set {name} to {what}, e.g. {example}"
+                )
+        if self.dtype not in DTYPES:
+            raise SpecError(
+                f"LSTMSpec.dtype {self.dtype!r} is not supported{at}: lstmgen generates kernels "
+                f"for {', '.join(DTYPES)}; set dtype to one of them"
+            )
+        if self.bias not in BIAS_MODES:
+            raise SpecError(
+                f"LSTMSpec.bias {self.bias!r} is not a bias mode{at}: use \"double\" "
+                f"(b_ih and b_hh, as torch.nn.LSTM), \"single\" (one bias, as Keras) or \"none\""
+            )
+        if not isinstance(self.return_sequences, bool):
+            raise SpecError(
+                f"LSTMSpec.return_sequences must be true or false, got {self.return_sequences!r}{at}: "
+                f"write return_sequences = true to output every step, false for the last step only"
+            )
+
+    def describe(self) -> str:
+        """One line that identifies the layer, for headers and reports."""
+        return (f"input_size={self.input_size} hidden_size={self.hidden_size} dtype={self.dtype} "
+                f"bias={self.bias} return_sequences={str(self.return_sequences).lower()}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A stack of layers from one spec file."""
+
+    name: str
+    layers: tuple[LSTMSpec, ...]
+    source: str = ""
+
+
+def load_spec(path: str | Path) -> ModelSpec:
+    """Read and validate a TOML spec file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"spec file {path} does not exist: check the path, e.g. specs/seed.toml") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError(f"spec file {path} is not valid TOML ({error}): fix the syntax at that line") from None
+    return parse_spec(data, name=path.stem, source=str(path))
+
+
+def parse_spec(data: dict, name: str = "model", source: str = "<spec>") -> ModelSpec:
+    """Validate a spec already parsed into a dict (the body of a spec file)."""
+    unknown = sorted(set(data) - _MODEL_FIELDS)
+    if unknown:
+        raise SpecError(
+            f"unknown field {unknown[0]!r} at the top of {source}: a spec file holds "
+            f"{', '.join(sorted(_MODEL_FIELDS))}; remove it or check its spelling"
+        )
+    dtype = data.get("dtype", "float32")
+    if not isinstance(dtype, str):
+        raise SpecError(f"dtype must be a string such as \"float32\", got {dtype!r} ({source}): quote it")
+    raw_layers = data.get("layer")
+    if not isinstance(raw_layers, list) or not raw_layers:
+        raise SpecError(
+            f"{source} defines no layers: add at least one [[layer]] table with hidden_size "
+            f"(and input_size for the first)"
+        )
+    layers: list[LSTMSpec] = []
+    for index, raw in enumerate(raw_layers, start=1):
+        layers.append(_parse_layer(raw, index, len(raw_layers), layers[-1] if layers else None, dtype, source))
+    return ModelSpec(name=name, layers=tuple(layers), source=source)
+
+
+def _parse_layer(raw: dict, index: int, count: int, previous: LSTMSpec | None, dtype: str,
+                 source: str) -> LSTMSpec:
+    where = f"{source}, layer {index}"
+    unknown = sorted(set(raw) - _LAYER_FIELDS)
+    if unknown:
+        raise SpecError(
+            f"unknown field {unknown[0]!r} in {where}: a [[layer]] holds "
+            f"{', '.join(sorted(_LAYER_FIELDS))}; remove it or check its spelling"
+        )
+    if "hidden_size" not in raw:
+        raise SpecError(f"{where} has no hidden_size: add hidden_size = <number of units>, e.g. 128")
+    input_size = raw.get("input_size")
+    if previous is None:
+        if input_size is None:
+            raise SpecError(
+                f"{where} has no input_size: the first layer must say how many features "
+                f"each time step has, e.g. input_size = 32"
+            )
+    else:
+        if not previous.return_sequences:
+            raise SpecError(
+                f"layer {index - 1} of {source} feeds layer {index} but has return_sequences = false, "
+                f"so layer {index} would get one step instead of a sequence: set "
+                f"return_sequences = true in layer {index - 1}"
+            )
+        if input_size is None:
+            input_size = previous.hidden_size
+        elif input_size != previous.hidden_size:
+            raise SpecError(
+                f"{where} has input_size {input_size} but layer {index - 1} outputs "
+                f"hidden_size {previous.hidden_size}: set input_size = {previous.hidden_size} "
+                f"or leave it out (it defaults to the previous layer's hidden_size)"
+            )
+    return LSTMSpec(
+        input_size=input_size,
+        hidden_size=raw["hidden_size"],
+        dtype=dtype,
+        bias=raw.get("bias", "double"),
+        return_sequences=raw.get("return_sequences", True),
+        where=where,
+    )

@@ -1,0 +1,39 @@
+"""Comparing kernel outputs with the float64 reference.
+
+An element passes when |actual - expected| <= tolerance * scale, where scale is the largest
+|expected| of that output: errors of a dot product are relative to the size of its terms,
+not of its (possibly cancelled) result, so the output's scale is the honest yardstick.
+
+Why these tolerances (u = unit roundoff): the longest sums are the recurrence's dot products
+over H <= 1024 terms and the weight-gradient GEMMs over T*B rows; their worst-case error is
+about n*u relative to the terms' scale, and with random signs about sqrt(n)*u.
+  float32: u = 6e-8, 1024*u = 6e-5 -> 1e-4. A wrong gate, sign or step moves outputs by O(1).
+  float64: u = 1.1e-16, even 1e5*u = 1e-11 -> 1e-9 leaves two orders of margin.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TOLERANCES = {"float64": 1e-9, "float32": 1e-4}
+_SHOWN = 5
+
+
+def mismatches(name: str, actual, expected, dtype: str) -> list[str]:
+    """Lines describing the first few elements of `actual` outside tolerance (none: it passed)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    if actual.shape != expected.shape:
+        return [f"{name}: shape {actual.shape}, expected {expected.shape}"]
+    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+    bound = TOLERANCES[dtype] * max(scale, np.finfo(np.float64).tiny)
+    error = np.abs(actual - expected)
+    bad = ~(error <= bound)  # NaN (an unwritten, poisoned element) fails too
+    if not bad.any():
+        return []
+    lines = [f"{name}: {int(bad.sum())} of {bad.size} elements off by more than {bound:.3g} "
+             f"({dtype} tolerance {TOLERANCES[dtype]:g} x scale {scale:.3g})"]
+    for index in np.argwhere(bad)[:_SHOWN]:
+        index = tuple(int(i) for i in index)
+        lines.append(f"  at {index}: expected {expected[index]:.10g}, got {actual[index]:.10g}")
+    return lines

@@ -1,0 +1,110 @@
+"""Compiling generated CUDA source with NVRTC.
+
+`load_kernels` is what layers use: cupy.RawModule for the current device, memoised in
+process by (spec, device), with CuPy's own on-disk cache (keyed by source, options, arch
+and NVRTC version) serving later processes. `compile_for_arch` runs the same NVRTC
+compile for a named architecture without touching a GPU, which is how the CPU tier proves
+every generated kernel compiles.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+from lstmgen.codegen import LSTMSpec, Plan, render_layer
+from lstmgen.errors import KernelCompileError
+from lstmgen.runtime.device import current_target, require_gpu
+
+
+@functools.cache
+def compile_options() -> tuple[str, ...]:
+    """NVRTC options: C++17 and include paths for cooperative_groups.h and its headers."""
+    import cupy
+
+    include_dirs = [_cuda_include_dir(), Path(cupy.__file__).parent / "_core/include/cupy/_cccl/libcudacxx"]
+    return ("--std=c++17", *(f"-I{folder}" for folder in include_dirs))
+
+
+def _cuda_include_dir() -> Path:
+    """CUDA headers: those of the pip CUDA runtime wheel, else the toolkit CuPy found."""
+    try:
+        import nvidia.cu13
+
+        folder = Path(next(iter(nvidia.cu13.__path__))) / "include"
+        if (folder / "cooperative_groups.h").exists():
+            return folder
+    except ImportError:
+        pass
+    import cupy
+
+    cuda_path = cupy.cuda.get_cuda_path()
+    if cuda_path and (Path(cuda_path) / "include" / "cooperative_groups.h").exists():
+        return Path(cuda_path) / "include"
+    raise KernelCompileError(
+        "CUDA headers (cooperative_groups.h) were not found: NVRTC needs them to compile the "
+        "kernels; install them with pip install 'lstmgen[cuda13]' or set CUDA_PATH to a CUDA toolkit"
+    )
+
+
+def numbered(text: str) -> str:
+    """Source with line numbers, so an NVRTC log's line references can be followed."""
+    return "\n".join(f"{number:5d}  {line}" for number, line in enumerate(text.splitlines(), 1))
+
+
+def _compile_error(spec: LSTMSpec, direction: str, log: str, text: str) -> KernelCompileError:
+    return KernelCompileError(
+        f"NVRTC could not compile the {direction} kernel for layer [{spec.describe()}]"
+        f"{' (' + spec.where + ')' if spec.where else ''}.\n"
+        f"cause: the generated source is not valid for this compiler; this is a bug in a template "
+        f"or the planner, not in your spec.\nfix: report it with this message; meanwhile try "
+        f"another hidden_size or dtype.\n--- NVRTC log ---\n{log.strip()}\n--- source ---\n{numbered(text)}"
+    )
+
+
+def compile_for_arch(spec: LSTMSpec, direction: str, text: str, arch: str) -> bytes:
+    """Compile `text` to a cubin for `arch` (e.g. "sm_90") without a GPU; raise on failure."""
+    from cupy.cuda import nvrtc
+
+    program = nvrtc.createProgram(text, f"{direction}.cu", [], [])
+    try:
+        try:
+            nvrtc.compileProgram(program, [*compile_options(), f"-arch={arch}"])
+        except nvrtc.NVRTCError:
+            raise _compile_error(spec, direction, nvrtc.getProgramLog(program), text) from None
+        return nvrtc.getCUBIN(program)
+    finally:
+        nvrtc.destroyProgram(program)
+
+
+@dataclass(frozen=True)
+class LayerKernels:
+    """A layer's compiled recurrence kernels and the plan they were built with."""
+
+    forward: object   # cupy.RawKernel
+    backward: object  # cupy.RawKernel
+    plan: Plan
+
+
+@functools.cache
+def _load(spec: LSTMSpec, device_id: int) -> LayerKernels:
+    import cupy
+
+    sources = render_layer(spec, current_target())
+    kernels = {}
+    for direction, source in sources.items():
+        module = cupy.RawModule(code=source.text, options=compile_options())
+        try:
+            kernel = module.get_function(source.entry)
+        except cupy.cuda.compiler.CompileException as error:
+            raise _compile_error(spec, direction, str(error), source.text) from None
+        # Kernels whose W_hh slice lives in shared memory opt in to more than the default 48 KiB.
+        kernel.max_dynamic_shared_size_bytes = source.plan.smem_bytes
+        kernels[direction] = kernel
+    return LayerKernels(forward=kernels["forward"], backward=kernels["backward"], plan=sources["forward"].plan)
+
+
+def load_kernels(spec: LSTMSpec) -> LayerKernels:
+    """Compiled kernels of `spec` for the current device, compiled at most once per process."""
+    return _load(spec, require_gpu())

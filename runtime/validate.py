@@ -1,0 +1,47 @@
+"""Checks on arrays handed to a layer, done before any launch."""
+
+from __future__ import annotations
+
+from lstmgen.errors import InputError
+
+
+def check_array(name: str, array, shape: tuple, dtype: str, meaning: str):
+    """Raise InputError unless `array` is a C-contiguous CuPy array of `shape` and `dtype`.
+
+    `shape` may hold None for an axis that takes any size; `meaning` names the axes, e.g.
+    "[T, B, input_size]", for the message.
+    """
+    import cupy
+
+    if not isinstance(array, cupy.ndarray):
+        raise InputError(
+            f"{name} is a {type(array).__module__}.{type(array).__name__}, not a CuPy array: the kernels "
+            f"read GPU memory; move it with cupy.asarray({name})"
+        )
+    if array.device.id != cupy.cuda.Device().id:
+        raise InputError(
+            f"{name} is on GPU {array.device.id} but the layer runs on GPU {cupy.cuda.Device().id}: "
+            f"copy it there or call the layer inside `with cupy.cuda.Device({array.device.id})`"
+        )
+    if array.dtype != dtype:
+        raise InputError(
+            f"{name} has dtype {array.dtype} but this layer was generated for {dtype}: "
+            f"convert it with {name}.astype(cupy.{dtype}) or use a spec with dtype = \"{array.dtype}\""
+        )
+    if array.ndim != len(shape) or any(want is not None and got != want for got, want in zip(array.shape, shape)):
+        expected = tuple("any" if want is None else want for want in shape)
+        raise InputError(
+            f"{name} has shape {tuple(array.shape)} but this layer expects {meaning} = {expected}: "
+            f"reshape or slice it to that shape"
+        )
+    if 0 in array.shape:
+        raise InputError(
+            f"{name} has shape {tuple(array.shape)}, which holds no data: a sequence needs at least "
+            f"one step and one batch row"
+        )
+    if not array.flags.c_contiguous:
+        raise InputError(
+            f"{name} is not C-contiguous (strides {array.strides}): the kernels index it densely; "
+            f"pass cupy.ascontiguousarray({name})"
+        )
+    return array
