@@ -1,0 +1,30 @@
+"""Test tiers: everything runs on the CPU except tests marked `gpu`, which skip without a GPU."""
+
+import functools
+
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update", action="store_true",
+                     help="rewrite generated/ from the templates and print the diff instead of failing")
+
+
+@functools.cache
+def gpu_unavailable_reason() -> str | None:
+    from lstmgen.errors import NoGPUError
+    from lstmgen.runtime.device import require_gpu
+
+    try:
+        require_gpu()
+    except NoGPUError as reason:
+        return str(reason)
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if gpu_items and gpu_unavailable_reason():
+        skip = pytest.mark.skip(reason=f"GPU tier needs a CUDA GPU: {gpu_unavailable_reason()}")
+        for item in gpu_items:
+            item.add_marker(skip)

@@ -1,0 +1,31 @@
+"""GPU tier: Hypothesis draws specs and shapes and every output and gradient is compared
+with the float64 reference (tolerances and their derivation: lstmgen/compare.py).
+
+One test item per (dtype, bias, return_sequences) so that pytest-xdist can spread the
+NVRTC compiles of the drawn hidden sizes over CPU cores.
+"""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lstmgen.codegen import BIAS_MODES, DTYPES, LSTMSpec
+from lstmgen.runtime import Layer
+from lstmgen.strategies import problems
+from lstmgen.verify import check_layer
+
+EXAMPLES_PER_ITEM = 30
+
+
+@pytest.mark.parametrize("return_sequences", [True, False])
+@pytest.mark.parametrize("bias", BIAS_MODES)
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@settings(max_examples=EXAMPLES_PER_ITEM, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data(), hidden=st.integers(1, 1024), input_size=st.integers(1, 300), seed=st.integers(0, 2**16))
+def test_layer_matches_reference(dtype, bias, return_sequences, data, hidden, input_size, seed):
+    spec = LSTMSpec(input_size=input_size, hidden_size=hidden, dtype=dtype, bias=bias,
+                    return_sequences=return_sequences)
+    problem = data.draw(problems(spec), label="problem")
+    report = check_layer(Layer(spec, seed=seed), problem)
+    assert not report, "\n".join(report)

@@ -1,0 +1,201 @@
+"""GPU tier: runtime behaviour beyond the property run — sequence lengths served by one
+module, batch splitting, inference mode, determinism, stacks, weight import, errors."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+cupy = pytest.importorskip("cupy")
+
+from lstmgen import reference  # noqa: E402
+from lstmgen.codegen import LSTMSpec, ModelSpec  # noqa: E402
+from lstmgen.compare import mismatches  # noqa: E402
+from lstmgen.errors import GPUOutOfMemoryError, InputError  # noqa: E402
+from lstmgen.runtime import Layer, Model, load  # noqa: E402
+from lstmgen.runtime.compile import load_kernels  # noqa: E402
+from lstmgen.strategies import Problem  # noqa: E402
+from lstmgen.verify import check_layer  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def uniform(rng, *shape, dtype="float32"):
+    return cupy.asarray(rng.uniform(-1, 1, shape).astype(dtype))
+
+
+@pytest.mark.parametrize("steps", [1, 7, 5000])
+def test_one_module_serves_every_sequence_length(steps):
+    spec = LSTMSpec(input_size=3, hidden_size=9, dtype="float64", return_sequences=True)
+    kernels = load_kernels(spec)
+    report = check_layer(Layer(spec, seed=1), Problem(steps, 3, True, True, seed=steps))
+    assert not report, "\n".join(report)
+    assert load_kernels(spec) is kernels  # compiled once per process
+
+
+def test_batch_larger_than_one_launch_is_split():
+    spec = LSTMSpec(input_size=4, hidden_size=40, dtype="float32")
+    tile = load_kernels(spec).plan.batch_tile
+    report = check_layer(Layer(spec, seed=2), Problem(5, 2 * tile + 3, True, True, seed=3))
+    assert not report, "\n".join(report)
+
+
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_inference_mode_gives_the_training_outputs(return_sequences):
+    spec = LSTMSpec(input_size=6, hidden_size=33, dtype="float32", return_sequences=return_sequences)
+    layer = Layer(spec, seed=4)
+    rng = np.random.default_rng(5)
+    x, h0, c0 = uniform(rng, 11, 4, 6), uniform(rng, 4, 33), uniform(rng, 4, 33)
+    trained = layer.forward(x, h0, c0, training=True)
+    inferred = layer.forward(x, h0, c0, training=False)
+    for a, b in zip((trained[0], *trained[1]), (inferred[0], *inferred[1])):
+        assert cupy.array_equal(a, b)
+    with pytest.raises(InputError, match="without a cached forward pass"):
+        layer.backward(cupy.ones_like(inferred[0]))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_results_are_bitwise_identical_run_to_run(dtype):
+    spec = LSTMSpec(input_size=16, hidden_size=300, dtype=dtype)
+    layer = Layer(spec, seed=6)
+    rng = np.random.default_rng(7)
+    x, dy = uniform(rng, 20, 9, 16, dtype=dtype), uniform(rng, 20, 9, 300, dtype=dtype)
+    runs = []
+    for _ in range(3):
+        y, (h, c) = layer.forward(x)
+        grads = layer.backward(dy)
+        runs.append([y.get(), h.get(), c.get(), *(g.get() for g in grads.values())])
+    for later in runs[1:]:
+        for a, b in zip(runs[0], later):
+            assert np.array_equal(a, b)
+
+
+def test_batch_first_matches_time_major():
+    spec = LSTMSpec(input_size=5, hidden_size=12, dtype="float64")
+    layer = Layer(spec, seed=8)
+    rng = np.random.default_rng(9)
+    x, dy = uniform(rng, 6, 3, 5, dtype="float64"), uniform(rng, 6, 3, 12, dtype="float64")
+    y, _ = layer.forward(x)
+    grads = layer.backward(dy)
+    y_bf, _ = layer.forward(cupy.ascontiguousarray(x.transpose(1, 0, 2)), batch_first=True)
+    grads_bf = layer.backward(cupy.ascontiguousarray(dy.transpose(1, 0, 2)))
+    assert cupy.allclose(y_bf.transpose(1, 0, 2), y, rtol=0, atol=1e-14)
+    assert cupy.allclose(grads_bf["dx"].transpose(1, 0, 2), grads["dx"], rtol=0, atol=1e-14)
+    assert cupy.allclose(grads_bf["dW_hh"], grads["dW_hh"], rtol=0, atol=1e-12)
+
+
+def test_seed_stack_matches_reference_stack():
+    model = load(os.path.join(ROOT, "specs/seed.toml"), seed=10)
+    rng = np.random.default_rng(11)
+    x = rng.uniform(-1, 1, (30, 300, 1)).astype("float32")
+    dy = rng.uniform(-1, 1, (300, 1)).astype("float32")
+    params = [{k: v.get() for k, v in layer.params.items()} for layer in model.layers]
+    expected = reference.stack_forward(params, [True, False], x)
+    expected_grads = reference.stack_backward(params, expected, dy)
+    y, states = model.forward(cupy.asarray(x))
+    grads = model.backward(cupy.asarray(dy))
+    report = mismatches("y", y.get(), expected[-1].y, "float32")
+    for index in range(2):
+        report += mismatches(f"layer {index + 1} h_T", states[index][0].get(), expected[index].h_T, "float32")
+        for name, value in expected_grads[index].items():
+            report += mismatches(f"layer {index + 1} {name}", grads[index][name].get(), value, "float32")
+    assert not report, "\n".join(report)
+
+
+def test_torch_state_dict_import_reproduces_torch():
+    torch = pytest.importorskip("torch")
+    torch_lstm = torch.nn.LSTM(7, 20, num_layers=2).double()
+    model = Model(ModelSpec("torch2", (LSTMSpec(7, 20, "float64"), LSTMSpec(20, 20, "float64", return_sequences=True))))
+    model.load_torch_state_dict(torch_lstm.state_dict())
+    x = torch.rand(13, 4, 7, dtype=torch.float64) * 2 - 1
+    expected, (h_n, c_n) = torch_lstm(x)
+    y, states = model.forward(cupy.asarray(x.numpy()), training=False)
+    assert np.allclose(y.get(), expected.detach().numpy(), rtol=0, atol=1e-12)
+    assert np.allclose(states[1][1].get(), c_n[1].detach().numpy(), rtol=0, atol=1e-12)
+
+
+def test_keras_weights_import():
+    spec = LSTMSpec(input_size=3, hidden_size=4, dtype="float64", bias="single")
+    layer = Layer(spec)
+    rng = np.random.default_rng(12)
+    kernel, recurrent, bias = rng.normal(size=(3, 16)), rng.normal(size=(4, 16)), rng.normal(size=16)
+    layer.load_keras_weights(kernel, recurrent, bias)
+    x = rng.uniform(-1, 1, (5, 2, 3))
+    expected = reference.forward({"W_ih": kernel.T, "W_hh": recurrent.T, "b": bias}, x)
+    y, _ = layer.forward(cupy.asarray(x), training=False)
+    assert np.allclose(y.get(), expected.y, rtol=0, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- errors
+@pytest.fixture(scope="module")
+def small_layer():
+    return Layer(LSTMSpec(input_size=32, hidden_size=8, dtype="float32"), seed=0)
+
+
+def test_wrong_input_size_is_named(small_layer):
+    with pytest.raises(InputError, match=r"x has shape \(12, 4, 30\) but this layer expects \[T, B, input_size\] = \('any', 'any', 32\)"):
+        small_layer.forward(cupy.zeros((12, 4, 30), dtype="float32"))
+
+
+def test_wrong_dtype_is_named(small_layer):
+    with pytest.raises(InputError, match=r"x has dtype float64 but this layer was generated for float32: convert it"):
+        small_layer.forward(cupy.zeros((2, 2, 32)))
+
+
+def test_host_array_is_refused(small_layer):
+    with pytest.raises(InputError, match=r"x is a numpy.ndarray, not a CuPy array: .* cupy.asarray\(x\)"):
+        small_layer.forward(np.zeros((2, 2, 32), dtype="float32"))
+
+
+def test_non_contiguous_input_is_refused(small_layer):
+    x = cupy.zeros((2, 4, 32), dtype="float32")[:, ::2]
+    with pytest.raises(InputError, match=r"x is not C-contiguous .* cupy.ascontiguousarray\(x\)"):
+        small_layer.forward(x)
+
+
+def test_initial_state_batch_mismatch_is_named(small_layer):
+    with pytest.raises(InputError, match=r"h0 has shape \(3, 8\) but this layer expects \[B, hidden_size\] = \(4, 8\)"):
+        small_layer.forward(cupy.zeros((2, 4, 32), dtype="float32"), h0=cupy.zeros((3, 8), dtype="float32"))
+
+
+def test_empty_sequence_is_refused(small_layer):
+    with pytest.raises(InputError, match=r"holds no data: a sequence needs at least one step"):
+        small_layer.forward(cupy.zeros((0, 4, 32), dtype="float32"))
+
+
+def test_out_of_memory_says_what_to_lower():
+    layer = Layer(LSTMSpec(input_size=64, hidden_size=256, dtype="float32"), seed=0)
+    pool = cupy.get_default_memory_pool()
+    x = cupy.zeros((2000, 64, 64), dtype="float32")
+    pool.set_limit(size=pool.used_bytes() + 64 * 2**20)
+    try:
+        with pytest.raises(GPUOutOfMemoryError, match=r"out of GPU memory allocating .* lower the batch size or the sequence length"):
+            layer.forward(x)
+    finally:
+        pool.set_limit(size=0)
+
+
+def test_second_process_loads_kernels_from_the_disk_cache(tmp_path):
+    script = textwrap.dedent("""
+        import sys, cupy
+        from cupy.cuda import nvrtc
+        if sys.argv[1] == "cached":
+            def refuse(*args, **kwargs):
+                raise SystemExit("recompiled although the disk cache holds the module")
+            nvrtc.compileProgram = refuse
+        from lstmgen.codegen import LSTMSpec
+        from lstmgen.runtime import Layer
+        layer = Layer(LSTMSpec(input_size=3, hidden_size=77, dtype="float64"))
+        y, _ = layer.forward(cupy.ones((2, 2, 3)))
+        print("ok", float(y.sum()))
+    """)
+    env = dict(os.environ, CUPY_CACHE_DIR=str(tmp_path))
+    first = subprocess.run([sys.executable, "-c", script, "fresh"], env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert any(tmp_path.iterdir()), "the first process left nothing in the cache folder"
+    second = subprocess.run([sys.executable, "-c", script, "cached"], env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr + second.stdout
+    assert second.stdout == first.stdout
