@@ -14,6 +14,8 @@ from lstmgen.runtime import Layer
 from lstmgen.strategies import problems
 from lstmgen.verify import check_layer
 
+pytestmark = pytest.mark.gpu
+
 EXAMPLES_PER_ITEM = 30
 
 

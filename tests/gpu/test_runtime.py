@@ -20,6 +20,8 @@ from lstmgen.runtime.compile import load_kernels  # noqa: E402
 from lstmgen.strategies import Problem  # noqa: E402
 from lstmgen.verify import check_layer  # noqa: E402
 
+pytestmark = pytest.mark.gpu
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
