@@ -94,7 +94,8 @@ def _load(spec: LSTMSpec, device_id: int) -> LayerKernels:
     sources = render_layer(spec, current_target())
     kernels = {}
     for direction, source in sources.items():
-        module = cupy.RawModule(code=source.text, options=compile_options())
+        # Cooperative launches: the kernels cross a grid-wide barrier every step.
+        module = cupy.RawModule(code=source.text, options=compile_options(), enable_cooperative_groups=True)
         try:
             kernel = module.get_function(source.entry)
         except cupy.cuda.compiler.CompileException as error:

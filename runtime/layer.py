@@ -177,8 +177,7 @@ class Layer:
 
     def _launch(self, kernel, rows: int, args: tuple) -> None:
         plan = self.kernels.plan
-        kernel((plan.num_blocks,), (plan.threads,), args, shared_mem=plan.smem_bytes,
-               enable_cooperative_groups=True)
+        kernel((plan.num_blocks,), (plan.threads,), args, shared_mem=plan.smem_bytes)
 
     # ----------------------------------------------------------------- backward
     def backward(self, dy, dh_T=None, dc_T=None) -> dict:
@@ -237,7 +236,9 @@ class Layer:
             dx = cupy.ascontiguousarray(dx.transpose(1, 0, 2))
         grads = {"dx": dx, "dW_ih": d_gates.T @ x.reshape(steps * batch, spec.input_size)}
         # dW_hh = sum_t dG[t]^T h_{t-1}: h_{t-1} is h_seq shifted by one step, with h0 first.
-        dW_hh = gates[1:].reshape(-1, 4 * hidden).T @ h_seq[:-1].reshape(-1, hidden)
+        dW_hh = cupy.zeros((4 * hidden, hidden), dtype=spec.dtype)
+        if steps > 1:
+            dW_hh += gates[1:].reshape(-1, 4 * hidden).T @ h_seq[:-1].reshape(-1, hidden)
         if cache["h0"] is not None:
             dW_hh += gates[0].T @ cache["h0"]
         grads["dW_hh"] = dW_hh
