@@ -28,3 +28,17 @@ def pytest_collection_modifyitems(config, items):
         skip = pytest.mark.skip(reason=f"GPU tier needs a CUDA GPU: {gpu_unavailable_reason()}")
         for item in gpu_items:
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many Hypothesis examples the GPU property tests ran (tests record one each)."""
+    examples = sum(
+        1
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "teardown"
+        for name, _ in getattr(report, "user_properties", ())
+        if name == "hypothesis_example"
+    )
+    if examples:
+        terminalreporter.write_line(f"GPU property tests: {examples} Hypothesis examples run")

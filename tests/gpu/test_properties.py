@@ -26,9 +26,12 @@ EXAMPLES_PER_ITEM = 30
 # is scarce; the first failing example is reported as drawn.
 @settings(max_examples=EXAMPLES_PER_ITEM, deadline=None, database=None,
           phases=[Phase.explicit, Phase.generate],
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
 @given(data=st.data(), hidden=st.integers(1, 1024), input_size=st.integers(1, 300), seed=st.integers(0, 2**16))
-def test_layer_matches_reference(dtype, bias, return_sequences, data, hidden, input_size, seed):
+def test_layer_matches_reference(request, dtype, bias, return_sequences, data, hidden, input_size, seed):
+    # Counted in the session summary (tests/conftest.py), also across pytest-xdist workers.
+    request.node.user_properties.append(("hypothesis_example", 1))
     spec = LSTMSpec(input_size=input_size, hidden_size=hidden, dtype=dtype, bias=bias,
                     return_sequences=return_sequences)
     problem = data.draw(problems(spec), label="problem")
