@@ -1,0 +1,28 @@
+"""Environment and input errors that can be checked without a GPU."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import gpu_unavailable_reason
+from lstmgen.errors import InputError, NoGPUError
+
+
+@pytest.mark.skipif(gpu_unavailable_reason() is None, reason="checks the behaviour without a GPU")
+def test_loading_a_model_without_gpu_names_cause_and_fix():
+    import lstmgen
+
+    with pytest.raises(NoGPUError, match=r"no CUDA GPU is usable \(.+\): lstmgen runs its kernels on an NVIDIA GPU; "
+                                          r"run on a machine with one .* or use `lstmgen generate`, which needs no GPU"):
+        lstmgen.load(Path(__file__).resolve().parent.parent / "specs" / "seed.toml")
+
+
+def test_host_arrays_are_refused_before_any_launch():
+    pytest.importorskip("cupy")
+    from lstmgen.runtime.validate import check_array
+
+    with pytest.raises(InputError, match=r"x is a numpy.ndarray, not a CuPy array: the kernels read GPU memory; "
+                                         r"move it with cupy.asarray\(x\)"):
+        check_array("x", np.zeros((2, 3, 4), dtype=np.float32), (None, None, 4), "float32", "[T, B, input_size]")
+
