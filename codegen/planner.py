@@ -70,7 +70,7 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
             f"units; lower hidden_size to {largest} or less"
         )
     num_blocks = -(-hidden // units)
-    batch_tile = max(1, _TARGET_THREADS // units)
+    batch_tile = max(1, min(_TARGET_THREADS, target.max_threads_per_block) // units)
     types = DTYPES[spec.dtype]
     weight_slice_elems = 4 * units * hidden
     weight_bytes = weight_slice_elems * _BYTES[types["storage"]]

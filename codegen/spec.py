@@ -56,12 +56,12 @@ class LSTMSpec:
                     f"LSTMSpec.{name} must be a positive integer, got {value!r}{at}: "
                     f"set {name} to {what}, e.g. {example}"
                 )
-        if self.dtype not in DTYPES:
+        if not isinstance(self.dtype, str) or self.dtype not in DTYPES:
             raise SpecError(
                 f"LSTMSpec.dtype {self.dtype!r} is not supported{at}: lstmgen generates kernels "
                 f"for {', '.join(DTYPES)}; set dtype to one of them"
             )
-        if self.bias not in BIAS_MODES:
+        if not isinstance(self.bias, str) or self.bias not in BIAS_MODES:
             raise SpecError(
                 f"LSTMSpec.bias {self.bias!r} is not a bias mode{at}: use \"double\" "
                 f"(b_ih and b_hh, as torch.nn.LSTM), \"single\" (one bias, as Keras) or \"none\""
@@ -94,6 +94,8 @@ def load_spec(path: str | Path) -> ModelSpec:
         text = path.read_text()
     except FileNotFoundError:
         raise SpecError(f"spec file {path} does not exist: check the path, e.g. specs/seed.toml") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError(f"spec file {path} cannot be read as text ({error}): pass a UTF-8 TOML file") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -110,9 +112,12 @@ def parse_spec(data: dict, name: str = "model", source: str = "<spec>") -> Model
             f"{', '.join(sorted(_MODEL_FIELDS))}; remove it or check its spelling"
         )
     dtype = data.get("dtype", "float32")
-    if not isinstance(dtype, str):
-        raise SpecError(f"dtype must be a string such as \"float32\", got {dtype!r} ({source}): quote it")
     raw_layers = data.get("layer")
+    if isinstance(raw_layers, dict):
+        raise SpecError(
+            f"{source} has a single [layer] table: layers are an array of tables; write "
+            f"[[layer]] (double brackets) before each layer"
+        )
     if not isinstance(raw_layers, list) or not raw_layers:
         raise SpecError(
             f"{source} defines no layers: add at least one [[layer]] table with hidden_size "
@@ -127,6 +132,8 @@ def parse_spec(data: dict, name: str = "model", source: str = "<spec>") -> Model
 def _parse_layer(raw: dict, index: int, count: int, previous: LSTMSpec | None, dtype: str,
                  source: str) -> LSTMSpec:
     where = f"{source}, layer {index}"
+    if not isinstance(raw, dict):
+        raise SpecError(f"layer {index} of {source} is {raw!r}, not a table: write each layer as a [[layer]] table")
     unknown = sorted(set(raw) - _LAYER_FIELDS)
     if unknown:
         raise SpecError(
@@ -136,32 +143,30 @@ def _parse_layer(raw: dict, index: int, count: int, previous: LSTMSpec | None, d
     if "hidden_size" not in raw:
         raise SpecError(f"{where} has no hidden_size: add hidden_size = <number of units>, e.g. 128")
     input_size = raw.get("input_size")
-    if previous is None:
-        if input_size is None:
-            raise SpecError(
-                f"{where} has no input_size: the first layer must say how many features "
-                f"each time step has, e.g. input_size = 32"
-            )
-    else:
-        if not previous.return_sequences:
-            raise SpecError(
-                f"layer {index - 1} of {source} feeds layer {index} but has return_sequences = false, "
-                f"so layer {index} would get one step instead of a sequence: set "
-                f"return_sequences = true in layer {index - 1}"
-            )
-        if input_size is None:
-            input_size = previous.hidden_size
-        elif input_size != previous.hidden_size:
-            raise SpecError(
-                f"{where} has input_size {input_size} but layer {index - 1} outputs "
-                f"hidden_size {previous.hidden_size}: set input_size = {previous.hidden_size} "
-                f"or leave it out (it defaults to the previous layer's hidden_size)"
-            )
-    return LSTMSpec(
-        input_size=input_size,
+    if previous is None and input_size is None:
+        raise SpecError(
+            f"{where} has no input_size: the first layer must say how many features "
+            f"each time step has, e.g. input_size = 32"
+        )
+    if previous is not None and not previous.return_sequences:
+        raise SpecError(
+            f"layer {index - 1} of {source} feeds layer {index} but has return_sequences = false, "
+            f"so layer {index} would get one step instead of a sequence: set "
+            f"return_sequences = true in layer {index - 1}"
+        )
+    # Build first, so that each field's own check speaks before the stack check.
+    spec = LSTMSpec(
+        input_size=previous.hidden_size if input_size is None else input_size,
         hidden_size=raw["hidden_size"],
         dtype=dtype,
         bias=raw.get("bias", "double"),
         return_sequences=raw.get("return_sequences", True),
         where=where,
     )
+    if previous is not None and spec.input_size != previous.hidden_size:
+        raise SpecError(
+            f"{where} has input_size {spec.input_size} but layer {index - 1} outputs "
+            f"hidden_size {previous.hidden_size}: set input_size = {previous.hidden_size} "
+            f"or leave it out (it defaults to the previous layer's hidden_size)"
+        )
+    return spec

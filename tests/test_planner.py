@@ -82,3 +82,9 @@ def test_hidden_size_too_large_for_target(target):
                rf"\(big\.toml, layer 2\): .*lower hidden_size to {largest} or less")
     with pytest.raises(SpecError, match=message):
         plan_layer(spec, target)
+
+
+def test_threads_respect_a_small_per_block_limit():
+    target = Target("sm_x", sm_count=10, max_smem_per_block=65536, max_threads_per_block=128)
+    plan = plan_layer(LSTMSpec(input_size=4, hidden_size=1000), target)
+    assert plan.units_per_block == 100 and plan.batch_tile == 1 and plan.threads == 100

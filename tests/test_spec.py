@@ -84,7 +84,7 @@ ERRORS = [
         id="dtype-int8"),
     pytest.param(
         toml(FIRST, head="dtype = 32"),
-        r"dtype must be a string such as \"float32\", got 32 \({file}\): quote it",
+        r"LSTMSpec\.dtype 32 is not supported \({file}, layer 1\): .*set dtype to one of them",
         id="dtype-not-a-string"),
     pytest.param(
         toml(FIRST + '\nbias = "both"'),
@@ -114,6 +114,23 @@ ERRORS = [
         r"layer 2 of {file} feeds layer 3 but has return_sequences = false, so layer 3 would get "
         r"one step instead of a sequence: set return_sequences = true in layer 2",
         id="middle-layer-returns-last-step"),
+    pytest.param(
+        toml(FIRST, 'input_size = "5"\nhidden_size = 3'),
+        field_error("input_size", "'5'").replace("layer 1", "layer 2"),
+        id="later-input_size-wrong-type"),
+    pytest.param(
+        toml(FIRST, "input_size = 0\nhidden_size = 3"),
+        field_error("input_size", "0").replace("layer 1", "layer 2"),
+        id="later-input_size-zero"),
+    pytest.param(
+        'dtype = "float32"\n[layer]\ninput_size = 1\nhidden_size = 5\n',
+        r"{file} has a single \[layer\] table: layers are an array of tables; write \[\[layer\]\] "
+        r"\(double brackets\) before each layer",
+        id="single-bracket-layer"),
+    pytest.param(
+        toml(head="layer = [1, 2]"),
+        r"layer 1 of {file} is 1, not a table: write each layer as a \[\[layer\]\] table",
+        id="layer-not-a-table"),
 ]
 
 
@@ -122,6 +139,11 @@ def test_spec_file_error(tmp_path, text, message):
     path = write_spec(tmp_path, text)
     with pytest.raises(SpecError, match=message.format(file=re.escape(str(path)))):
         load_spec(path)
+
+
+def test_directory_instead_of_file(tmp_path):
+    with pytest.raises(SpecError, match=rf"spec file {re.escape(str(tmp_path))} cannot be read as text .*: pass a UTF-8 TOML file"):
+        load_spec(tmp_path)
 
 
 def test_missing_file(tmp_path):
