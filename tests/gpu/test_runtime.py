@@ -207,3 +207,16 @@ def test_second_process_loads_kernels_from_the_disk_cache(tmp_path):
     second = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert second.returncode == 0, second.stderr
     assert second.stdout.split() == ["0", value], "the second process recompiled the kernel"
+
+
+def test_initialisation_is_torch_uniform_and_seeded():
+    spec = LSTMSpec(input_size=50, hidden_size=64, dtype="float64", bias="double")
+    layer, same, other = Layer(spec, seed=3), Layer(spec, seed=3), Layer(spec, seed=4)
+    bound = 1 / np.sqrt(64)
+    for name, value in layer.params.items():
+        values = value.get()
+        assert np.abs(values).max() <= bound, name
+        # U(-k, k) has standard deviation k / sqrt(3); 256+ samples put it within 15%.
+        assert abs(values.std() - bound / np.sqrt(3)) < 0.15 * bound / np.sqrt(3), name
+        assert np.array_equal(values, same.params[name].get())
+        assert not np.array_equal(values, other.params[name].get())
