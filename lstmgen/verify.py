@@ -67,8 +67,7 @@ def verify_spec(model_spec, examples: int, log=print) -> bool:
         layer = Layer(spec, seed=index)
         runs = []
 
-        @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
-                  suppress_health_check=list(HealthCheck))
+        @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         @given(problems(spec, max_steps=200, max_batch=64))
         def agrees(problem):
             runs.append(problem)

@@ -146,7 +146,7 @@ class Layer:
 
         for first, rows in self._batch_chunks(batch):
             sl = slice(first, first + rows)
-            self._launch(self.kernels.forward, rows, (
+            self._launch(self.kernels.forward, (
                 _pointer(gx[:, sl]), _pointer(self.params["W_hh"]),
                 _pointer(None if h0 is None else h0[sl]), _pointer(None if c0 is None else c0[sl]),
                 _pointer(h_buf[:, sl]), np.int32(h_buf.shape[0]),
@@ -175,7 +175,7 @@ class Layer:
         for first in range(0, batch, tile):
             yield first, min(tile, batch - first)
 
-    def _launch(self, kernel, rows: int, args: tuple) -> None:
+    def _launch(self, kernel, args: tuple) -> None:
         plan = self.kernels.plan
         kernel((plan.num_blocks,), (plan.threads,), args, shared_mem=plan.smem_bytes)
 
@@ -221,7 +221,7 @@ class Layer:
         c0 = cache["c0"]
         for first, rows in self._batch_chunks(batch):
             sl = slice(first, first + rows)
-            self._launch(self.kernels.backward, rows, (
+            self._launch(self.kernels.backward, (
                 _pointer(self.params["W_hh"]), _pointer(gates[:, sl]), _pointer(cache["c_seq"][:, sl]),
                 _pointer(None if c0 is None else c0[sl]), _pointer(None if dy is None else dy[:, sl]),
                 _pointer(None if dh_T is None else dh_T[sl]), _pointer(None if dc_T is None else dc_T[sl]),
