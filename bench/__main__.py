@@ -1,0 +1,45 @@
+"""python -m lstmgen.bench: lstmgen against cuDNN over a grid; table, JSON and heat map."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from lstmgen.bench.report import format_table, plot_heatmap, write_json
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lstmgen.bench", description=__doc__)
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "float16", "bfloat16", "float64"])
+    parser.add_argument("--hidden", nargs="+", type=int, default=[128, 256, 512, 1024])
+    parser.add_argument("--batch", nargs="+", type=int, default=[1, 8, 64, 256])
+    parser.add_argument("--steps", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs per cell; the median is reported")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--out", default="bench/results", help="folder for <gpu>.json and <gpu>.png")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from lstmgen.bench.measure import measure
+
+    device = torch.cuda.get_device_name()
+    cells = []
+    for dtype in args.dtypes:
+        for hidden in args.hidden:
+            for batch in args.batch:
+                cells += measure(dtype, hidden, batch, args.steps, args.repeats, args.warmup)
+                print(f"measured {dtype} H={hidden} B={batch}", file=sys.stderr, flush=True)
+    print(f"{device}, T={args.steps}, I=H, median of {args.repeats} runs")
+    print(format_table(cells))
+    stem = Path(args.out) / re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-").lower()
+    write_json(cells, stem.with_suffix(".json"), device)
+    plot_heatmap(cells, stem.with_suffix(".png"))
+    print(f"wrote {stem}.json and {stem}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

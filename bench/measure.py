@@ -1,0 +1,147 @@
+"""Measuring one grid point: lstmgen and torch.nn.LSTM (cuDNN) on the same weights and inputs.
+
+Correctness is checked before anything is timed. Timing uses CUDA events after a warm-up and
+takes the median of `repeats` runs. Peak memory is what each side allocates beyond the
+weights and inputs while running once: torch's max_memory_allocated, and for lstmgen the
+bytes CuPy's pool holds after emptying it first (the pool reuses freed blocks, so that is
+the high-water mark of live buffers, rounded up to the pool's 512-byte bins).
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from lstmgen.bench.report import Cell
+from lstmgen.codegen import DTYPES, LSTMSpec
+from lstmgen.compare import mismatches
+
+
+def _cupy_ms(run) -> float:
+    import cupy
+
+    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+    start.record()
+    run()
+    stop.record()
+    stop.synchronize()
+    return cupy.cuda.get_elapsed_time(start, stop)
+
+
+def _torch_ms(run) -> float:
+    import torch
+
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    run()
+    stop.record()
+    stop.synchronize()
+    return start.elapsed_time(stop)
+
+
+def _median_ms(timer, run, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        run()
+    return statistics.median(timer(run) for _ in range(repeats))
+
+
+def _ours_peak_bytes(run) -> int:
+    import cupy
+
+    pool = cupy.get_default_memory_pool()
+    cupy.cuda.Device().synchronize()
+    pool.free_all_blocks()
+    baseline = pool.used_bytes()  # weights and anything alive between runs
+    run()
+    cupy.cuda.Device().synchronize()
+    return pool.total_bytes() - baseline
+
+
+def _cudnn_peak_bytes(run) -> int:
+    import torch
+
+    torch.cuda.synchronize()
+    baseline = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    run()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - baseline
+
+
+def measure(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmup: int) -> list[Cell]:
+    """Forward and training cells of one (dtype, H, B), I = H, bias as torch (double)."""
+    import cupy
+    import torch
+
+    from lstmgen.runtime import Layer
+
+    torch.backends.cuda.matmul.allow_tf32 = False  # users compare against strict fp32
+    torch.backends.cudnn.allow_tf32 = False
+    torch_dtype = getattr(torch, dtype)
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(hidden, hidden).to("cuda", torch_dtype)
+    lstm.flatten_parameters()
+    x_torch = (torch.rand(steps, batch, hidden, device="cuda", dtype=torch_dtype) * 2 - 1)
+
+    def cudnn_forward():
+        with torch.no_grad():
+            return lstm(x_torch)[0]
+
+    x_grad = x_torch.clone().requires_grad_(True)
+
+    def cudnn_training():
+        lstm.zero_grad(set_to_none=True)
+        x_grad.grad = None
+        lstm(x_grad)[0].sum().backward()
+
+    notes, cudnn = [], {}
+    try:
+        expected_y = cudnn_forward()
+        cudnn_training()
+        expected_dw = lstm.weight_hh_l0.grad.double().cpu().numpy()
+    except RuntimeError as error:  # e.g. no cuDNN RNN kernel for this dtype
+        notes.append(f"cuDNN: no kernel ({str(error).splitlines()[0][:60]})")
+    else:
+        cudnn = {
+            "forward": (_median_ms(_torch_ms, cudnn_forward, repeats, warmup), _cudnn_peak_bytes(cudnn_forward)),
+            "training": (_median_ms(_torch_ms, cudnn_training, repeats, warmup), _cudnn_peak_bytes(cudnn_training)),
+        }
+
+    ours = {}
+    if dtype not in DTYPES:
+        notes.append(f"lstmgen: no {dtype} kernels yet")
+    else:
+        layer = Layer(LSTMSpec(hidden, hidden, dtype, "double", return_sequences=True))
+        layer.load_torch_state_dict(lstm.state_dict())
+        x = cupy.from_dlpack(x_torch.detach())
+        dy = cupy.ones((steps, batch, hidden), dtype=dtype)
+
+        def ours_forward():
+            return layer.forward(x, training=False)[0]
+
+        def ours_training():
+            layer.forward(x, training=True)
+            return layer.backward(dy)
+
+        if cudnn:
+            # Same weights, same inputs: both must agree before either is timed. cuDNN is
+            # itself approximate, so the agreement is held to the dtype's tolerance.
+            report = mismatches("y vs cuDNN", ours_forward().get(), expected_y.double().cpu().numpy(), dtype)
+            report += mismatches("dW_hh vs cuDNN", ours_training()["dW_hh"].get(), expected_dw, dtype)
+            if report:
+                raise AssertionError(f"{dtype} H={hidden} B={batch}: lstmgen and cuDNN disagree\n" + "\n".join(report))
+        ours = {
+            "forward": (_median_ms(_cupy_ms, ours_forward, repeats, warmup), _ours_peak_bytes(ours_forward)),
+            "training": (_median_ms(_cupy_ms, ours_training, repeats, warmup), _ours_peak_bytes(ours_training)),
+        }
+
+    cells = []
+    for mode in ("forward", "training"):
+        ours_ms, ours_peak = ours.get(mode, (None, None))
+        cudnn_ms, cudnn_peak = cudnn.get(mode, (None, None))
+        cells.append(Cell(
+            dtype=dtype, hidden=hidden, batch=batch, steps=steps, mode=mode,
+            ours_us=None if ours_ms is None else 1000 * ours_ms / steps,
+            cudnn_us=None if cudnn_ms is None else 1000 * cudnn_ms / steps,
+            ours_peak_bytes=ours_peak, cudnn_peak_bytes=cudnn_peak, note="; ".join(notes),
+        ))
+    return cells
