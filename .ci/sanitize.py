@@ -1,7 +1,8 @@
 """Runs every kernel direction once on a grid of specs: the workload for compute-sanitizer.
 
     compute-sanitizer --tool memcheck python .ci/sanitize.py
-    compute-sanitizer --tool racecheck python .ci/sanitize.py
+    compute-sanitizer --tool racecheck python .ci/sanitize.py   (shared-memory hazards only)
+    compute-sanitizer --tool synccheck python .ci/sanitize.py   (barrier misuse)
 
 Covers both dtypes, every bias mode, both return_sequences, weights in shared memory and
 streamed from L2, batches split over launches, odd sizes. Exits non-zero on any mismatch.
@@ -20,6 +21,7 @@ GRID = [
     (LSTMSpec(5, 37, "float64", "single", False), Problem(3, 2, False, True, 2)),
     (LSTMSpec(17, 133, "float32", "none", True), Problem(3, 5, True, False, 3)),
     (LSTMSpec(8, 1024, "float64", "double", False), Problem(2, 2, True, True, 4)),  # W_hh streamed
+    (LSTMSpec(8, 1400, "float32", "single", True), Problem(2, 3, True, True, 6)),  # W_hh streamed
     (LSTMSpec(4, 300, "float32", "single", True), None),  # batch split over launches
 ]
 

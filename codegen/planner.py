@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from lstmgen.errors import SpecError
 from lstmgen.codegen.spec import DTYPES, LSTMSpec
 
-_BYTES = {"float": 4, "double": 8}
 # Threads per block the planner aims for: enough warps to hide the latency of the h loads,
 # few enough that one block per SM always fits, which a cooperative launch requires.
 _TARGET_THREADS = 256
@@ -73,7 +72,7 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
     batch_tile = max(1, min(_TARGET_THREADS, target.max_threads_per_block) // units)
     types = DTYPES[spec.dtype]
     weight_slice_elems = 4 * units * hidden
-    weight_bytes = weight_slice_elems * _BYTES[types["storage"]]
+    weight_bytes = weight_slice_elems * types["bytes"]
     weights_in_smem = weight_bytes <= target.max_smem_per_block
     return Plan(
         target=target,

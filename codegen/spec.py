@@ -18,10 +18,12 @@ from lstmgen.errors import SpecError
 # performance work (issue 3): the kernels accumulate in `accumulate` already, so a 16-bit
 # storage type only adds a row here and its conversions in templates/_common.j2.
 DTYPES = {
-    "float32": {"storage": "float", "accumulate": "float"},
-    "float64": {"storage": "double", "accumulate": "double"},
+    "float32": {"storage": "float", "accumulate": "float", "bytes": 4},
+    "float64": {"storage": "double", "accumulate": "double", "bytes": 8},
 }
-BIAS_MODES = ("double", "single", "none")
+# Bias parameters of each mode, in torch's naming where torch has them.
+BIAS_PARAMETERS = {"double": ("b_ih", "b_hh"), "single": ("b",), "none": ()}
+BIAS_MODES = tuple(BIAS_PARAMETERS)
 
 _LAYER_FIELDS = {"input_size", "hidden_size", "return_sequences", "bias"}
 _MODEL_FIELDS = {"dtype", "layer"}
@@ -125,11 +127,11 @@ def parse_spec(data: dict, name: str = "model", source: str = "<spec>") -> Model
         )
     layers: list[LSTMSpec] = []
     for index, raw in enumerate(raw_layers, start=1):
-        layers.append(_parse_layer(raw, index, len(raw_layers), layers[-1] if layers else None, dtype, source))
+        layers.append(_parse_layer(raw, index, layers[-1] if layers else None, dtype, source))
     return ModelSpec(name=name, layers=tuple(layers), source=source)
 
 
-def _parse_layer(raw: dict, index: int, count: int, previous: LSTMSpec | None, dtype: str,
+def _parse_layer(raw: dict, index: int, previous: LSTMSpec | None, dtype: str,
                  source: str) -> LSTMSpec:
     where = f"{source}, layer {index}"
     if not isinstance(raw, dict):

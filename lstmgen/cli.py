@@ -24,8 +24,9 @@ def write_generated(model: ModelSpec, out_dir: Path) -> list[Path]:
     return written
 
 
-def compile_model(model: ModelSpec, arch: str = SM90_H200.arch) -> list[str]:
-    """Compile every kernel of `model` for `arch` with NVRTC (no GPU needed); report lines."""
+def compile_model(model: ModelSpec) -> list[str]:
+    """Compile every kernel of `model` as rendered for the H200 with NVRTC (no GPU needed)."""
+    arch = SM90_H200.arch
     from lstmgen.runtime.compile import compile_for_arch
 
     lines = []
@@ -71,7 +72,7 @@ def _generate(args) -> int:
 
 def _compile(args) -> int:
     for spec_path in args.specs:
-        for line in compile_model(load_spec(spec_path), args.arch):
+        for line in compile_model(load_spec(spec_path)):
             print(f"{spec_path}: {line}")
     return 0
 
@@ -121,9 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("-o", "--output", default="generated", help="output folder (default: generated)")
     generate.set_defaults(run=_generate)
 
-    compile_ = commands.add_parser("compile", help="compile every kernel of spec files with NVRTC (no GPU needed)")
+    compile_ = commands.add_parser("compile", help="compile every kernel of spec files for sm_90 with NVRTC (no GPU needed)")
     compile_.add_argument("specs", nargs="+", help="TOML spec files")
-    compile_.add_argument("--arch", default=SM90_H200.arch, help="target architecture (default: sm_90)")
     compile_.set_defaults(run=_compile)
 
     verify = commands.add_parser("verify", help="property-test a spec's kernels against the NumPy reference (GPU)")

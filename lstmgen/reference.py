@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BIAS_PARAMETERS = {"double": ("b_ih", "b_hh"), "single": ("b",), "none": ()}
+from lstmgen.codegen.spec import BIAS_PARAMETERS
 
 
 def parameter_names(bias: str) -> tuple:

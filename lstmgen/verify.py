@@ -11,6 +11,7 @@ import numpy as np
 
 from lstmgen import reference
 from lstmgen.compare import mismatches
+from lstmgen.errors import LSTMGenError
 from lstmgen.strategies import Problem
 
 
@@ -80,7 +81,7 @@ def verify_spec(model_spec, examples: int, log=print) -> bool:
             all_passed = False
             log(f"layer {index} [{spec.describe()}]: MISMATCH after {len(runs)} examples; "
                 f"smallest failing problem {runs[-1]}:\n{failure}")
-        except HypothesisException as failure:
+        except (HypothesisException, LSTMGenError) as failure:
             all_passed = False
             log(f"layer {index} [{spec.describe()}]: property run failed: {failure}")
         else:

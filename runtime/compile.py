@@ -2,9 +2,10 @@
 
 `load_kernels` is what layers use: cupy.RawModule for the current device, memoised in
 process by (spec, device), with CuPy's own on-disk cache (keyed by source, options, arch
-and NVRTC version) serving later processes. `compile_for_arch` runs the same NVRTC
-compile for a named architecture without touching a GPU, which is how the CPU tier proves
-every generated kernel compiles.
+and NVRTC version) serving later processes. `compile_for_arch` compiles the sm_90 rendering
+with the same NVRTC and our same options (CuPy may add flags of its own) for a named
+architecture without touching a GPU, which is how the CPU tier proves every generated
+kernel compiles.
 """
 
 from __future__ import annotations

@@ -9,18 +9,23 @@ Memory (elements of the spec's dtype, T steps, B rows, H units, I inputs):
   inference: Gx 4*T*B*H, plus T*B*H for y when return_sequences (else 2*B*H ping-pong)
   training cache: T*B*(4H + H + H): activated gates (written over Gx in place), cell
   states and every h_t; backward writes dG over the gates and adds only dx (T*B*I).
+  batch_first adds a time-major copy of x (and of y, dy, dx).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from lstmgen import reference
-from lstmgen.codegen import LSTMSpec
+from lstmgen.codegen import BIAS_PARAMETERS, LSTMSpec
 from lstmgen.errors import InputError
 from lstmgen.runtime.buffers import new_buffer
 from lstmgen.runtime.compile import load_kernels
+from lstmgen.runtime.device import require_gpu
 from lstmgen.runtime.validate import check_array
+
+_FORWARD_ADVICE = ("lower the batch size or the sequence length, or run with training=False, "
+                   "which keeps no backward cache")
+_BACKWARD_ADVICE = "lower the batch size or the sequence length"
 
 
 def _pointer(array) -> np.uint64:
@@ -28,11 +33,23 @@ def _pointer(array) -> np.uint64:
     return np.uint64(0 if array is None else array.data.ptr)
 
 
+def _swap_time_and_batch(array, what: str, advice: str):
+    """[B, T, F] <-> [T, B, F] as a new C-contiguous buffer."""
+    swapped = new_buffer((array.shape[1], array.shape[0], array.shape[2]), array.dtype, what, advice)
+    swapped[...] = array.transpose(1, 0, 2)
+    return swapped
+
+
 class Layer:
-    """A compiled LSTM layer with its parameters on the current GPU."""
+    """A compiled LSTM layer with its parameters on the current GPU.
+
+    The arrays forward returns are the layer's own buffers, and a training forward keeps
+    y (the h sequence), x and h0 for backward: change them in place only after backward.
+    """
 
     def __init__(self, spec: LSTMSpec, seed: int | None = None):
         self.spec = spec
+        self.device_id = require_gpu()
         self.kernels = load_kernels(spec)
         self.params = self._initial_parameters(seed)
         self._cache = None
@@ -41,7 +58,7 @@ class Layer:
     def _parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         hidden, gates = self.spec.hidden_size, 4 * self.spec.hidden_size
         shapes = {"W_ih": (gates, self.spec.input_size), "W_hh": (gates, hidden)}
-        shapes.update({name: (gates,) for name in reference.BIAS_PARAMETERS[self.spec.bias]})
+        shapes.update({name: (gates,) for name in BIAS_PARAMETERS[self.spec.bias]})
         return shapes
 
     def _initial_parameters(self, seed: int | None) -> dict:
@@ -54,7 +71,10 @@ class Layer:
                 for name, shape in self._parameter_shapes().items()}
 
     def set_parameters(self, params: dict) -> None:
-        """Replace every parameter from host or device arrays named as `parameter_names`."""
+        """Replace every parameter from host or device arrays named W_ih, W_hh and the bias names.
+
+        A pending forward cache is dropped: its backward would mix old and new weights.
+        """
         import cupy
 
         expected = self._parameter_shapes()
@@ -74,16 +94,30 @@ class Layer:
                 )
             new[name] = value
         self.params = new
+        self._cache = None
 
     def load_torch_state_dict(self, state_dict: dict, layer_index: int = 0) -> None:
         """Take weights from torch.nn.LSTM's state_dict (layer `layer_index` of it)."""
+        suffix = f"_l{layer_index}"
+        if any(key.endswith(suffix + "_reverse") for key in state_dict):
+            raise InputError(
+                "state_dict comes from a bidirectional torch.nn.LSTM, which lstmgen does not run yet: "
+                "export a unidirectional LSTM (bidirectional=False)"
+            )
+        has_bias = f"bias_ih{suffix}" in state_dict
+        if has_bias != (self.spec.bias != "none"):
+            raise InputError(
+                f"state_dict {'has' if has_bias else 'has no'} biases but this layer's bias mode is "
+                f"{self.spec.bias!r}: use bias = \"double\" (or \"single\") for torch.nn.LSTM(bias=True) "
+                f"and bias = \"none\" for bias=False"
+            )
+
         def get(kind):
-            key = f"{kind}_l{layer_index}"
+            key = f"{kind}{suffix}"
             if key not in state_dict:
                 raise InputError(
                     f"state_dict has no {key!r} (keys: {sorted(state_dict)}): it must come from "
                     f"torch.nn.LSTM with at least {layer_index + 1} layer(s)"
-                    + (" and bias=True" if kind.startswith("bias") else "")
                 )
             value = state_dict[key]
             return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
@@ -97,16 +131,19 @@ class Layer:
 
     def load_keras_weights(self, kernel, recurrent_kernel, bias=None) -> None:
         """Take weights from a Keras LSTM: kernel [I, 4H], recurrent_kernel [H, 4H], bias [4H]."""
-        params = {"W_ih": np.asarray(kernel).T, "W_hh": np.asarray(recurrent_kernel).T}
+        import cupy
+
         if (bias is None) != (self.spec.bias == "none"):
             raise InputError(
                 f"Keras bias {'missing' if bias is None else 'given'} but this layer's bias mode is "
-                f"{self.spec.bias!r}: Keras layers with use_bias=True map to bias = \"single\", "
-                f"use_bias=False to bias = \"none\""
+                f"{self.spec.bias!r}: Keras layers with use_bias=True map to bias = \"single\" "
+                f"(or \"double\", with b_hh = 0), use_bias=False to bias = \"none\""
             )
-        if bias is not None:
-            bias = np.asarray(bias)
-            params.update(b=bias) if self.spec.bias == "single" else params.update(b_ih=bias, b_hh=np.zeros_like(bias))
+        params = {"W_ih": cupy.asarray(kernel).T, "W_hh": cupy.asarray(recurrent_kernel).T}
+        if self.spec.bias == "single":
+            params["b"] = bias
+        elif self.spec.bias == "double":
+            params.update(b_ih=bias, b_hh=cupy.zeros_like(cupy.asarray(bias)))
         self.set_parameters(params)
 
     # ----------------------------------------------------------------- forward
@@ -119,61 +156,76 @@ class Layer:
         """
         import cupy
 
-        spec, plan = self.spec, self.kernels.plan
+        spec = self.spec
+        self._check_current_device()
         axes = "[B, T, input_size]" if batch_first else "[T, B, input_size]"
-        check_array("x", x, (None, None, spec.input_size), spec.dtype, axes)
+        # batch_first input is copied to time-major anyway, so it may be strided.
+        check_array("x", x, (None, None, spec.input_size), spec.dtype, axes, self.device_id,
+                    contiguous=not batch_first)
         if batch_first:
-            x = cupy.ascontiguousarray(x.transpose(1, 0, 2))
+            x = _swap_time_and_batch(x, "a time-major copy of x", _FORWARD_ADVICE)
         steps, batch = x.shape[:2]
         for name, state in (("h0", h0), ("c0", c0)):
             if state is not None:
-                check_array(name, state, (batch, spec.hidden_size), spec.dtype, "[B, hidden_size]")
+                check_array(name, state, (batch, spec.hidden_size), spec.dtype, "[B, hidden_size]", self.device_id)
 
-        advice = ("lower the batch size or the sequence length, or run with training=False, "
-                  "which keeps no backward cache")
         hidden, gates = spec.hidden_size, 4 * spec.hidden_size
-        gx = new_buffer((steps, batch, gates), spec.dtype, "the input projection Gx", advice)
+        gx = self._buffer((steps, batch, gates), "the input projection Gx", _FORWARD_ADVICE)
         cupy.matmul(x.reshape(steps * batch, spec.input_size), self.params["W_ih"].T,
                     out=gx.reshape(steps * batch, gates))
         bias = self._bias_sum()
         if bias is not None:
             gx += bias
         keep_sequence = spec.return_sequences or training
-        h_buf = new_buffer((steps if keep_sequence else 2, batch, hidden), spec.dtype, "the h sequence", advice)
-        h_last = new_buffer((batch, hidden), spec.dtype, "h_T", advice)
-        c_last = new_buffer((batch, hidden), spec.dtype, "c_T", advice)
-        c_seq = new_buffer((steps, batch, hidden), spec.dtype, "the cell-state cache", advice) if training else None
+        h_buf = self._buffer((steps if keep_sequence else 2, batch, hidden), "the h sequence", _FORWARD_ADVICE)
+        h_last = self._buffer((batch, hidden), "h_T", _FORWARD_ADVICE)
+        c_last = self._buffer((batch, hidden), "c_T", _FORWARD_ADVICE)
+        c_seq = self._buffer((steps, batch, hidden), "the cell-state cache", _FORWARD_ADVICE) if training else None
 
-        for first, rows in self._batch_chunks(batch):
-            sl = slice(first, first + rows)
+        for rows in self._batch_chunks(batch):
             self._launch(self.kernels.forward, (
-                _pointer(gx[:, sl]), _pointer(self.params["W_hh"]),
-                _pointer(None if h0 is None else h0[sl]), _pointer(None if c0 is None else c0[sl]),
-                _pointer(h_buf[:, sl]), np.int32(h_buf.shape[0]),
-                _pointer(h_last[sl]), _pointer(c_last[sl]),
+                _pointer(gx[:, rows]), _pointer(self.params["W_hh"]),
+                _pointer(None if h0 is None else h0[rows]), _pointer(None if c0 is None else c0[rows]),
+                _pointer(h_buf[:, rows]), np.int32(h_buf.shape[0]),
+                _pointer(h_last[rows]), _pointer(c_last[rows]),
                 # Training writes the activated gates over Gx: each thread reads Gx[t] of its
                 # own (unit, row) before writing the gates there, so nothing is lost.
-                _pointer(gx[:, sl] if training else None), _pointer(None if c_seq is None else c_seq[:, sl]),
-                np.int32(steps), np.int32(rows), np.int32(batch),
+                _pointer(gx[:, rows] if training else None), _pointer(None if c_seq is None else c_seq[:, rows]),
+                np.int32(steps), np.int32(rows.stop - rows.start), np.int32(batch),
             ))
 
         self._cache = (dict(x=x, h0=h0, c0=c0, h_seq=h_buf, gates=gx, c_seq=c_seq, batch_first=batch_first)
                        if training else None)
-        if spec.return_sequences:
-            y = cupy.ascontiguousarray(h_buf.transpose(1, 0, 2)) if batch_first else h_buf
-        else:
+        if not spec.return_sequences:
             y = h_last
+        elif batch_first:
+            y = _swap_time_and_batch(h_buf, "a batch-first copy of y", _FORWARD_ADVICE)
+        else:
+            y = h_buf
         return y, (h_last, c_last)
 
+    def _buffer(self, shape, what: str, advice: str):
+        return new_buffer(shape, self.spec.dtype, what, advice)
+
+    def _check_current_device(self) -> None:
+        import cupy
+
+        current = cupy.cuda.Device().id
+        if current != self.device_id:
+            raise InputError(
+                f"this layer lives on GPU {self.device_id} but the current device is GPU {current}: "
+                f"call it inside `with cupy.cuda.Device({self.device_id}):`"
+            )
+
     def _bias_sum(self):
-        names = reference.BIAS_PARAMETERS[self.spec.bias]
+        names = BIAS_PARAMETERS[self.spec.bias]
         return sum(self.params[name] for name in names) if names else None
 
     def _batch_chunks(self, batch: int):
-        """Launches of at most `batch_tile` rows: batch rows are independent sequences."""
+        """Row slices of at most `batch_tile` rows, one launch each: batch rows are independent."""
         tile = self.kernels.plan.batch_tile
         for first in range(0, batch, tile):
-            yield first, min(tile, batch - first)
+            yield slice(first, min(first + tile, batch))
 
     def _launch(self, kernel, args: tuple) -> None:
         plan = self.kernels.plan
@@ -194,56 +246,62 @@ class Layer:
                 "forward(..., training=True) and each forward can be backpropagated once; call "
                 "forward with training=True right before backward"
             )
+        self._check_current_device()
         spec, cache = self.spec, self._cache
         x, h_seq, gates = cache["x"], cache["h_seq"], cache["gates"]
         steps, batch = x.shape[:2]
-        hidden = spec.hidden_size
+        hidden, input_size = spec.hidden_size, spec.input_size
+        batch_first = cache["batch_first"]
         if spec.return_sequences:
-            axes = "[B, T, hidden_size]" if cache["batch_first"] else "[T, B, hidden_size]"
-            shape = (batch, steps, hidden) if cache["batch_first"] else (steps, batch, hidden)
-            check_array("dy", dy, shape, spec.dtype, axes)
-            if cache["batch_first"]:
-                dy = cupy.ascontiguousarray(dy.transpose(1, 0, 2))
+            axes = "[B, T, hidden_size]" if batch_first else "[T, B, hidden_size]"
+            shape = (batch, steps, hidden) if batch_first else (steps, batch, hidden)
+            check_array("dy", dy, shape, spec.dtype, axes, self.device_id, contiguous=not batch_first)
+            if batch_first:
+                dy = _swap_time_and_batch(dy, "a time-major copy of dy", _BACKWARD_ADVICE)
         else:
-            check_array("dy", dy, (batch, hidden), spec.dtype, "[B, hidden_size] (y = h_T)")
+            check_array("dy", dy, (batch, hidden), spec.dtype, "[B, hidden_size] (y = h_T)", self.device_id)
         for name, grad in (("dh_T", dh_T), ("dc_T", dc_T)):
             if grad is not None:
-                check_array(name, grad, (batch, hidden), spec.dtype, "[B, hidden_size]")
+                check_array(name, grad, (batch, hidden), spec.dtype, "[B, hidden_size]", self.device_id)
         if not spec.return_sequences:
             # y is h_T, so its gradient joins dL/dh_T.
-            dh_T = dy if dh_T is None else dy + dh_T
-            dy = None
+            if dh_T is not None:
+                dy = cupy.add(dy, dh_T, out=self._buffer((batch, hidden), "dL/dh_T", _BACKWARD_ADVICE))
+            dh_T, dy = dy, None
         self._cache = None
 
-        advice = "lower the batch size or the sequence length"
-        dh0 = new_buffer((batch, hidden), spec.dtype, "dh0", advice)
-        dc0 = new_buffer((batch, hidden), spec.dtype, "dc0", advice)
+        dh0 = self._buffer((batch, hidden), "dh0", _BACKWARD_ADVICE)
+        dc0 = self._buffer((batch, hidden), "dc0", _BACKWARD_ADVICE)
         c0 = cache["c0"]
-        for first, rows in self._batch_chunks(batch):
-            sl = slice(first, first + rows)
+        for rows in self._batch_chunks(batch):
             self._launch(self.kernels.backward, (
-                _pointer(self.params["W_hh"]), _pointer(gates[:, sl]), _pointer(cache["c_seq"][:, sl]),
-                _pointer(None if c0 is None else c0[sl]), _pointer(None if dy is None else dy[:, sl]),
-                _pointer(None if dh_T is None else dh_T[sl]), _pointer(None if dc_T is None else dc_T[sl]),
-                _pointer(gates[:, sl]), _pointer(dh0[sl]), _pointer(dc0[sl]),
-                np.int32(steps), np.int32(rows), np.int32(batch),
+                _pointer(self.params["W_hh"]), _pointer(gates[:, rows]), _pointer(cache["c_seq"][:, rows]),
+                _pointer(None if c0 is None else c0[rows]), _pointer(None if dy is None else dy[:, rows]),
+                _pointer(None if dh_T is None else dh_T[rows]), _pointer(None if dc_T is None else dc_T[rows]),
+                _pointer(gates[:, rows]), _pointer(dh0[rows]), _pointer(dc0[rows]),
+                np.int32(steps), np.int32(rows.stop - rows.start), np.int32(batch),
             ))
 
         d_gates = gates.reshape(steps * batch, 4 * hidden)
-        dx = new_buffer((steps, batch, spec.input_size), spec.dtype, "dx", advice)
-        cupy.matmul(d_gates, self.params["W_ih"], out=dx.reshape(steps * batch, spec.input_size))
-        if cache["batch_first"]:
-            dx = cupy.ascontiguousarray(dx.transpose(1, 0, 2))
-        grads = {"dx": dx, "dW_ih": d_gates.T @ x.reshape(steps * batch, spec.input_size)}
+        dx = self._buffer((steps, batch, input_size), "dx", _BACKWARD_ADVICE)
+        cupy.matmul(d_gates, self.params["W_ih"], out=dx.reshape(steps * batch, input_size))
+        if batch_first:
+            dx = _swap_time_and_batch(dx, "a batch-first copy of dx", _BACKWARD_ADVICE)
+        dW_ih = cupy.matmul(d_gates.T, x.reshape(steps * batch, input_size),
+                            out=self._buffer((4 * hidden, input_size), "dW_ih", _BACKWARD_ADVICE))
         # dW_hh = sum_t dG[t]^T h_{t-1}: h_{t-1} is h_seq shifted by one step, with h0 first.
-        dW_hh = cupy.zeros((4 * hidden, hidden), dtype=spec.dtype)
+        dW_hh = self._buffer((4 * hidden, hidden), "dW_hh", _BACKWARD_ADVICE)
         if steps > 1:
-            dW_hh += gates[1:].reshape(-1, 4 * hidden).T @ h_seq[:-1].reshape(-1, hidden)
+            cupy.matmul(gates[1:].reshape(-1, 4 * hidden).T, h_seq[:-1].reshape(-1, hidden), out=dW_hh)
+        else:
+            dW_hh.fill(0)
         if cache["h0"] is not None:
             dW_hh += gates[0].T @ cache["h0"]
-        grads["dW_hh"] = dW_hh
-        db = d_gates.sum(axis=0)
-        for name in reference.BIAS_PARAMETERS[spec.bias]:
-            grads["d" + name] = db
+        grads = {"dx": dx, "dW_ih": dW_ih, "dW_hh": dW_hh}
+        bias_names = BIAS_PARAMETERS[spec.bias]
+        if bias_names:
+            db = cupy.sum(d_gates, axis=0, out=self._buffer((4 * hidden,), "db", _BACKWARD_ADVICE))
+            # Separate arrays per bias, so that an in-place update of one leaves the other alone.
+            grads.update({"d" + name: db if index == 0 else db.copy() for index, name in enumerate(bias_names)})
         grads.update(dh0=dh0, dc0=dc0)
         return grads

@@ -5,8 +5,10 @@ from __future__ import annotations
 from lstmgen.errors import InputError
 
 
-def check_array(name: str, array, shape: tuple, dtype: str, meaning: str):
-    """Raise InputError unless `array` is a C-contiguous CuPy array of `shape` and `dtype`.
+def check_array(name: str, array, shape: tuple, dtype: str, meaning: str, device_id: int,
+                contiguous: bool = True):
+    """Raise InputError unless `array` is a CuPy array on `device_id` of `shape` and `dtype`,
+    C-contiguous unless `contiguous` is False.
 
     `shape` may hold None for an axis that takes any size; `meaning` names the axes, e.g.
     "[T, B, input_size]", for the message.
@@ -18,10 +20,10 @@ def check_array(name: str, array, shape: tuple, dtype: str, meaning: str):
             f"{name} is a {type(array).__module__}.{type(array).__name__}, not a CuPy array: the kernels "
             f"read GPU memory; move it with cupy.asarray({name})"
         )
-    if array.device.id != cupy.cuda.Device().id:
+    if array.device.id != device_id:
         raise InputError(
-            f"{name} is on GPU {array.device.id} but the layer runs on GPU {cupy.cuda.Device().id}: "
-            f"copy it there or call the layer inside `with cupy.cuda.Device({array.device.id})`"
+            f"{name} is on GPU {array.device.id} but the layer lives on GPU {device_id}: "
+            f"copy it there with `with cupy.cuda.Device({device_id}): {name} = cupy.asarray({name})`"
         )
     if array.dtype != dtype:
         raise InputError(
@@ -39,7 +41,7 @@ def check_array(name: str, array, shape: tuple, dtype: str, meaning: str):
             f"{name} has shape {tuple(array.shape)}, which holds no data: a sequence needs at least "
             f"one step and one batch row"
         )
-    if not array.flags.c_contiguous:
+    if contiguous and not array.flags.c_contiguous:
         raise InputError(
             f"{name} is not C-contiguous (strides {array.strides}): the kernels index it densely; "
             f"pass cupy.ascontiguousarray({name})"

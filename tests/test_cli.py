@@ -16,7 +16,10 @@ needs_no_gpu = pytest.mark.skipif(gpu_unavailable_reason() is None, reason="chec
 
 def test_generate_writes_the_golden_files(tmp_path, capsys):
     assert main(["generate", SEED, "-o", str(tmp_path)]) == 0
-    for path in sorted((ROOT / "generated" / "seed").glob("*.cu")):
+    golden = sorted((ROOT / "generated" / "seed").glob("*.cu"))
+    assert [p.name for p in golden] == sorted(p.name for p in (tmp_path / "seed").iterdir())
+    assert len(golden) == 4
+    for path in golden:
         assert (tmp_path / "seed" / path.name).read_text() == path.read_text()
     assert f"wrote {tmp_path / 'seed' / 'layer2_backward.cu'}" in capsys.readouterr().out
 

@@ -18,11 +18,11 @@ def test_loading_a_model_without_gpu_names_cause_and_fix():
         lstmgen.load(Path(__file__).resolve().parent.parent / "specs" / "seed.toml")
 
 
-def test_host_arrays_are_refused_before_any_launch():
+def test_host_arrays_are_refused():
     pytest.importorskip("cupy")
     from lstmgen.runtime.validate import check_array
 
     with pytest.raises(InputError, match=r"x is a numpy.ndarray, not a CuPy array: the kernels read GPU memory; "
                                          r"move it with cupy.asarray\(x\)"):
-        check_array("x", np.zeros((2, 3, 4), dtype=np.float32), (None, None, 4), "float32", "[T, B, input_size]")
+        check_array("x", np.zeros((2, 3, 4), dtype=np.float32), (None, None, 4), "float32", "[T, B, input_size]", 0)
 

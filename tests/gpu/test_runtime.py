@@ -32,10 +32,15 @@ def uniform(rng, *shape, dtype="float32"):
 @pytest.mark.parametrize("steps", [1, 7, 5000])
 def test_one_module_serves_every_sequence_length(steps):
     spec = LSTMSpec(input_size=3, hidden_size=9, dtype="float64", return_sequences=True)
-    kernels = load_kernels(spec)
     report = check_layer(Layer(spec, seed=1), Problem(steps, 3, True, True, seed=steps))
     assert not report, "\n".join(report)
-    assert load_kernels(spec) is kernels  # compiled once per process
+
+
+def test_float32_weights_streamed_from_l2():
+    spec = LSTMSpec(input_size=8, hidden_size=1400, dtype="float32", bias="single")
+    assert not load_kernels(spec).plan.weights_in_smem
+    report = check_layer(Layer(spec, seed=1), Problem(4, 3, True, True, seed=2))
+    assert not report, "\n".join(report)
 
 
 def test_batch_larger_than_one_launch_is_split():
@@ -75,18 +80,40 @@ def test_results_are_bitwise_identical_run_to_run(dtype):
             assert np.array_equal(a, b)
 
 
-def test_batch_first_matches_time_major():
-    spec = LSTMSpec(input_size=5, hidden_size=12, dtype="float64")
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_batch_first_matches_time_major(return_sequences):
+    spec = LSTMSpec(input_size=5, hidden_size=12, dtype="float64", return_sequences=return_sequences)
     layer = Layer(spec, seed=8)
     rng = np.random.default_rng(9)
-    x, dy = uniform(rng, 6, 3, 5, dtype="float64"), uniform(rng, 6, 3, 12, dtype="float64")
-    y, _ = layer.forward(x)
+    x = uniform(rng, 6, 3, 5, dtype="float64")
+    dy = uniform(rng, *((6, 3, 12) if return_sequences else (3, 12)), dtype="float64")
+    y, (h, c) = layer.forward(x)
     grads = layer.backward(dy)
-    y_bf, _ = layer.forward(cupy.ascontiguousarray(x.transpose(1, 0, 2)), batch_first=True)
-    grads_bf = layer.backward(cupy.ascontiguousarray(dy.transpose(1, 0, 2)))
-    assert cupy.allclose(y_bf.transpose(1, 0, 2), y, rtol=0, atol=1e-14)
-    assert cupy.allclose(grads_bf["dx"].transpose(1, 0, 2), grads["dx"], rtol=0, atol=1e-14)
-    assert cupy.allclose(grads_bf["dW_hh"], grads["dW_hh"], rtol=0, atol=1e-12)
+    # A transposed view: batch_first input need not be contiguous, it is copied anyway.
+    y_bf, (h_bf, c_bf) = layer.forward(x.transpose(1, 0, 2), batch_first=True)
+    grads_bf = layer.backward(dy.transpose(1, 0, 2) if return_sequences else dy)
+    assert cupy.array_equal(y_bf.transpose(1, 0, 2) if return_sequences else y_bf, y)
+    assert cupy.array_equal(h_bf, h) and cupy.array_equal(c_bf, c)
+    assert cupy.array_equal(grads_bf["dx"].transpose(1, 0, 2), grads["dx"])
+    for name in grads.keys() - {"dx"}:
+        assert cupy.array_equal(grads_bf[name], grads[name]), name
+
+
+def test_bias_gradients_are_separate_arrays():
+    layer = Layer(LSTMSpec(input_size=2, hidden_size=3, dtype="float64", bias="double"), seed=0)
+    y, _ = layer.forward(uniform(np.random.default_rng(0), 4, 2, 2, dtype="float64"))
+    grads = layer.backward(cupy.ones_like(y))
+    assert grads["db_ih"] is not grads["db_hh"] and cupy.array_equal(grads["db_ih"], grads["db_hh"])
+    grads["db_ih"] *= 0
+    assert cupy.abs(grads["db_hh"]).max() > 0
+
+
+def test_new_weights_drop_the_forward_cache():
+    layer = Layer(LSTMSpec(input_size=2, hidden_size=3, dtype="float64"), seed=0)
+    y, _ = layer.forward(uniform(np.random.default_rng(0), 4, 2, 2, dtype="float64"))
+    layer.set_parameters({name: value * 2 for name, value in layer.params.items()})
+    with pytest.raises(InputError, match="without a cached forward pass"):
+        layer.backward(cupy.ones_like(y))
 
 
 def test_seed_stack_matches_reference_stack():
@@ -107,16 +134,26 @@ def test_seed_stack_matches_reference_stack():
     assert not report, "\n".join(report)
 
 
-def test_torch_state_dict_import_reproduces_torch():
+@pytest.mark.parametrize("bias", ["double", "single"])
+def test_torch_state_dict_import_reproduces_torch(bias):
     torch = pytest.importorskip("torch")
     torch_lstm = torch.nn.LSTM(7, 20, num_layers=2).double()
-    model = Model(ModelSpec("torch2", (LSTMSpec(7, 20, "float64"), LSTMSpec(20, 20, "float64", return_sequences=True))))
+    model = Model(ModelSpec("torch2", (LSTMSpec(7, 20, "float64", bias), LSTMSpec(20, 20, "float64", bias))))
     model.load_torch_state_dict(torch_lstm.state_dict())
     x = torch.rand(13, 4, 7, dtype=torch.float64) * 2 - 1
     expected, (h_n, c_n) = torch_lstm(x)
     y, states = model.forward(cupy.asarray(x.numpy()), training=False)
     assert np.allclose(y.get(), expected.detach().numpy(), rtol=0, atol=1e-12)
-    assert np.allclose(states[1][1].get(), c_n[1].detach().numpy(), rtol=0, atol=1e-12)
+    for index, (h, c) in enumerate(states):
+        assert np.allclose(h.get(), h_n[index].detach().numpy(), rtol=0, atol=1e-12)
+        assert np.allclose(c.get(), c_n[index].detach().numpy(), rtol=0, atol=1e-12)
+
+
+def test_torch_biases_into_a_layer_without_bias_are_refused():
+    torch = pytest.importorskip("torch")
+    layer = Layer(LSTMSpec(7, 20, "float64", bias="none"))
+    with pytest.raises(InputError, match=r"state_dict has biases but this layer's bias mode is 'none'"):
+        layer.load_torch_state_dict(torch.nn.LSTM(7, 20).state_dict())
 
 
 def test_keras_weights_import():
@@ -150,6 +187,12 @@ def test_wrong_dtype_is_named(small_layer):
 def test_host_array_is_refused(small_layer):
     with pytest.raises(InputError, match=r"x is a numpy.ndarray, not a CuPy array: .* cupy.asarray\(x\)"):
         small_layer.forward(np.zeros((2, 2, 32), dtype="float32"))
+
+
+def test_wrong_number_of_initial_states_is_named():
+    model = Model(ModelSpec("two", (LSTMSpec(3, 4, "float32"), LSTMSpec(4, 2, "float32"))))
+    with pytest.raises(InputError, match=r"initial_states has 1 entries but the model has 2 layers: pass one \(h0, c0\) or None per layer"):
+        model.forward(cupy.zeros((2, 2, 3), dtype="float32"), initial_states=[None])
 
 
 def test_non_contiguous_input_is_refused(small_layer):
