@@ -26,7 +26,11 @@ BIAS_PARAMETERS = {"double": ("b_ih", "b_hh"), "single": ("b",), "none": ()}
 BIAS_MODES = tuple(BIAS_PARAMETERS)
 
 _LAYER_FIELDS = {"input_size", "hidden_size", "return_sequences", "bias"}
-_MODEL_FIELDS = {"dtype", "layer"}
+_MODEL_FIELDS = {"dtype", "layer", "head"}
+_HEAD_FIELDS = {"output_size", "activation"}
+# Output activations of the dense head. Softmax is not one: classification feeds the head's
+# linear output (logits) to the softmax cross-entropy loss, which is stabler fused.
+HEAD_ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu")
 
 
 def _is_int(value) -> bool:
@@ -81,12 +85,40 @@ class LSTMSpec:
 
 
 @dataclass(frozen=True)
+class HeadSpec:
+    """The optional dense layer after the LSTM stack: y = activation(h W^T + b).
+
+    It applies to every step when the last layer returns sequences, else to h_T.
+    """
+
+    input_size: int
+    output_size: int
+    activation: str = "linear"
+    where: str = field(default="", compare=False, hash=False, repr=False)
+
+    def __post_init__(self):
+        at = f" ({self.where})" if self.where else ""
+        if not _is_int(self.output_size) or self.output_size <= 0:
+            raise SpecError(
+                f"HeadSpec.output_size must be a positive integer, got {self.output_size!r}{at}: "
+                f"set output_size to the number of outputs per step, e.g. 1 for a regression"
+            )
+        if not isinstance(self.activation, str) or self.activation not in HEAD_ACTIVATIONS:
+            raise SpecError(
+                f"HeadSpec.activation {self.activation!r} is not supported{at}: use one of "
+                f"{', '.join(HEAD_ACTIVATIONS)} (for classification use linear: the softmax "
+                f"cross-entropy loss takes the logits)"
+            )
+
+
+@dataclass(frozen=True)
 class ModelSpec:
-    """A stack of layers from one spec file."""
+    """A stack of layers from one spec file, and an optional dense head."""
 
     name: str
     layers: tuple[LSTMSpec, ...]
     source: str = ""
+    head: HeadSpec | None = None
 
 
 def load_spec(path: str | Path) -> ModelSpec:
@@ -128,7 +160,24 @@ def parse_spec(data: dict, name: str = "model", source: str = "<spec>") -> Model
     layers: list[LSTMSpec] = []
     for index, raw in enumerate(raw_layers, start=1):
         layers.append(_parse_layer(raw, index, layers[-1] if layers else None, dtype, source))
-    return ModelSpec(name=name, layers=tuple(layers), source=source)
+    head = _parse_head(data["head"], layers[-1], source) if "head" in data else None
+    return ModelSpec(name=name, layers=tuple(layers), source=source, head=head)
+
+
+def _parse_head(raw, last: LSTMSpec, source: str) -> HeadSpec:
+    where = f"{source}, [head]"
+    if not isinstance(raw, dict):
+        raise SpecError(f"head in {source} is {raw!r}, not a table: write it as a [head] table")
+    unknown = sorted(set(raw) - _HEAD_FIELDS)
+    if unknown:
+        raise SpecError(
+            f"unknown field {unknown[0]!r} in {where}: a [head] holds "
+            f"{', '.join(sorted(_HEAD_FIELDS))}; remove it or check its spelling"
+        )
+    if "output_size" not in raw:
+        raise SpecError(f"{where} has no output_size: add output_size = <outputs per step>, e.g. 1")
+    return HeadSpec(input_size=last.hidden_size, output_size=raw["output_size"],
+                    activation=raw.get("activation", "linear"), where=where)
 
 
 def _parse_layer(raw: dict, index: int, previous: LSTMSpec | None, dtype: str,

@@ -44,7 +44,7 @@ ERRORS = [
         id="invalid-toml"),
     pytest.param(
         toml(FIRST, head='dtypes = "float32"'),
-        r"unknown field 'dtypes' at the top of {file}: a spec file holds dtype, layer; "
+        r"unknown field 'dtypes' at the top of {file}: a spec file holds dtype, head, layer; "
         r"remove it or check its spelling",
         id="unknown-top-level-field"),
     pytest.param(
@@ -213,3 +213,31 @@ def test_where_is_not_part_of_identity():
     assert hash(a) == hash(b)
     assert len({a, b}) == 1
     assert a != LSTMSpec(input_size=1, hidden_size=5, return_sequences=False)
+
+
+HEAD_ERRORS = [
+    pytest.param("[head]\nactivation = \"tanh\"\n",
+                 r"{file}, \[head\] has no output_size: add output_size = <outputs per step>", id="no-output_size"),
+    pytest.param("[head]\noutput_size = 0\n",
+                 r"HeadSpec\.output_size must be a positive integer, got 0 \({file}, \[head\]\)", id="zero-output"),
+    pytest.param("[head]\noutput_size = 2\nactivation = \"softmax\"\n",
+                 r"HeadSpec\.activation 'softmax' is not supported \({file}, \[head\]\): use one of linear, "
+                 r"sigmoid, tanh, relu \(for classification use linear", id="softmax"),
+    pytest.param("[head]\noutput_size = 2\nunits = 3\n",
+                 r"unknown field 'units' in {file}, \[head\]: a \[head\] holds activation, output_size", id="unknown"),
+    pytest.param("head = 3\n", r"head in {file} is 3, not a table: write it as a \[head\] table", id="not-a-table"),
+]
+
+
+@pytest.mark.parametrize("head, message", HEAD_ERRORS)
+def test_head_error(tmp_path, head, message):
+    path = write_spec(tmp_path, head + toml(FIRST, head=""))
+    with pytest.raises(SpecError, match=message.format(file=re.escape(str(path)))):
+        load_spec(path)
+
+
+def test_head_takes_the_last_layers_hidden_size(tmp_path):
+    path = write_spec(tmp_path, toml(FIRST, "hidden_size = 7") + "[head]\noutput_size = 3\nactivation = \"sigmoid\"\n")
+    head = load_spec(path).head
+    assert (head.input_size, head.output_size, head.activation) == (7, 3, "sigmoid")
+    assert load_spec(SPECS / "seed.toml").head is None
