@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lstmgen.codegen import SM90_H200, ModelSpec, load_spec, render_layer
 from lstmgen.errors import LSTMGenError, NoGPUError
+from lstmgen.train_cli import add_train_parser
 
 
 def write_generated(model: ModelSpec, out_dir: Path) -> list[Path]:
@@ -136,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-o", "--output", default="generated", help="output folder (default: generated)")
     demo.add_argument("--examples", type=int, default=30, help="Hypothesis examples per layer (default: 30)")
     demo.set_defaults(run=_demo)
+
+    add_train_parser(commands)
     return parser
 
 

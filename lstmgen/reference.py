@@ -179,3 +179,31 @@ def stack_backward(layers: list, results: list, dy, final_state_grads=None) -> l
         grads[k] = backward(layers[k], results[k].cache, dy, dh_T, dc_T)
         dy = grads[k]["dx"]
     return grads
+
+
+class ReferenceLayer:
+    """The reference behind the interface of lstmgen.runtime.Layer, so a network can run on
+    the CPU in float64: the twin that GPU training is compared with, and a way to train
+    without a GPU. Initial parameters equal the GPU layer's for the same seed."""
+
+    def __init__(self, spec, seed: int | None = None):
+        from lstmgen.parameters import initial_parameters
+
+        self.spec = spec
+        self.params = initial_parameters(spec, seed, dtype=np.float64)
+        self._cache = None
+
+    def set_parameters(self, params: dict) -> None:
+        self.params = {name: np.asarray(params[name], dtype=np.float64) for name in self.params}
+        self._cache = None
+
+    def forward(self, x, h0=None, c0=None, *, training: bool = True):
+        result = forward(self.params, x, h0, c0, return_sequences=self.spec.return_sequences)
+        self._cache = result.cache if training else None
+        return result.y, (result.h_T, result.c_T)
+
+    def backward(self, dy, dh_T=None, dc_T=None) -> dict:
+        if self._cache is None:
+            raise ValueError("backward needs a preceding forward with training=True")
+        cache, self._cache = self._cache, None
+        return backward(self.params, cache, dy, dh_T, dc_T)

@@ -1,28 +1,10 @@
-"""Float64 NumPy references for losses, gradient clipping and optimisers, with torch's
-semantics, so that the fused GPU versions can be checked against them (as the LSTM kernels
-are checked against lstmgen.reference)."""
+"""Float64 NumPy references for gradient clipping and optimisers, with torch's semantics:
+the fused GPU update is checked against them (as the LSTM kernels are against
+lstmgen.reference), and the CPU reference backend of training uses them directly."""
 
 from __future__ import annotations
 
 import numpy as np
-
-
-def mse(prediction, target):
-    """Mean squared error over all elements, and its gradient with respect to prediction."""
-    difference = np.asarray(prediction, np.float64) - np.asarray(target, np.float64)
-    return np.mean(difference**2), 2.0 * difference / difference.size
-
-
-def softmax_cross_entropy(logits, labels):
-    """Mean over rows of -log softmax(logits)[label], and its gradient w.r.t. the logits."""
-    logits = np.asarray(logits, np.float64)
-    shifted = logits - logits.max(axis=-1, keepdims=True)  # exp never overflows
-    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-    rows = np.arange(len(logits))
-    loss = -np.mean(log_probabilities[rows, labels])
-    gradient = np.exp(log_probabilities)
-    gradient[rows, labels] -= 1.0
-    return loss, gradient / len(logits)
 
 
 def clip_grad_norm(grads: dict, max_norm: float):

@@ -18,6 +18,7 @@ import numpy as np
 
 from lstmgen.codegen import BIAS_PARAMETERS, LSTMSpec
 from lstmgen.errors import InputError
+from lstmgen.parameters import initial_parameters, parameter_shapes
 from lstmgen.runtime.buffers import new_buffer
 from lstmgen.runtime.compile import load_kernels
 from lstmgen.runtime.device import require_gpu
@@ -51,24 +52,12 @@ class Layer:
         self.spec = spec
         self.device_id = require_gpu()
         self.kernels = load_kernels(spec)
-        self.params = self._initial_parameters(seed)
+        import cupy
+
+        self.params = {name: cupy.asarray(value) for name, value in initial_parameters(spec, seed).items()}
         self._cache = None
 
     # ----------------------------------------------------------------- parameters
-    def _parameter_shapes(self) -> dict[str, tuple[int, ...]]:
-        hidden, gates = self.spec.hidden_size, 4 * self.spec.hidden_size
-        shapes = {"W_ih": (gates, self.spec.input_size), "W_hh": (gates, hidden)}
-        shapes.update({name: (gates,) for name in BIAS_PARAMETERS[self.spec.bias]})
-        return shapes
-
-    def _initial_parameters(self, seed: int | None) -> dict:
-        """U(-1/sqrt(H), 1/sqrt(H)) for every parameter, as torch.nn.LSTM initialises."""
-        import cupy
-
-        bound = 1.0 / np.sqrt(self.spec.hidden_size)
-        rng = np.random.default_rng(seed)
-        return {name: cupy.asarray(rng.uniform(-bound, bound, shape).astype(self.spec.dtype))
-                for name, shape in self._parameter_shapes().items()}
 
     def set_parameters(self, params: dict) -> None:
         """Replace every parameter from host or device arrays named W_ih, W_hh and the bias names.
@@ -77,7 +66,7 @@ class Layer:
         """
         import cupy
 
-        expected = self._parameter_shapes()
+        expected = parameter_shapes(self.spec)
         if set(params) != set(expected):
             raise InputError(
                 f"parameters {sorted(params)} do not match bias mode {self.spec.bias!r}, which needs "

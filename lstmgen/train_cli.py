@@ -1,0 +1,108 @@
+"""`lstmgen train SPEC --task NAME`: train a spec's network on a synthetic task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lstmgen.codegen import load_spec
+from lstmgen.dataset import Dataset, write_dataset
+from lstmgen.errors import SpecError
+from lstmgen.tasks import TASKS
+
+# What the task needs of the network: input features, and what predicting the mean scores.
+_TASK_INPUTS = {"zeros": 1, "adding": 2}
+_TASK_BASELINE = {"zeros": None, "adding": (1 / 6, "predicting 1 (MSE 1/6)")}
+
+
+def add_train_parser(commands) -> None:
+    train = commands.add_parser("train", help="train a spec's network on a synthetic task (GPU, or --backend reference)")
+    train.add_argument("spec", help="TOML spec file")
+    train.add_argument("--task", required=True, choices=sorted(TASKS))
+    train.add_argument("--samples", type=int, default=300, help="training sequences (default: 300)")
+    train.add_argument("--test-samples", type=int, default=0, help="held-out sequences for the test loss")
+    train.add_argument("--steps", type=int, default=10, help="sequence length T (default: 10)")
+    train.add_argument("--epochs", type=int, default=200)
+    train.add_argument("--batch-size", type=int, default=300)
+    train.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    train.add_argument("--lr", type=float, default=0.1)
+    train.add_argument("--momentum", type=float, default=0.0)
+    train.add_argument("--clip", type=float, default=None, help="clip the global gradient norm to this")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--data", default=None, help="data set folder (default: runs/<task>/data-...)")
+    train.add_argument("--checkpoint", default=None, help="save weights and state here after every epoch")
+    train.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    train.add_argument("--plot", default=None, help="write the loss curve to this PNG")
+    train.add_argument("--backend", choices=["gpu", "reference"], default="gpu",
+                       help="gpu: lstmgen's kernels; reference: the float64 NumPy reference on the CPU")
+    train.add_argument("--memory-limit-mib", type=int, default=None,
+                       help="cap CuPy's memory pool, to show training on data larger than GPU memory")
+    train.set_defaults(run=run_train)
+
+
+def _dataset(args, count: int, seed: int, name: str) -> Dataset:
+    folder = Path(args.data or f"runs/{args.task}") / f"{name}-{count}x{args.steps}-seed{seed}"
+    if (folder / "y.npy").exists():
+        return Dataset(folder)
+    return write_dataset(folder, args.task, count, args.steps, seed)
+
+
+def run_train(args) -> int:
+    from tqdm import tqdm
+
+    from lstmgen.runtime.checkpoint import load_checkpoint, save_checkpoint
+    from lstmgen.runtime.network import Network
+    from lstmgen.runtime.optimizer import Optimizer
+    from lstmgen.runtime.trainer import evaluate, train_epochs
+
+    spec = load_spec(args.spec)
+    if spec.layers[0].input_size != _TASK_INPUTS[args.task]:
+        raise SpecError(
+            f"task {args.task!r} feeds {_TASK_INPUTS[args.task]} feature(s) per step but {args.spec} layer 1 "
+            f"has input_size {spec.layers[0].input_size}: set input_size = {_TASK_INPUTS[args.task]}"
+        )
+    if args.resume and not args.checkpoint:
+        raise SpecError("--resume needs --checkpoint PATH: it says which checkpoint to continue from")
+    if args.backend == "gpu":
+        from lstmgen.runtime.device import require_gpu
+
+        require_gpu()
+        if args.memory_limit_mib:
+            import cupy
+
+            cupy.get_default_memory_pool().set_limit(size=args.memory_limit_mib * 2**20)
+    train_set = _dataset(args, args.samples, args.seed, "train")
+    network = Network(spec, backend=args.backend, seed=args.seed)
+    optimizer = Optimizer(network, args.optimizer, lr=args.lr, momentum=args.momentum, clip=args.clip)
+    first_epoch, history = 0, []
+    if args.resume:
+        first_epoch, history = load_checkpoint(args.checkpoint, network, optimizer)
+        print(f"resumed from {args.checkpoint} after epoch {first_epoch}")
+    print(f"training {spec.name} ({args.backend}) on {args.task}: {len(train_set)} sequences of {args.steps} "
+          f"steps ({train_set.nbytes / 2**20:.1f} MiB on disk), {args.optimizer} lr={args.lr}")
+
+    bar = tqdm(total=(args.epochs - first_epoch) * -(-len(train_set) // args.batch_size), unit="step")
+    for progress in train_epochs(network, optimizer, train_set, loss="mse", epochs=args.epochs,
+                                 batch_size=args.batch_size, seed=args.seed, first_epoch=first_epoch,
+                                 history=history, on_step=lambda value, rows: bar.update()):
+        bar.set_postfix(epoch=progress.epoch, loss=f"{progress.loss:.4g}",
+                        seq_per_s=f"{progress.sequences_per_second:.0f}")
+        history = progress.history
+        if args.checkpoint:
+            save_checkpoint(args.checkpoint, network, optimizer, progress.epoch, history)
+    bar.close()
+    print(f"final training loss {history[-1]:.6g} after {len(history)} steps")
+    if args.test_samples:
+        test_set = _dataset(args, args.test_samples, args.seed + 1, "test")
+        print(f"test loss {evaluate(network, test_set, loss='mse', batch_size=args.batch_size):.6g} "
+              f"on {len(test_set)} held-out sequences")
+    if args.backend == "gpu":
+        import cupy
+
+        print(f"GPU memory held by CuPy's pool: {cupy.get_default_memory_pool().total_bytes() / 2**20:.1f} MiB")
+    if args.plot:
+        from lstmgen.plots import plot_loss_curve
+
+        level, label = _TASK_BASELINE[args.task] or (None, "")
+        plot_loss_curve(history, args.plot, f"{spec.name}, {args.task}, T={args.steps} ({args.backend})", level, label)
+        print(f"wrote {args.plot}")
+    return 0
