@@ -5,21 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def plot_loss_curve(history: list[float], path, title: str, reference_level: float | None = None,
+def plot_loss_curve(curves: dict[str, list[float]], path, title: str, reference_level: float | None = None,
                     reference_label: str = "") -> None:
-    """Training loss per step on a log scale, with an optional horizontal reference line."""
+    """Training loss per step of each labelled run on a log scale, and an optional reference line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6, 3.6))
-    axis.plot(range(1, len(history) + 1), history, linewidth=1, label="training loss")
+    for label, history in curves.items():
+        axis.plot(range(1, len(history) + 1), history, linewidth=1, label=label)
     if reference_level is not None:
         axis.axhline(reference_level, color="grey", linestyle="--", linewidth=1, label=reference_label)
     axis.set_yscale("log")
     axis.set_xlabel("step")
-    axis.set_ylabel("loss")
+    axis.set_ylabel("training loss")
     axis.set_title(title, fontsize=10)
     axis.legend(fontsize=8)
     figure.tight_layout()

@@ -19,6 +19,8 @@ class Progress:
     steps: int
     loss: float                # mean training loss of the epoch
     sequences_per_second: float
+    sequences_seen: int        # since this call started
+    seconds: float             # wall time since this call started, data streaming included
     history: list[float] = field(repr=False, default_factory=list)  # loss of every step so far
 
 
@@ -32,6 +34,7 @@ def train_epochs(network, optimizer, dataset, *, loss: str, epochs: int, batch_s
     """
     loss_function = LOSSES[loss]
     history = list(history or [])
+    run_start, sequences_seen = time.perf_counter(), 0
     for epoch in range(first_epoch, epochs):
         rng = np.random.default_rng([seed, epoch])
         start, step_losses, sequences = time.perf_counter(), [], 0
@@ -44,8 +47,11 @@ def train_epochs(network, optimizer, dataset, *, loss: str, epochs: int, batch_s
                 on_step(value, x.shape[1])
         epoch_losses = [float(value) for value in step_losses]  # one device sync per epoch
         history += epoch_losses
+        sequences_seen += sequences
+        now = time.perf_counter()
         yield Progress(epoch=epoch + 1, steps=len(history), loss=float(np.mean(epoch_losses)),
-                       sequences_per_second=sequences / (time.perf_counter() - start), history=history)
+                       sequences_per_second=sequences / (now - start), sequences_seen=sequences_seen,
+                       seconds=now - run_start, history=history)
 
 
 def evaluate(network, dataset, *, loss: str, batch_size: int) -> float:

@@ -166,3 +166,23 @@ def test_train_command_checks_the_task_fits_the_spec(capsys):
     seed = str(Path(__file__).resolve().parent.parent / "specs" / "seed.toml")
     assert main(["train", seed, "--task", "adding", "--backend", "reference"]) == 2
     assert "task 'adding' feeds 2 feature(s) per step but" in capsys.readouterr().err
+
+
+def test_train_command_reports_time_to_solve_and_the_torch_comparison(tmp_path, capsys):
+    pytest.importorskip("torch")
+    spec = tmp_path / "add.toml"
+    spec.write_text('[[layer]]\ninput_size = 2\nhidden_size = 8\nreturn_sequences = false\n[head]\noutput_size = 1\n')
+    assert main(["train", str(spec), "--task", "adding", "--backend", "reference", "--samples", "300", "--steps", "5",
+                 "--epochs", "2", "--batch-size", "100", "--test-samples", "100", "--data", str(tmp_path / "data"),
+                 "--optimizer", "adam", "--lr", "0.01", "--target-test-loss", "1e-9", "--compare-torch"]) == 0
+    out = capsys.readouterr().out
+    assert "lstmgen: test loss never went below 1e-09" in out
+    assert "torch.nn.LSTM: test loss never went below 1e-09" in out
+    difference = float(out.split("loss curves differ by at most ")[1].split()[0])
+    assert difference < 1e-10
+
+
+def test_target_test_loss_needs_a_test_set(capsys):
+    seed = str(Path(__file__).resolve().parent.parent / "specs" / "seed.toml")
+    assert main(["train", seed, "--task", "zeros", "--backend", "reference", "--target-test-loss", "0.1"]) == 2
+    assert "--target-test-loss needs --test-samples N" in capsys.readouterr().err
