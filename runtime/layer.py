@@ -193,6 +193,19 @@ class Layer:
             y = h_buf
         return y, (h_last, c_last)
 
+    def take_cache(self) -> dict | None:
+        """Hand over the pending forward cache (x, h0, c0, h_seq, gates, c_seq, batch_first).
+
+        With restore_cache, a caller that keeps activations itself, such as an autograd graph
+        holding several forwards of one layer, can run each backward later.
+        """
+        cache, self._cache = self._cache, None
+        return cache
+
+    def restore_cache(self, cache: dict) -> None:
+        """Make `cache` (from take_cache) the one the next backward consumes."""
+        self._cache = cache
+
     def _buffer(self, shape, what: str, advice: str):
         return new_buffer(shape, self.spec.dtype, what, advice)
 
