@@ -1,7 +1,7 @@
 """Training lstmgen.torch.LSTM with PyTorch's DistributedDataParallel (NCCL), one process per GPU.
 
-    torchrun --nproc_per_node 1 -m lstmgen.bench.ddp_example --out one.json
-    torchrun --nproc_per_node 2 -m lstmgen.bench.ddp_example --out two.json
+    torchrun --standalone --nproc_per_node 1 -m lstmgen.bench.ddp_example --out one.json
+    torchrun --standalone --nproc_per_node 2 -m lstmgen.bench.ddp_example --out two.json
 
 The global batch is fixed and split evenly over the ranks, every rank draws the same data
 (seeded) and takes its slice, and DDP averages the gradients, so 1 and 2 GPUs follow the
@@ -49,9 +49,10 @@ def main(argv=None) -> int:
     rank, world = dist.get_rank(), dist.get_world_size()
     if args.global_batch % world:
         raise SystemExit(f"--global-batch {args.global_batch} must divide evenly over {world} GPUs")
-    torch.cuda.set_device(rank)
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    torch.cuda.set_device(local_rank)
     torch.manual_seed(0)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-    model = torch.nn.parallel.DistributedDataParallel(Model(args.hidden).cuda(), device_ids=[rank])
+    model = torch.nn.parallel.DistributedDataParallel(Model(args.hidden).cuda(), device_ids=[local_rank])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     local = args.global_batch // world
     rng = np.random.default_rng(0)

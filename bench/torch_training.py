@@ -54,6 +54,8 @@ def train_torch(spec: ModelSpec, state: dict, dataset, *, epochs: int, batch_siz
 
     epoch_callback(epoch, network, seconds) may return True to stop early.
     """
+    torch.backends.cuda.matmul.allow_tf32 = False  # strict fp32, as lstmgen computes it
+    torch.backends.cudnn.allow_tf32 = False
     network = TorchNetwork(spec).to(device=device, dtype=dtype)
     network.load_lstmgen_state(state)  # after .to: loading into float32 first would round the weights
     if optimizer == "sgd":

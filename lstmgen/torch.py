@@ -12,7 +12,9 @@ on CPU tensors instead: exact and slow, for tests and debugging without a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 import warnings
 from typing import Optional
 
@@ -32,8 +34,7 @@ def lstm_layer(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One LSTM layer over x [T, B, I] from (h0, c0) [B, H]: returns y [T, B, H], h_T, c_T and
     the backward cache, activated gates [T, B, 4H] and cell states [T, B, H]."""
-    with _on_torch_stream(x):
-        layer = _prepare(x, w_ih, w_hh, b_ih, b_hh)
+    with _on_torch_stream(x), _prepared_layer(x, w_ih, w_hh, b_ih, b_hh) as layer:
         y, (h_T, c_T) = layer.forward(*map(_cupy, (x, h0, c0)), training=True)
         cache = layer.take_cache()
         return tuple(torch.from_dlpack(a) for a in (y, h_T, c_T, cache["gates"], cache["c_seq"]))
@@ -46,10 +47,9 @@ def lstm_layer_backward(dy: torch.Tensor, dh_T: torch.Tensor, dc_T: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients (dx, dh0, dc0, dW_ih, dW_hh, db) of lstm_layer given those of y, h_T and c_T;
     db is the gradient of each bias vector (the caller drops it for a layer without bias)."""
-    with _on_torch_stream(x):
-        # Bias values play no part in backward; zeros select the layer that reports db.
-        zeros = w_hh.new_zeros(w_hh.shape[0])
-        layer = _prepare(x, w_ih, w_hh, zeros, zeros)
+    # Bias values play no part in backward; zeros select the layer that reports db.
+    zeros = w_hh.new_zeros(w_hh.shape[0])
+    with _on_torch_stream(x), _prepared_layer(x, w_ih, w_hh, zeros, zeros) as layer:
         # The kernel writes dG over the gate buffer; the graph's copy must survive (retain_graph).
         layer.restore_cache(dict(x=_cupy(x), h0=_cupy(h0), c0=_cupy(c0), h_seq=_cupy(y),
                                  gates=_cupy(gates.clone()), c_seq=_cupy(c_seq), batch_first=False))
@@ -117,23 +117,31 @@ class _on_torch_stream:
 
 
 _layers: dict = {}
+# A Layer holds weights and a cache between calls; forward and backward (autograd's worker
+# thread) and user threads must not interleave on one.
+_layers_lock = threading.Lock()
 
 
-def _prepare(x, w_ih, w_hh, b_ih, b_hh):
+@contextlib.contextmanager
+def _prepared_layer(x, w_ih, w_hh, b_ih, b_hh):
     """The compiled lstmgen layer for these shapes, holding these weights (views, no copy)."""
     from lstmgen.runtime import Layer
 
     spec = LSTMSpec(input_size=w_ih.shape[1], hidden_size=w_hh.shape[1], dtype=_SUPPORTED_DTYPES[x.dtype],
                     bias="double" if b_ih is not None else "none", return_sequences=True)
-    key = (spec, x.device.index)
-    if key not in _layers:
-        _layers[key] = Layer(spec)
-    layer = _layers[key]
-    params = {"W_ih": _cupy(w_ih), "W_hh": _cupy(w_hh)}
-    if b_ih is not None:
-        params.update(b_ih=_cupy(b_ih), b_hh=_cupy(b_hh))
-    layer.set_parameters(params)  # contiguous CuPy views of the right dtype are kept as they are
-    return layer
+    with _layers_lock:
+        key = (spec, x.device.index)
+        if key not in _layers:
+            _layers[key] = Layer(spec)
+        layer = _layers[key]
+        params = {"W_ih": _cupy(w_ih), "W_hh": _cupy(w_hh)}
+        if b_ih is not None:
+            params.update(b_ih=_cupy(b_ih), b_hh=_cupy(b_hh))
+        layer.set_parameters(params)  # contiguous CuPy views of the right dtype are kept as they are
+        try:
+            yield layer
+        finally:
+            layer.params = {}  # keep no reference to the caller's weights
 
 
 # --------------------------------------------------------------------------- the CPU reference

@@ -89,6 +89,9 @@ def run_train(args) -> int:
                                  history=history, on_step=lambda value, rows: bar.update()):
         bar.set_postfix(epoch=progress.epoch, loss=f"{progress.loss:.4g}",
                         seq_per_s=f"{progress.sequences_per_second:.0f}")
+        # A plain line per epoch too, which survives logs that drop the bar's redraws.
+        bar.write(f"epoch {progress.epoch}: training loss {progress.loss:.6g}, "
+                  f"{progress.sequences_per_second:.0f} sequences/s, {progress.seconds:.1f} s")
         history = progress.history
         if args.checkpoint:
             save_checkpoint(args.checkpoint, network, optimizer, progress.epoch, history)

@@ -20,7 +20,10 @@ def mse(prediction, target):
 
 
 def softmax_cross_entropy(logits, labels):
-    """Mean over rows of -log softmax(logits)[label], and dL/d(logits). labels: integer [rows]."""
+    """Mean over rows of -log softmax(logits)[label], and dL/d(logits).
+
+    logits [rows, classes]; labels: integer class indices [rows].
+    """
     xp = _module(logits)
     shifted = logits - logits.max(axis=-1, keepdims=True)  # exp never overflows
     log_probabilities = shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))

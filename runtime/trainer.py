@@ -38,7 +38,7 @@ def train_epochs(network, optimizer, dataset, *, loss: str, epochs: int, batch_s
     for epoch in range(first_epoch, epochs):
         rng = np.random.default_rng([seed, epoch])
         start, step_losses, sequences = time.perf_counter(), [], 0
-        for x, y in device_batches(dataset.batches(batch_size, rng), network.xp, network.dtype):
+        for x, y in device_batches(dataset.batches(batch_size, rng), network.xp, network.dtype, batch_size):
             value, d_prediction = loss_function(network.forward(x), y)
             optimizer.step(network.backward(d_prediction))
             step_losses.append(value)
@@ -57,7 +57,7 @@ def train_epochs(network, optimizer, dataset, *, loss: str, epochs: int, batch_s
 def evaluate(network, dataset, *, loss: str, batch_size: int) -> float:
     """Mean loss over a data set, in inference mode."""
     loss_function, total, count = LOSSES[loss], 0.0, 0
-    for x, y in device_batches(dataset.batches(batch_size), network.xp, network.dtype):
+    for x, y in device_batches(dataset.batches(batch_size), network.xp, network.dtype, batch_size):
         value, _ = loss_function(network.forward(x, training=False), y)
         total += float(value) * x.shape[1]
         count += x.shape[1]

@@ -31,9 +31,9 @@ def test_gradcheck_float64_on_cuda():
 
 
 @pytest.mark.parametrize("batch_first", [False, True])
-def test_float32_matches_cudnn(batch_first):
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
+def test_float32_matches_cudnn(batch_first, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     ours = lt.LSTM(16, 64, num_layers=2, batch_first=batch_first, device="cuda")
     theirs = torch.nn.LSTM(16, 64, num_layers=2, batch_first=batch_first, device="cuda")
     theirs.load_state_dict(ours.state_dict())
@@ -67,9 +67,11 @@ def test_runs_on_torchs_current_stream():
     side = torch.cuda.Stream()
     with torch.cuda.stream(side):
         side.wait_stream(torch.cuda.current_stream())
-        result = module(x)[0] * 1
+        torch.cuda._sleep(100_000_000)  # x_late is written late on `side`: the wrong stream would read it early
+        x_late = x * 1
+        result = module(x_late)[0] * 1
     torch.cuda.current_stream().wait_stream(side)
-    assert torch.equal(result, expected)
+    torch.testing.assert_close(result, expected, rtol=0, atol=1e-6)
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="DDP comparison needs two GPUs")
@@ -78,7 +80,7 @@ def test_ddp_on_two_gpus_follows_the_one_gpu_curve(tmp_path):
     curves = {}
     for gpus in (1, 2):
         out = tmp_path / f"{gpus}.json"
-        subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={gpus}",
+        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
                         "-m", "lstmgen.bench.ddp_example", "--steps", "30", "--out", str(out)],
                        env=env, check=True, timeout=600)
         curves[gpus] = json.loads(out.read_text())

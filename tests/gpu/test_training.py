@@ -11,6 +11,7 @@ from lstmgen.codegen import parse_spec  # noqa: E402
 from lstmgen.dataset import write_dataset  # noqa: E402
 from lstmgen.runtime.network import Network  # noqa: E402
 from lstmgen.runtime.optimizer import Optimizer  # noqa: E402
+from lstmgen.runtime.streaming import device_batches  # noqa: E402
 from lstmgen.runtime.trainer import train_epochs  # noqa: E402
 
 pytestmark = pytest.mark.gpu
@@ -74,3 +75,14 @@ def test_streaming_keeps_gpu_memory_flat_on_data_larger_than_the_budget(tmp_path
     assert data.nbytes > budget
     assert max(peaks) <= budget and max(peaks) - min(peaks) < 8 * 2**20  # flat, not growing with data
     assert np.isfinite(progress.loss)
+
+
+def test_streaming_handles_the_short_batch_coming_first(tmp_path):
+    data = write_dataset(tmp_path, "adding", 250, 7, seed=0)  # batches of 64: 64, 64, 64, 58
+    seed = next(s for s in range(1000) if np.random.default_rng(s).permutation(4)[0] == 3)
+    expected = [(np.ascontiguousarray(x.transpose(1, 0, 2)), y) for x, y in data.batches(64, np.random.default_rng(seed))]
+    streamed = [(x.get(), y.get()) for x, y in device_batches(data.batches(64, np.random.default_rng(seed)),
+                                                              cupy, "float32", 64)]
+    assert [len(y) for _, y in streamed] == [58, 64, 64, 64]
+    for (x, y), (x_host, y_host) in zip(streamed, expected):
+        assert np.array_equal(x, x_host) and np.array_equal(y, y_host)
