@@ -96,24 +96,36 @@ def _cupy(tensor):
     return cupy.from_dlpack(tensor.detach().contiguous())
 
 
-class _on_torch_stream:
-    """Run CuPy work on the tensor's device and torch's current stream there."""
+class _TorchBlock:
+    """A block of torch's caching allocator, returned to it when CuPy drops the last reference."""
 
-    def __init__(self, tensor):
-        self.tensor = tensor
+    def __init__(self, size: int, device: int, stream):
+        self.ptr = torch.cuda.caching_allocator_alloc(size, device, stream)
 
-    def __enter__(self):
-        import cupy
+    def __del__(self):
+        torch.cuda.caching_allocator_delete(self.ptr)
 
-        index = self.tensor.device.index
-        self.device = cupy.cuda.Device(index)
-        self.stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(index).cuda_stream, index)
-        self.device.__enter__()
-        self.stream.__enter__()
 
-    def __exit__(self, *exc):
-        self.stream.__exit__(*exc)
-        self.device.__exit__(*exc)
+def _torch_allocator(size: int):
+    """CuPy allocations from torch's allocator on torch's current stream: the op's outputs and
+    temporaries count in torch's memory statistics, torch can reuse the memory, and
+    Tensor.record_stream works on the outputs."""
+    import cupy
+
+    device = cupy.cuda.Device().id
+    block = _TorchBlock(size, device, torch.cuda.current_stream(device))
+    return cupy.cuda.MemoryPointer(cupy.cuda.UnownedMemory(block.ptr, size, block, device), 0)
+
+
+@contextlib.contextmanager
+def _on_torch_stream(tensor):
+    """Run CuPy work on the tensor's device, on torch's current stream, with torch's memory."""
+    import cupy
+
+    index = tensor.device.index
+    stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(index).cuda_stream, index)
+    with cupy.cuda.Device(index), stream, cupy.cuda.using_allocator(_torch_allocator):
+        yield
 
 
 _layers: dict = {}

@@ -86,3 +86,14 @@ def test_ddp_on_two_gpus_follows_the_one_gpu_curve(tmp_path):
         curves[gpus] = json.loads(out.read_text())
     one, two = curves[1]["losses"], curves[2]["losses"]
     assert max(abs(a - b) for a, b in zip(one, two)) <= 1e-4 * max(one)
+
+
+def test_outputs_live_in_torchs_memory():
+    module = lt.LSTM(32, 256, device="cuda")
+    x = torch.rand(100, 16, 32, device="cuda")
+    before = torch.cuda.memory_allocated()
+    output, _ = module(x)
+    assert torch.cuda.memory_allocated() - before >= output.numel() * output.element_size()
+    del output
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() < before + 100 * 16 * 256 * 4
