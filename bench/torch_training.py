@@ -47,6 +47,12 @@ class TorchNetwork(torch.nn.Module):
         return self.head(x) if self.head is not None else x
 
 
+def _to_torch(x, y, device: str, dtype: torch.dtype):
+    """A host batch (x [B, T, F], y) as time-major torch tensors, as lstmgen's trainer sees it."""
+    x = torch.from_numpy(np.ascontiguousarray(x.transpose(1, 0, 2))).to(device=device, dtype=dtype)
+    return x, torch.from_numpy(np.array(y)).to(device=device, dtype=dtype)
+
+
 def train_torch(spec: ModelSpec, state: dict, dataset, *, epochs: int, batch_size: int, seed: int,
                 optimizer: str, lr: float, momentum: float, clip: float | None, device: str,
                 dtype: torch.dtype, epoch_callback=None):
@@ -67,8 +73,7 @@ def train_torch(spec: ModelSpec, state: dict, dataset, *, epochs: int, batch_siz
         rng = np.random.default_rng([seed, epoch])
         losses = []
         for x, y in dataset.batches(batch_size, rng):
-            x = torch.from_numpy(np.ascontiguousarray(x.transpose(1, 0, 2))).to(device=device, dtype=dtype)
-            y = torch.from_numpy(np.array(y)).to(device=device, dtype=dtype)
+            x, y = _to_torch(x, y, device, dtype)
             loss = torch.nn.functional.mse_loss(network(x), y)
             optim.zero_grad(set_to_none=True)
             loss.backward()
@@ -87,8 +92,7 @@ def evaluate_torch(network: TorchNetwork, dataset, *, batch_size: int, device: s
     total, count = 0.0, 0
     with torch.no_grad():
         for x, y in dataset.batches(batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(x.transpose(1, 0, 2))).to(device=device, dtype=dtype)
-            y = torch.from_numpy(np.array(y)).to(device=device, dtype=dtype)
+            x, y = _to_torch(x, y, device, dtype)
             total += float(torch.nn.functional.mse_loss(network(x), y)) * len(y)
             count += len(y)
     return total / count

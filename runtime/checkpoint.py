@@ -11,17 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
+from lstmgen.runtime.network import to_host
+
 _OPTIMIZER, _PROGRESS = "optimizer.", "progress."
-
-
-def _host(array) -> np.ndarray:
-    return array.get() if hasattr(array, "get") else np.asarray(array)
 
 
 def save_checkpoint(path, network, optimizer, epoch: int, history: list[float]) -> None:
     arrays = dict(network.torch_state_dict())
-    arrays[_OPTIMIZER + "m"] = _host(optimizer.state["m"])
-    arrays[_OPTIMIZER + "v"] = _host(optimizer.state["v"])
+    arrays[_OPTIMIZER + "m"] = to_host(optimizer.state["m"])
+    arrays[_OPTIMIZER + "v"] = to_host(optimizer.state["v"])
     arrays[_OPTIMIZER + "step"] = np.array(optimizer.state["step"])
     arrays[_PROGRESS + "epoch"] = np.array(epoch)
     arrays[_PROGRESS + "history"] = np.asarray(history, dtype=np.float64)

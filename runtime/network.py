@@ -62,7 +62,7 @@ class Network:
         """Host copies under torch's names; a "single" bias becomes bias_ih with bias_hh = 0."""
         state = {}
         for full, owner, name in self._owners():
-            state[full] = _to_host(owner.params[name])
+            state[full] = to_host(owner.params[name])
             if full.startswith("bias_ih_l") and name == "b":  # an LSTM layer's single bias
                 state[full.replace("bias_ih", "bias_hh")] = np.zeros_like(state[full])
         return state
@@ -89,5 +89,6 @@ class Network:
         return grads
 
 
-def _to_host(array) -> np.ndarray:
+def to_host(array) -> np.ndarray:
+    """A host copy of a NumPy or CuPy array."""
     return array.get() if hasattr(array, "get") else np.array(array)
