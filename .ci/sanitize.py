@@ -4,8 +4,9 @@
     compute-sanitizer --tool racecheck python .ci/sanitize.py   (shared-memory hazards only)
     compute-sanitizer --tool synccheck python .ci/sanitize.py   (barrier misuse)
 
-Covers both dtypes, every bias mode, both return_sequences, weights in shared memory and
-streamed from L2, batches split over launches, odd sizes. Exits non-zero on any mismatch.
+Covers both dtypes, every bias mode, both return_sequences, weights in registers, in shared
+memory and streamed from L2, batches of several staged chunks, row passes of 8, 4, 2 and 1,
+rows not aligned for 16-byte copies and odd sizes. Exits non-zero on any mismatch.
 """
 
 import sys
@@ -19,18 +20,19 @@ from lstmgen.verify import check_layer
 GRID = [
     (LSTMSpec(3, 1, "float32", "double", True), Problem(4, 3, True, True, 1)),
     (LSTMSpec(5, 37, "float64", "single", False), Problem(3, 2, False, True, 2)),
-    (LSTMSpec(17, 133, "float32", "none", True), Problem(3, 5, True, False, 3)),
-    (LSTMSpec(8, 1024, "float64", "double", False), Problem(2, 2, True, True, 4)),  # W_hh streamed
-    (LSTMSpec(8, 1400, "float32", "single", True), Problem(2, 3, True, True, 6)),  # W_hh streamed
-    (LSTMSpec(4, 300, "float32", "single", True), None),  # batch split over launches
+    (LSTMSpec(17, 133, "float32", "none", True), Problem(3, 15, True, False, 3)),  # H*4 B rows: unaligned
+    (LSTMSpec(8, 384, "float64", "double", True), Problem(2, 5, True, True, 4)),     # W_hh in shared memory
+    (LSTMSpec(8, 1100, "float32", "single", False), Problem(2, 3, True, True, 5)),   # W_hh in shared memory
+    (LSTMSpec(8, 1024, "float64", "double", False), Problem(2, 2, True, True, 6)),   # W_hh streamed
+    (LSTMSpec(8, 1400, "float32", "single", True), Problem(2, 3, True, True, 7)),    # W_hh streamed
+    (LSTMSpec(4, 1024, "float32", "double", True), Problem(2, 70, True, True, 8)),   # several chunks each way
 ]
 
 failures = 0
 for spec, problem in GRID:
-    if problem is None:
-        problem = Problem(2, load_kernels(spec).plan.batch_tile + 1, True, True, 5)
+    plan = load_kernels(spec).plan
     report = check_layer(Layer(spec, seed=0), problem)
-    print(f"{spec.describe()} {problem}: {'ok' if not report else 'MISMATCH'}")
+    print(f"{spec.describe()} {problem} [{plan.summary()}]: {'ok' if not report else 'MISMATCH'}")
     for line in report:
         print("  " + line)
     failures += bool(report)

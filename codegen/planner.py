@@ -1,12 +1,17 @@
 """Planner: turns a layer spec and a target GPU into the launch shape of its kernels.
 
-All arithmetic about tiles, threads and bytes lives here so the templates only print it.
+All arithmetic about warps, tiles and bytes lives here so the templates only print it.
 
-Shape of the recurrence kernels (DESIGN.md section 4): a persistent cooperative grid in
-which block k owns hidden units [k*U, (k+1)*U) with all four of their gates. A thread owns
-one (unit, batch row) pair, so its cell state and its dh/dc stay in registers for the whole
-sequence. One launch serves `batch_tile` batch rows; the runtime splits larger batches into
-independent launches (rows of a batch never interact), which bounds the on-chip state.
+Shape of the recurrence kernels (DESIGN.md section 4): a persistent cooperative grid, one
+block per SM, in which block k owns hidden units [k*U, (k+1)*U). Each step is a small
+matrix product per block, out[b][o] = sum_k in[b][k] * W[o][k]: forward, `in` is h_{t-1}
+and the outputs are the 4 gate rows of each owned unit (k over H); backward, `in` is
+dG_{t+1} and the output is dh of each owned unit (k over the 4H gate rows, W transposed).
+A warp owns one unit and up to 8 batch rows at a time: its 32 lanes split k, so each
+lane's share of the weights can stay in registers for the whole sequence, and a butterfly
+of shuffles sums the lanes. The block first copies `in` for a chunk of batch rows from L2
+into shared memory with 16-byte loads, so every warp reads it at shared-memory speed.
+Per-row state (c, dc) lives in its output buffer, so one launch serves any batch size.
 """
 
 from __future__ import annotations
@@ -16,9 +21,18 @@ from dataclasses import dataclass
 from lstmgen.errors import SpecError
 from lstmgen.codegen.spec import DTYPES, LSTMSpec
 
-# Threads per block the planner aims for: enough warps to hide the latency of the h loads,
-# few enough that one block per SM always fits, which a cooperative launch requires.
-_TARGET_THREADS = 256
+WARP = 32
+# Batch rows a warp carries through one pass over its weights: 4 gates x 8 rows = 32
+# partial sums, one per lane after the butterfly.
+ROWS_PER_PASS = 8
+# Warps per block the planner aims for: enough to hide shared-memory and shuffle latency,
+# few enough that 255 registers per thread (the weights in registers) fit one block per SM.
+_TARGET_WARPS = 8
+# 32-bit registers per thread for the weight share, the 32 partial sums and a pass's 8
+# inputs: what is left of 255 holds the rest without spilling (checked with ptxas -v).
+_LANE_REGISTER_BUDGET = 168
+# Batch rows staged in shared memory at once: more rows, fewer block-wide barriers.
+_MAX_CHUNK_ROWS = 64
 
 
 @dataclass(frozen=True)
@@ -34,6 +48,8 @@ class Target:
 # The H200 (and H100 SXM): what generated/ is rendered for.
 SM90_H200 = Target(arch="sm_90", sm_count=132, max_smem_per_block=232448)
 
+WEIGHT_PLACES = ("registers", "shared", "global")
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -44,45 +60,80 @@ class Plan:
     accumulate_type: str     # C type of dot products and the cell state
     units_per_block: int     # U: hidden units (each with 4 gates) a block owns
     num_blocks: int          # blocks in the cooperative grid
-    batch_tile: int          # batch rows one launch handles
-    threads: int             # threads per block = units_per_block * batch_tile
-    weight_slice_elems: int  # 4 * U * H: the block's slice of W_hh
-    weights_in_smem: bool    # slice held in shared memory, else streamed from L2
-    smem_bytes: int          # dynamic shared memory per block
+    warps: int               # warps per block: U x row groups, at most 32
+    threads: int             # threads per block = 32 * warps
+    weights_in: str          # "registers", "shared" (block slice) or "global" (streamed from L2)
+    weight_smem_bytes: int   # the block's 4*U*H slice when weights_in == "shared", else 0
+    forward_chunk_rows: int  # batch rows of h_{t-1} staged in shared memory at once
+    backward_chunk_rows: int # batch rows of dG_{t+1} staged at once
+    smem_bytes: int          # dynamic shared memory per block (weights + staging)
 
     def summary(self) -> str:
-        where = "shared memory" if self.weights_in_smem else "global memory (L2)"
+        where = {"registers": "registers", "shared": "shared memory",
+                 "global": "global memory (L2)"}[self.weights_in]
         return (f"{self.target.arch}: {self.num_blocks} blocks x {self.threads} threads, "
-                f"{self.units_per_block} units/block, batch tile {self.batch_tile}, "
-                f"W_hh slice in {where} ({self.smem_bytes} B smem)")
+                f"{self.units_per_block} units/block, W_hh slice in {where}, staging "
+                f"{self.forward_chunk_rows} rows forward / {self.backward_chunk_rows} backward "
+                f"({self.smem_bytes} B smem)")
 
 
 def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
     """Choose the launch shape of `spec`'s kernels on `target`."""
     hidden = spec.hidden_size
-    units = -(-hidden // target.sm_count)
-    if units > target.max_threads_per_block:
-        largest = target.sm_count * target.max_threads_per_block
-        raise SpecError(
-            f"hidden_size {hidden} is too large for {target.arch} with {target.sm_count} SMs "
-            f"({spec.where or 'layer'}): one thread per unit and block needs at most {largest} "
-            f"units; lower hidden_size to {largest} or less"
-        )
-    num_blocks = -(-hidden // units)
-    batch_tile = max(1, min(_TARGET_THREADS, target.max_threads_per_block) // units)
     types = DTYPES[spec.dtype]
-    weight_slice_elems = 4 * units * hidden
-    weight_bytes = weight_slice_elems * types["bytes"]
-    weights_in_smem = weight_bytes <= target.max_smem_per_block
+    element = types["bytes"]
+    units = -(-hidden // target.sm_count)
+    num_blocks = -(-hidden // units)
+    max_warps = target.max_threads_per_block // WARP
+    # Warps beyond one per unit take other batch rows; past 32 units a warp takes several units.
+    warps = min(max_warps, max(units, _TARGET_WARPS // units * units))
+    threads = warps * WARP
+
+    # Weights in registers: each warp keeps one unit for the whole launch (at most
+    # _TARGET_WARPS units), and a lane's share of the 4*H*U slice fits the register budget.
+    lane_weights = max(4 * -(-hidden // WARP), -(-4 * hidden // WARP))
+    register_words = (lane_weights + 5 * ROWS_PER_PASS) * types["accumulate_bytes"] // 4
+    forward_row, backward_row = hidden * element, 4 * hidden * element
+    slice_bytes = _round16(4 * units * hidden * element)
+    if warps % units == 0 and units <= _TARGET_WARPS and register_words <= _LANE_REGISTER_BUDGET:
+        weights_in, weight_smem = "registers", 0
+    elif slice_bytes + backward_row <= target.max_smem_per_block:
+        weights_in, weight_smem = "shared", slice_bytes
+    else:
+        weights_in, weight_smem = "global", 0
+    staging = target.max_smem_per_block - weight_smem
+    if backward_row > staging:
+        largest = target.max_smem_per_block // (4 * element)
+        raise SpecError(
+            f"hidden_size {hidden} is too large for {target.arch} ({spec.where or 'layer'}): the "
+            f"backward pass stages one batch row of the 4*hidden_size gate gradients "
+            f"({backward_row} B) in shared memory, which holds {target.max_smem_per_block} B; "
+            f"lower hidden_size to {largest} or less, or use a 16-bit dtype"
+        )
+    forward_chunk = _chunk_rows(staging // forward_row)
+    backward_chunk = _chunk_rows(staging // backward_row)
     return Plan(
         target=target,
         storage_type=types["storage"],
         accumulate_type=types["accumulate"],
         units_per_block=units,
         num_blocks=num_blocks,
-        batch_tile=batch_tile,
-        threads=units * batch_tile,
-        weight_slice_elems=weight_slice_elems,
-        weights_in_smem=weights_in_smem,
-        smem_bytes=weight_bytes if weights_in_smem else 0,
+        warps=warps,
+        threads=threads,
+        weights_in=weights_in,
+        weight_smem_bytes=weight_smem,
+        forward_chunk_rows=forward_chunk,
+        backward_chunk_rows=backward_chunk,
+        smem_bytes=weight_smem + _round16(max(forward_chunk * forward_row, backward_chunk * backward_row)),
     )
+
+
+def _chunk_rows(fitting: int) -> int:
+    """Rows per staged chunk: a whole number of warp passes when more than one pass fits."""
+    rows = min(fitting, _MAX_CHUNK_ROWS)
+    return rows - rows % ROWS_PER_PASS if rows >= ROWS_PER_PASS else rows
+
+
+def _round16(size: int) -> int:
+    """Bytes rounded up to 16, so what follows in shared memory is aligned for 16-byte copies."""
+    return -(-size // 16) * 16

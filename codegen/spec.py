@@ -14,12 +14,13 @@ from pathlib import Path
 
 from lstmgen.errors import SpecError
 
-# Storage dtypes the generator emits code for. float16 and bfloat16 join this table with the
-# performance work (issue 3): the kernels accumulate in `accumulate` already, so a 16-bit
-# storage type only adds a row here and its conversions in templates/_common.j2.
+# Storage dtypes the generator emits code for: the C type of tensors in memory and the type
+# of dot products and the cell state inside the kernels.
 DTYPES = {
-    "float32": {"storage": "float", "accumulate": "float", "bytes": 4},
-    "float64": {"storage": "double", "accumulate": "double", "bytes": 8},
+    "float32": {"storage": "float", "accumulate": "float", "bytes": 4,
+                "accumulate_dtype": "float32", "accumulate_bytes": 4},
+    "float64": {"storage": "double", "accumulate": "double", "bytes": 8,
+                "accumulate_dtype": "float64", "accumulate_bytes": 8},
 }
 # Bias parameters of each mode, in torch's naming where torch has them.
 BIAS_PARAMETERS = {"double": ("b_ih", "b_hh"), "single": ("b",), "none": ()}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lstmgen.codegen import BIAS_PARAMETERS, LSTMSpec
+from lstmgen.codegen import BIAS_PARAMETERS, DTYPES, LSTMSpec
 from lstmgen.errors import InputError
 from lstmgen.parameters import initial_parameters, parameter_shapes
 from lstmgen.runtime.buffers import new_buffer
@@ -171,17 +171,16 @@ class Layer:
         c_last = self._buffer((batch, hidden), "c_T", _FORWARD_ADVICE)
         c_seq = self._buffer((steps, batch, hidden), "the cell-state cache", _FORWARD_ADVICE) if training else None
 
-        for rows in self._batch_chunks(batch):
-            self._launch(self.kernels.forward, (
-                _pointer(gx[:, rows]), _pointer(self.params["W_hh"]),
-                _pointer(None if h0 is None else h0[rows]), _pointer(None if c0 is None else c0[rows]),
-                _pointer(h_buf[:, rows]), np.int32(h_buf.shape[0]),
-                _pointer(h_last[rows]), _pointer(c_last[rows]),
-                # Training writes the activated gates over Gx: each thread reads Gx[t] of its
-                # own (unit, row) before writing the gates there, so nothing is lost.
-                _pointer(gx[:, rows] if training else None), _pointer(None if c_seq is None else c_seq[:, rows]),
-                np.int32(steps), np.int32(rows.stop - rows.start), np.int32(batch),
-            ))
+        # The running cell state is kept in the accumulation type (float32 for 16-bit storage).
+        cell = c_last if self._accumulates_in_storage() else self._state_buffer(batch, "the cell state", _FORWARD_ADVICE)
+        self._launch(self.kernels.forward, (
+            _pointer(gx), _pointer(self.params["W_hh"]), _pointer(h0), _pointer(c0),
+            _pointer(h_buf), np.int32(h_buf.shape[0]), _pointer(h_last), _pointer(c_last), _pointer(cell),
+            # Training writes the activated gates over Gx: each lane reads Gx[t] of its own
+            # (unit, row) before writing the gates there, so nothing is lost.
+            _pointer(gx if training else None), _pointer(c_seq),
+            np.int32(steps), np.int32(batch), np.int32(batch),
+        ))
 
         self._cache = (dict(x=x, h0=h0, c0=c0, h_seq=h_buf, gates=gx, c_seq=c_seq, batch_first=batch_first)
                        if training else None)
@@ -223,11 +222,11 @@ class Layer:
         names = BIAS_PARAMETERS[self.spec.bias]
         return sum(self.params[name] for name in names) if names else None
 
-    def _batch_chunks(self, batch: int):
-        """Row slices of at most `batch_tile` rows, one launch each: batch rows are independent."""
-        tile = self.kernels.plan.batch_tile
-        for first in range(0, batch, tile):
-            yield slice(first, min(first + tile, batch))
+    def _accumulates_in_storage(self) -> bool:
+        return DTYPES[self.spec.dtype]["accumulate"] == DTYPES[self.spec.dtype]["storage"]
+
+    def _state_buffer(self, batch: int, what: str, advice: str):
+        return new_buffer((batch, self.spec.hidden_size), DTYPES[self.spec.dtype]["accumulate_dtype"], what, advice)
 
     def _launch(self, kernel, args: tuple) -> None:
         plan = self.kernels.plan
@@ -274,15 +273,16 @@ class Layer:
 
         dh0 = self._buffer((batch, hidden), "dh0", _BACKWARD_ADVICE)
         dc0 = self._buffer((batch, hidden), "dc0", _BACKWARD_ADVICE)
-        c0 = cache["c0"]
-        for rows in self._batch_chunks(batch):
-            self._launch(self.kernels.backward, (
-                _pointer(self.params["W_hh"]), _pointer(gates[:, rows]), _pointer(cache["c_seq"][:, rows]),
-                _pointer(None if c0 is None else c0[rows]), _pointer(None if dy is None else dy[:, rows]),
-                _pointer(None if dh_T is None else dh_T[rows]), _pointer(None if dc_T is None else dc_T[rows]),
-                _pointer(gates[:, rows]), _pointer(dh0[rows]), _pointer(dc0[rows]),
-                np.int32(steps), np.int32(rows.stop - rows.start), np.int32(batch),
-            ))
+        d_cell = dc0 if self._accumulates_in_storage() else self._state_buffer(batch, "dL/dc", _BACKWARD_ADVICE)
+        # W_hh^T, so that the lanes gathering one unit's dh read consecutive gate rows.
+        w_hh_t = cupy.ascontiguousarray(self.params["W_hh"].T)
+        self._launch(self.kernels.backward, (
+            _pointer(w_hh_t), _pointer(gates), _pointer(cache["c_seq"]), _pointer(cache["c0"]),
+            _pointer(dy), _pointer(dh_T), _pointer(dc_T),
+            _pointer(gates), _pointer(dh0), _pointer(dc0), _pointer(d_cell),
+            np.int32(steps), np.int32(batch), np.int32(batch),
+        ))
+        del w_hh_t
 
         d_gates = gates.reshape(steps * batch, 4 * hidden)
         dx = self._buffer((steps, batch, input_size), "dx", _BACKWARD_ADVICE)

@@ -35,7 +35,7 @@ def test_drawn_spec_kernels_compile_for_sm90(spec):
 
 def test_compile_failure_shows_log_spec_and_numbered_source():
     spec = LSTMSpec(input_size=2, hidden_size=3, dtype="float32", where="specs/x.toml, layer 1")
-    broken = render_layer(spec)["forward"].text.replace("c = f * c + i * g;", "c = f * c + i * undefined_gate;")
+    broken = render_layer(spec)["forward"].text.replace("c = f * c_prev + i * g;", "c = f * c_prev + i * undefined_gate;")
     with pytest.raises(KernelCompileError) as caught:
         compile_for_arch(spec, "forward", broken, "sm_90")
     message = str(caught.value)

@@ -1,16 +1,17 @@
 """CPU tests of the planner (lstmgen.codegen.planner): launch shapes that the kernels rely on.
 
 The recurrence kernels run one persistent block per SM, block k owning hidden units
-[k*U, (k+1)*U) and one thread per (unit, batch row); these properties must hold for every
-layer and target or the generated kernels would miss units, overrun a block or its smem.
+[k*U, (k+1)*U), a warp per (unit, up to 8 batch rows) and the block's input rows staged in
+shared memory; these properties must hold for every layer and target or the generated
+kernels would miss units, overrun a block, its registers or its shared memory.
 """
 
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import assume, given, strategies as st
 
-from lstmgen.codegen import SM90_H200, LSTMSpec, Target, load_spec, plan_layer
+from lstmgen.codegen import DTYPES, SM90_H200, LSTMSpec, Target, load_spec, plan_layer
 from lstmgen.errors import SpecError
 from lstmgen.strategies import layer_specs
 
@@ -21,14 +22,19 @@ TARGETS = (
     Target(arch="sm_80", sm_count=108, max_smem_per_block=166912),  # A100
     Target(arch="sm_75", sm_count=40, max_smem_per_block=65536),    # T4
 )
-BYTES_PER_ELEMENT = {"float32": 4, "float64": 8}
 
 specs = layer_specs(max_hidden=20000, max_input=4096)
 targets = st.sampled_from(TARGETS)
 
 
+def _largest_hidden(target: Target, dtype: str) -> int:
+    """The backward pass stages one row of 4H gate gradients in shared memory."""
+    return target.max_smem_per_block // (4 * DTYPES[dtype]["bytes"])
+
+
 @given(specs, targets)
 def test_every_unit_has_one_block_and_no_block_is_empty(spec, target):
+    assume(spec.hidden_size <= _largest_hidden(target, spec.dtype))
     plan = plan_layer(spec, target)
     assert 1 <= plan.num_blocks <= target.sm_count
     assert plan.num_blocks * plan.units_per_block >= spec.hidden_size
@@ -36,55 +42,77 @@ def test_every_unit_has_one_block_and_no_block_is_empty(spec, target):
 
 
 @given(specs, targets)
-def test_threads_are_one_per_unit_and_batch_row(spec, target):
+def test_warps_cover_the_units_within_the_block_limit(spec, target):
+    assume(spec.hidden_size <= _largest_hidden(target, spec.dtype))
     plan = plan_layer(spec, target)
-    assert plan.batch_tile >= 1
-    assert plan.threads == plan.units_per_block * plan.batch_tile
-    assert plan.threads <= target.max_threads_per_block
+    assert plan.threads == 32 * plan.warps <= target.max_threads_per_block
+    assert plan.warps >= min(plan.units_per_block, target.max_threads_per_block // 32)
+    if plan.weights_in == "registers":
+        # Each warp keeps one unit's weights for the whole launch.
+        assert plan.warps % plan.units_per_block == 0 and plan.threads <= 256
 
 
 @given(specs, targets)
-def test_weight_slice_in_smem_exactly_when_it_fits(spec, target):
+def test_shared_memory_holds_the_weights_and_at_least_one_row_per_direction(spec, target):
+    assume(spec.hidden_size <= _largest_hidden(target, spec.dtype))
     plan = plan_layer(spec, target)
-    assert plan.weight_slice_elems == 4 * plan.units_per_block * spec.hidden_size
-    weight_bytes = plan.weight_slice_elems * BYTES_PER_ELEMENT[spec.dtype]
-    if plan.weights_in_smem:
-        assert plan.smem_bytes == weight_bytes <= target.max_smem_per_block
+    element = DTYPES[spec.dtype]["bytes"]
+    slice_bytes = 4 * plan.units_per_block * spec.hidden_size * element
+    assert plan.smem_bytes <= target.max_smem_per_block
+    assert plan.forward_chunk_rows >= 1 and plan.backward_chunk_rows >= 1
+    staging = plan.smem_bytes - plan.weight_smem_bytes
+    assert staging >= plan.forward_chunk_rows * spec.hidden_size * element
+    assert staging >= plan.backward_chunk_rows * 4 * spec.hidden_size * element
+    if plan.weights_in == "shared":
+        assert slice_bytes <= plan.weight_smem_bytes < slice_bytes + 16
     else:
-        assert plan.smem_bytes == 0
-        assert weight_bytes > target.max_smem_per_block
+        assert plan.weight_smem_bytes == 0
+    assert plan.weight_smem_bytes % 16 == 0  # the staging area is aligned for 16-byte copies
 
 
-@pytest.mark.parametrize("dtype, in_smem, where", [
-    ("float32", True, "shared memory"),
-    ("float64", False, "global memory (L2)"),
+@given(specs, targets)
+def test_hidden_size_beyond_one_staged_row_names_the_limit(spec, target):
+    largest = _largest_hidden(target, spec.dtype)
+    assume(spec.hidden_size > largest)
+    with pytest.raises(SpecError, match=rf"too large for {target.arch}.*lower hidden_size to {largest} or less"):
+        plan_layer(spec, target)
+
+
+@pytest.mark.parametrize("dtype, hidden, place", [
+    ("float32", 1024, "registers"),
+    ("float32", 1100, "shared"),
+    ("float32", 1400, "global"),
+    ("float64", 256, "registers"),
+    ("float64", 512, "shared"),
+    ("float64", 1024, "global"),
 ])
-def test_hidden_1024_on_h200(dtype, in_smem, where):
-    plan = plan_layer(LSTMSpec(input_size=64, hidden_size=1024, dtype=dtype), SM90_H200)
-    assert plan.weights_in_smem is in_smem
-    assert (plan.num_blocks, plan.units_per_block) == (128, 8)
-    assert "128 blocks" in plan.summary()
+def test_where_the_weights_live_on_h200(dtype, hidden, place):
+    plan = plan_layer(LSTMSpec(input_size=64, hidden_size=hidden, dtype=dtype), SM90_H200)
+    assert plan.weights_in == place
+    where = {"registers": "registers", "shared": "shared memory", "global": "global memory (L2)"}[place]
     assert f"W_hh slice in {where}" in plan.summary()
 
 
-def test_seed_layer_gets_one_unit_per_block():
+def test_hidden_1024_float32_on_h200_is_one_warp_per_unit():
+    plan = plan_layer(LSTMSpec(input_size=64, hidden_size=1024), SM90_H200)
+    assert (plan.num_blocks, plan.units_per_block, plan.warps) == (128, 8, 8)
+    assert "128 blocks x 256 threads" in plan.summary()
+
+
+def test_seed_layer_gets_one_unit_per_block_and_eight_warps_for_batch_rows():
     plan = plan_layer(load_spec(SPECS / "seed.toml").layers[0], SM90_H200)
-    assert (plan.num_blocks, plan.units_per_block) == (5, 1)
-    assert plan.weights_in_smem
+    assert (plan.num_blocks, plan.units_per_block, plan.warps) == (5, 1, 8)
+    assert plan.weights_in == "registers"
 
 
-@pytest.mark.parametrize("target", TARGETS, ids=lambda target: target.arch)
-def test_hidden_size_too_large_for_target(target):
-    largest = target.sm_count * target.max_threads_per_block
-    assert plan_layer(LSTMSpec(input_size=1, hidden_size=largest), target).units_per_block == target.max_threads_per_block
-    spec = LSTMSpec(input_size=1, hidden_size=largest + 1, where="big.toml, layer 2")
-    message = (rf"hidden_size {largest + 1} is too large for {target.arch} with {target.sm_count} SMs "
-               rf"\(big\.toml, layer 2\): .*lower hidden_size to {largest} or less")
-    with pytest.raises(SpecError, match=message):
-        plan_layer(spec, target)
+def test_error_names_the_layer():
+    spec = LSTMSpec(input_size=1, hidden_size=20000, where="big.toml, layer 2")
+    with pytest.raises(SpecError, match=r"hidden_size 20000 is too large for sm_90 \(big\.toml, layer 2\)"):
+        plan_layer(spec, SM90_H200)
 
 
 def test_threads_respect_a_small_per_block_limit():
     target = Target("sm_x", sm_count=10, max_smem_per_block=65536, max_threads_per_block=128)
     plan = plan_layer(LSTMSpec(input_size=4, hidden_size=1000), target)
-    assert plan.units_per_block == 100 and plan.batch_tile == 1 and plan.threads == 100
+    assert plan.units_per_block == 100 and plan.warps == 4 and plan.threads == 128
+    assert plan.weights_in != "registers"

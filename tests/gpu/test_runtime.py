@@ -36,17 +36,20 @@ def test_one_module_serves_every_sequence_length(steps):
     assert not report, "\n".join(report)
 
 
-def test_float32_weights_streamed_from_l2():
-    spec = LSTMSpec(input_size=8, hidden_size=1400, dtype="float32", bias="single")
-    assert not load_kernels(spec).plan.weights_in_smem
+@pytest.mark.parametrize("dtype, hidden, place", [
+    ("float32", 1400, "global"), ("float32", 1100, "shared"), ("float64", 384, "shared"),
+])
+def test_weights_outside_registers(dtype, hidden, place):
+    spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype=dtype, bias="single")
+    assert load_kernels(spec).plan.weights_in == place
     report = check_layer(Layer(spec, seed=1), Problem(4, 3, True, True, seed=2))
     assert not report, "\n".join(report)
 
 
-def test_batch_larger_than_one_launch_is_split():
+def test_batch_of_several_staged_chunks():
     spec = LSTMSpec(input_size=4, hidden_size=40, dtype="float32")
-    tile = load_kernels(spec).plan.batch_tile
-    report = check_layer(Layer(spec, seed=2), Problem(5, 2 * tile + 3, True, True, seed=3))
+    chunk = load_kernels(spec).plan.forward_chunk_rows
+    report = check_layer(Layer(spec, seed=2), Problem(5, 2 * chunk + 3, True, True, seed=3))
     assert not report, "\n".join(report)
 
 
