@@ -30,8 +30,10 @@ def main(argv=None) -> int:
     for dtype in args.dtypes:
         for hidden in args.hidden:
             for batch in args.batch:
-                cells += measure(dtype, hidden, batch, args.steps, args.repeats, args.warmup)
-                print(f"measured {dtype} H={hidden} B={batch}", file=sys.stderr, flush=True)
+                measured = measure(dtype, hidden, batch, args.steps, args.repeats, args.warmup)
+                cells += measured
+                # As it goes, so that a run cut short still shows what it measured.
+                print(format_table(measured, header=False), file=sys.stderr, flush=True)
     print(f"{device}, T={args.steps}, I=H, median of {args.repeats} runs")
     print(format_table(cells))
     stem = Path(args.out) / re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-").lower()

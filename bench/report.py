@@ -48,18 +48,20 @@ def _mib(value: int | None) -> str:
     return "-" if value is None else f"{value / 2**20:.1f}"
 
 
-def format_table(cells: list[Cell]) -> str:
-    """Fixed-width table: us/step of both, the ratio, peak memory, and why a side is missing."""
-    header = (f"{'dtype':<9} {'H':>5} {'B':>4} {'mode':<9} {'ours us/step':>12} {'cuDNN us/step':>13} "
-              f"{'cuDNN/ours':>10} {'ours MiB':>9} {'cuDNN MiB':>9}  note")
-    lines = [header, "-" * len(header)]
+def format_table(cells: list[Cell], header: bool = True) -> str:
+    """Fixed-width table: us/step of both, the ratio, peak memory, and why a side is missing.
+
+    Without the header, just the rows and means: a progress line while the grid runs."""
+    title = (f"{'dtype':<9} {'H':>5} {'B':>4} {'mode':<9} {'ours us/step':>12} {'cuDNN us/step':>13} "
+             f"{'cuDNN/ours':>10} {'ours MiB':>9} {'cuDNN MiB':>9}  note")
+    lines = [title, "-" * len(title)] if header else []
     for c in cells:
         ratio = "-" if c.ratio is None else f"{c.ratio:.2f}x"
         lines.append(f"{c.dtype:<9} {c.hidden:>5} {c.batch:>4} {c.mode:<9} {_us(c.ours_us):>12} "
                      f"{_us(c.cudnn_us):>13} {ratio:>10} {_mib(c.ours_peak_bytes):>9} "
                      f"{_mib(c.cudnn_peak_bytes):>9}  {c.note}".rstrip())
     means = geometric_means(cells)
-    if means:
+    if means and header:
         lines.append("")
         lines.append("geometric mean of cuDNN/ours:")
         lines += [f"  {dtype:<9} {mode:<9} {value:.2f}x" for (dtype, mode), value in sorted(means.items())]
