@@ -7,7 +7,7 @@ import re
 import sys
 from pathlib import Path
 
-from lstmgen.bench.report import format_table, plot_heatmap, write_json
+from lstmgen.bench.report import format_table, plot_heatmap, read_json, write_json
 
 
 def main(argv=None) -> int:
@@ -19,6 +19,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per cell; the median is reported")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", default="bench/results", help="folder for <gpu>.json and <gpu>.png")
+    parser.add_argument("--include", type=Path, default=None, metavar="JSON",
+                        help="an earlier run's JSON: its cells of dtypes not measured now join the report")
     args = parser.parse_args(argv)
 
     import torch
@@ -34,6 +36,10 @@ def main(argv=None) -> int:
                 cells += measured
                 # As it goes, so that a run cut short still shows what it measured.
                 print(format_table(measured, header=False), file=sys.stderr, flush=True)
+    if args.include is not None:
+        earlier = [cell for cell in read_json(args.include) if cell.dtype not in args.dtypes]
+        print(f"{len(earlier)} cells of {', '.join(sorted({c.dtype for c in earlier}))} from {args.include}")
+        cells = earlier + cells
     print(f"{device}, T={args.steps}, I=H, median of {args.repeats} runs")
     print(format_table(cells))
     stem = Path(args.out) / re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-").lower()

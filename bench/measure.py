@@ -3,8 +3,7 @@
 Correctness is checked before anything is timed. Timing uses CUDA events after a warm-up and
 takes the median of `repeats` runs. Peak memory is what each side allocates beyond the
 weights and inputs while running once: torch's max_memory_allocated, and for lstmgen the
-bytes CuPy's pool holds after emptying it first (the pool reuses freed blocks, so that is
-the high-water mark of live buffers, rounded up to the pool's 512-byte bins).
+bytes a fresh CuPy pool holds after serving that run alone.
 """
 
 from __future__ import annotations
@@ -47,13 +46,18 @@ def _median_ms(timer, run, repeats: int, warmup: int) -> float:
 def _ours_peak_bytes(run) -> int:
     import cupy
 
-    pool = cupy.get_default_memory_pool()
+    # A pool of its own for one run: it caches and reuses what the run frees, so what it
+    # holds afterwards is the run's high-water mark (in 512-byte bins), and nothing allocated
+    # before (weights, inputs, blocks cached by earlier cells) is counted.
+    pool = cupy.cuda.MemoryPool()
     cupy.cuda.Device().synchronize()
+    with cupy.cuda.using_allocator(pool.malloc):
+        result = run()
+        cupy.cuda.Device().synchronize()
+    peak = pool.total_bytes()
+    del result
     pool.free_all_blocks()
-    baseline = pool.used_bytes()  # weights and anything alive between runs
-    run()
-    cupy.cuda.Device().synchronize()
-    return pool.total_bytes() - baseline
+    return peak
 
 
 def _cudnn_peak_bytes(run) -> int:

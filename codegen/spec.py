@@ -15,8 +15,11 @@ from pathlib import Path
 from lstmgen.errors import SpecError
 
 # Storage dtypes the generator emits code for: the C type of tensors in memory and the type
-# of dot products and the cell state inside the kernels.
+# of dot products and the cell state inside the kernels. float16 stores in 16 bits and
+# computes in float32, as cuDNN does; its cell state stays float32 between steps.
 DTYPES = {
+    "float16": {"storage": "__half", "accumulate": "float", "bytes": 2,
+                "accumulate_dtype": "float32", "accumulate_bytes": 4},
     "float32": {"storage": "float", "accumulate": "float", "bytes": 4,
                 "accumulate_dtype": "float32", "accumulate_bytes": 4},
     "float64": {"storage": "double", "accumulate": "double", "bytes": 8,

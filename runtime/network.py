@@ -10,9 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from lstmgen.codegen import ModelSpec
+from lstmgen.errors import SpecError
 from lstmgen.runtime.head import Head
 
 BACKENDS = ("gpu", "reference")
+TRAINABLE_DTYPES = ("float32", "float64")
 
 # lstmgen parameter -> torch.nn.LSTM parameter (layer index appended as _l<k>).
 _TORCH_NAMES = {"W_ih": "weight_ih", "W_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh", "b": "bias_ih"}
@@ -23,6 +25,12 @@ class Network:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         self.spec, self.backend = spec, backend
+        if backend == "gpu" and spec.layers[0].dtype not in TRAINABLE_DTYPES:
+            raise SpecError(
+                f"{spec.source} has dtype {spec.layers[0].dtype}, which lstmgen runs but does not train: "
+                f"16-bit training needs float32 master weights and loss scaling, which the optimiser "
+                f"does not have yet; train in float32 (set dtype = \"float32\") and run inference in float16"
+            )
         if backend == "gpu":
             import cupy
 

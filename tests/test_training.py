@@ -11,6 +11,7 @@ from lstmgen import reference_training
 from lstmgen.cli import main
 from lstmgen.codegen import HeadSpec, parse_spec
 from lstmgen.dataset import write_dataset
+from lstmgen.errors import SpecError
 from lstmgen.runtime.checkpoint import load_checkpoint, save_checkpoint
 from lstmgen.runtime.head import Head
 from lstmgen.runtime.network import Network
@@ -186,3 +187,10 @@ def test_target_test_loss_needs_a_test_set(capsys):
     seed = str(Path(__file__).resolve().parent.parent / "specs" / "seed.toml")
     assert main(["train", seed, "--task", "zeros", "--backend", "reference", "--target-test-loss", "0.1"]) == 2
     assert "--target-test-loss needs --test-samples N" in capsys.readouterr().err
+
+
+def test_float16_networks_run_but_do_not_train_on_the_gpu():
+    spec = parse_spec({"dtype": "float16", "layer": [{"input_size": 2, "hidden_size": 3}]}, source="half.toml")
+    with pytest.raises(SpecError, match=r"half\.toml has dtype float16, which lstmgen runs but does not train: .*"
+                                        r"train in float32"):
+        Network(spec, backend="gpu")
