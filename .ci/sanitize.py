@@ -4,7 +4,7 @@
     compute-sanitizer --tool racecheck python .ci/sanitize.py   (shared-memory hazards only)
     compute-sanitizer --tool synccheck python .ci/sanitize.py   (barrier misuse)
 
-Covers both dtypes, every bias mode, both return_sequences, weights in registers, in shared
+Covers every dtype, every bias mode, both return_sequences, weights in registers, in shared
 memory and streamed from L2, batches of several staged chunks, row passes of 8, 4, 2 and 1,
 rows not aligned for 16-byte copies and odd sizes. Exits non-zero on any mismatch.
 """
@@ -26,6 +26,8 @@ GRID = [
     (LSTMSpec(8, 1024, "float64", "double", False), Problem(2, 2, True, True, 6)),   # W_hh streamed
     (LSTMSpec(8, 1400, "float32", "single", True), Problem(2, 3, True, True, 7)),    # W_hh streamed
     (LSTMSpec(4, 1024, "float32", "double", True), Problem(2, 70, True, True, 8)),   # several chunks each way
+    (LSTMSpec(6, 1024, "float16", "double", True), Problem(3, 9, True, True, 9)),    # 16-bit, registers
+    (LSTMSpec(5, 1400, "float16", "single", False), Problem(2, 3, True, True, 10)),  # 16-bit, shared memory
 ]
 
 failures = 0

@@ -109,7 +109,8 @@ def run_train(args) -> int:
     if args.backend == "gpu":
         import cupy
 
-        print(f"GPU memory held by CuPy's pool: {cupy.get_default_memory_pool().total_bytes() / 2**20:.1f} MiB")
+        # The pool keeps every block it allocated, so what it holds now is the peak.
+        print(f"peak GPU memory (held by CuPy's pool): {cupy.get_default_memory_pool().total_bytes() / 2**20:.1f} MiB")
     curves = {f"lstmgen ({args.backend})": history}
     if args.compare_torch:
         curves["torch.nn.LSTM"] = _compare_with_torch(args, spec, initial_state, train_set, test_set, history, solved)

@@ -81,11 +81,16 @@ def test_ddp_on_two_gpus_follows_the_one_gpu_curve(tmp_path):
     for gpus in (1, 2):
         out = tmp_path / f"{gpus}.json"
         subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
-                        "-m", "lstmgen.bench.ddp_example", "--steps", "30", "--out", str(out)],
+                        "-m", "lstmgen.bench.ddp_example", "--steps", "60", "--out", str(out)],
                        env=env, check=True, timeout=600)
         curves[gpus] = json.loads(out.read_text())
     one, two = curves[1]["losses"], curves[2]["losses"]
-    assert max(abs(a - b) for a, b in zip(one, two)) <= 1e-4 * max(one)
+    difference = max(abs(a - b) for a, b in zip(one, two))
+    # The figures for the record (pytest -rP shows them).
+    print(f"DDP: median step {1e3 * curves[1]['step_seconds']:.2f} ms on 1 GPU, "
+          f"{1e3 * curves[2]['step_seconds']:.2f} ms on 2 GPUs; loss curves differ by at most "
+          f"{difference:.3g} (largest loss {max(one):.3g}) over {len(one)} steps")
+    assert difference <= 1e-4 * max(one)
 
 
 def test_outputs_live_in_torchs_memory():
