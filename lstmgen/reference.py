@@ -99,18 +99,18 @@ def forward(params: dict, x, h0=None, c0=None, *, return_sequences: bool = True)
     return ForwardResult(y=y, h_T=h[T].copy(), c_T=c[T].copy(), cache=cache)
 
 
-def backward(params: dict, cache: ForwardCache, dy, dh_T=None, dc_T=None) -> dict:
-    """Gradients of a scalar loss, given dL/dy (y's shape) and optionally dL/dh_T, dL/dc_T [B, H].
+def gate_gradients(params: dict, cache: ForwardCache, dy, dh_T=None, dc_T=None):
+    """dz = dL/d(pre-activation gates) [T, B, 4H], dh0 and dc0, given dL/dy (y's shape) and
+    optionally dL/dh_T, dL/dc_T [B, H].
 
     Going back in time, with dh and dc the total gradients reaching h_t and c_t:
         dc += dh * o * (1 - tanh(c_t)^2)
         dz_i = dc * g * i(1-i)     dz_f = dc * c_{t-1} * f(1-f)
         dz_g = dc * i * (1-g^2)    dz_o = dh * tanh(c_t) * o(1-o)
         dh_{t-1} = dz W_hh         dc_{t-1} = dc * f
-    and the parameter gradients are sums over t of dz^T x_t, dz^T h_{t-1} and dz.
     """
-    W_ih, W_hh = _f64(params["W_ih"]), _f64(params["W_hh"])
-    x, h, c, gates = cache.x, cache.h, cache.c, cache.gates
+    W_hh = _f64(params["W_hh"])
+    h, c, gates = cache.h, cache.c, cache.gates
     T, B, H = h.shape[0] - 1, h.shape[1], h.shape[2]
     dy = _f64(dy)
     expected = (T, B, H) if cache.return_sequences else (B, H)
@@ -133,6 +133,19 @@ def backward(params: dict, cache: ForwardCache, dy, dh_T=None, dc_T=None) -> dic
                                 dh * tanh_c * o * (1.0 - o)], axis=1)
         dh = dz[t] @ W_hh
         dc = dc * f
+    return dz, dh, dc
+
+
+def backward(params: dict, cache: ForwardCache, dy, dh_T=None, dc_T=None) -> dict:
+    """Gradients of a scalar loss: dx, dW_ih, dW_hh, the biases' (by the params' bias mode),
+    dh0 and dc0, given dL/dy (y's shape) and optionally dL/dh_T, dL/dc_T [B, H]."""
+    return gradients(params, cache, *gate_gradients(params, cache, dy, dh_T, dc_T))
+
+
+def gradients(params: dict, cache: ForwardCache, dz, dh, dc) -> dict:
+    """backward's result from gate_gradients': the parameter gradients are sums over t of
+    dz^T x_t, dz^T h_{t-1} and dz."""
+    W_ih, x, h = _f64(params["W_ih"]), cache.x, cache.h
     grads = {
         "dx": dz @ W_ih,
         "dW_ih": np.einsum("tbg,tbi->gi", dz, x),
@@ -207,3 +220,20 @@ class ReferenceLayer:
             raise ValueError("backward needs a preceding forward with training=True")
         cache, self._cache = self._cache, None
         return backward(self.params, cache, dy, dh_T, dc_T)
+
+
+def gradient_term_sizes(params: dict, cache: ForwardCache, dz) -> dict:
+    """For each gradient that is a sum of products with dz, the root-sum-square of its terms,
+    element by element: the size its rounding error scales with when the terms are rounded
+    (lstmgen.compare), however much the sum itself cancels."""
+    W_ih, W_hh = _f64(params["W_ih"]), _f64(params["W_hh"])
+    dz2 = dz ** 2
+    db = np.sqrt(dz2.sum(axis=(0, 1)))
+    sizes = {
+        "dx": np.sqrt(dz2 @ W_ih ** 2),
+        "dW_ih": np.sqrt(np.einsum("tbg,tbi->gi", dz2, cache.x ** 2)),
+        "dW_hh": np.sqrt(np.einsum("tbg,tbh->gh", dz2, cache.h[:-1] ** 2)),
+        "dh0": np.sqrt(dz2[0] @ W_hh ** 2),
+    }
+    sizes.update({"d" + name: db for name in BIAS_PARAMETERS[_bias_mode(params)]})
+    return sizes

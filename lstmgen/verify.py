@@ -36,7 +36,9 @@ def check_layer(layer, problem: Problem) -> list[str]:
     params = {name: value.get() for name, value in layer.params.items()}
 
     expected = reference.forward(params, x, h0, c0, return_sequences=spec.return_sequences)
-    expected_grads = reference.backward(params, expected.cache, dy, dh_T, dc_T)
+    gate_grads = reference.gate_gradients(params, expected.cache, dy, dh_T, dc_T)
+    expected_grads = reference.gradients(params, expected.cache, *gate_grads)
+    term_sizes = reference.gradient_term_sizes(params, expected.cache, gate_grads[0])
 
     def device(array):
         return None if array is None else cupy.asarray(array)
@@ -51,7 +53,8 @@ def check_layer(layer, problem: Problem) -> list[str]:
         report.append(f"gradients {sorted(grads)}, expected {sorted(expected_grads)}")
     for name in expected_grads:
         if name in grads:
-            report += mismatches(name, grads[name].get(), expected_grads[name], spec.dtype)
+            report += mismatches(name, grads[name].get(), expected_grads[name], spec.dtype,
+                                 term_sizes.get(name))
     return report
 
 

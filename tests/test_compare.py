@@ -49,3 +49,18 @@ def test_float32_underflow_below_the_floor_is_not_a_mismatch():
     expected = np.array([3.8e-58, -1.2e-40])  # gradients that vanished over a long sequence
     assert mismatches("dh0", np.zeros(2, dtype=np.float32), expected, "float32") == []
     assert mismatches("dh0", np.zeros(2), expected, "float64")  # float64 resolves them
+
+
+def test_a_cancelled_sum_is_judged_by_the_size_of_its_terms():
+    # The float16 tier's draw: dx = 0.0070 from terms of root-sum-square 0.083, 1.9e-4 off.
+    expected, actual = np.array([0.0070214544]), np.array([0.0068359375])
+    assert mismatches("dx", actual, expected, "float16")
+    assert mismatches("dx", actual, expected, "float16", term_sizes=np.array([0.083])) == []
+    # The term sizes only ever widen the yardstick to them, not beyond.
+    assert mismatches("dx", actual + 0.01, expected, "float16", term_sizes=np.array([0.083]))
+
+
+def test_float16_floor_is_its_smallest_normal_not_tiny_over_eps():
+    # An output whose whole scale is 1e-3 is judged by the floor, 6.1e-5, not 2e-2 x 1e-3.
+    assert mismatches("dh0", np.array([1e-3 + 5e-5, 5e-4]), np.array([1e-3, 5e-4]), "float16") == []
+    assert mismatches("dh0", np.array([1e-3 + 8e-5, 5e-4]), np.array([1e-3, 5e-4]), "float16")

@@ -249,3 +249,23 @@ def test_stack_matches_torch_two_layer_lstm(last_returns_sequences):
                     "dh0": th0.grad[k].numpy(), "dc0": tc0.grad[k].numpy()}
         for name, value in expected.items():
             assert_close(grads[k][name], value, TORCH_TOL, f"{name}[{k}]")
+
+
+@pytest.mark.parametrize("bias", BIAS_MODES)
+def test_gradient_term_sizes_are_the_root_sum_square_of_each_sums_terms(bias):
+    rng = np.random.default_rng(7)
+    params = make_params(rng, bias)
+    x, h0, c0 = uniform(rng, T, B, I), uniform(rng, B, H), uniform(rng, B, H)
+    result = ref.forward(params, x, h0, c0)
+    dz, _, _ = ref.gate_gradients(params, result.cache, uniform(rng, T, B, H))
+    sizes = ref.gradient_term_sizes(params, result.cache, dz)
+    assert sorted(sizes) == sorted(["dx", "dW_ih", "dW_hh", "dh0"] + ["d" + n for n in ref.BIAS_PARAMETERS[bias]])
+    # Element by element, written out as the sums they bound.
+    h_prev = np.concatenate([h0[None], result.y[:-1]])
+    t, b, i, g, k = 2, 1, 0, 5, 3
+    assert np.isclose(sizes["dx"][t, b, i], np.sqrt(np.sum((dz[t, b] * params["W_ih"][:, i]) ** 2)))
+    assert np.isclose(sizes["dW_ih"][g, i], np.sqrt(np.sum((dz[:, :, g] * x[:, :, i]) ** 2)))
+    assert np.isclose(sizes["dW_hh"][g, k], np.sqrt(np.sum((dz[:, :, g] * h_prev[:, :, k]) ** 2)))
+    assert np.isclose(sizes["dh0"][b, k], np.sqrt(np.sum((dz[0, b] * params["W_hh"][:, k]) ** 2)))
+    for name in ref.BIAS_PARAMETERS[bias]:
+        assert np.isclose(sizes["d" + name][g], np.sqrt(np.sum(dz[:, :, g] ** 2)))
