@@ -191,6 +191,14 @@ def enable_cpu_reference() -> None:
 
 
 # --------------------------------------------------------------------------- the module
+def _check_dtype(dtype) -> None:
+    if dtype not in _SUPPORTED_DTYPES:
+        raise NotImplementedError(
+            f"lstmgen.torch.LSTM does not support {dtype} yet: the nearest supported dtypes are "
+            f"{', '.join(map(str, _SUPPORTED_DTYPES))} (float16 layers run in lstmgen's own runtime for "
+            f"inference; training them from torch needs float32 master weights, which are not there yet)")
+
+
 class LSTM(torch.nn.Module):
     """torch.nn.LSTM's interface on lstmgen's kernels. See torch.nn.LSTM for the arguments."""
 
@@ -216,10 +224,7 @@ class LSTM(torch.nn.Module):
             warnings.warn(f"dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
                           f"expects num_layers greater than 1, but got dropout={dropout} and num_layers=1")
         dtype = dtype if dtype is not None else torch.get_default_dtype()
-        if dtype not in _SUPPORTED_DTYPES:
-            raise NotImplementedError(
-                f"lstmgen.torch.LSTM has no {dtype} kernels yet: the nearest supported dtypes are "
-                f"{', '.join(map(str, _SUPPORTED_DTYPES))} (16-bit storage comes with the tensor-core kernels)")
+        _check_dtype(dtype)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional, self.proj_size = False, 0
@@ -261,6 +266,7 @@ class LSTM(torch.nn.Module):
                 f"input with .cuda(), use torch.nn.LSTM on the CPU, or call lstmgen.torch.enable_cpu_reference() "
                 f"to run the (slow, exact) float64 reference on CPU tensors")
         weight = self.weight_ih_l0
+        _check_dtype(weight.dtype)  # e.g. after module.half()
         if input.dtype != weight.dtype:
             raise RuntimeError(f"input must have the type {weight.dtype}, got type {input.dtype}: convert the input "
                                f"with .to({weight.dtype}) or the module with .to({input.dtype})")
