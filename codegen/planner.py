@@ -48,8 +48,6 @@ class Target:
 # The H200 (and H100 SXM): what generated/ is rendered for.
 SM90_H200 = Target(arch="sm_90", sm_count=132, max_smem_per_block=232448)
 
-WEIGHT_PLACES = ("registers", "shared", "global")
-
 
 @dataclass(frozen=True)
 class Plan:
