@@ -83,18 +83,20 @@ def read_json(path: Path) -> list[Cell]:
 
 
 def plot_heatmap(cells: list[Cell], path: Path) -> None:
-    """One panel per (dtype, mode): the ratio over H x B, annotated; grey where a side is missing."""
+    """One panel per (dtype, mode), a row per dtype: the ratio over H x B, annotated; n/a where
+    a side is missing."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    panels = sorted({(c.dtype, c.mode) for c in cells})
+    dtypes = sorted({c.dtype for c in cells})
+    modes = sorted({c.mode for c in cells})
     hiddens = sorted({c.hidden for c in cells})
     batches = sorted({c.batch for c in cells})
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False)
-    for axis, (dtype, mode) in zip(axes[0], panels):
+    figure, axes = plt.subplots(len(dtypes), len(modes), figsize=(3.2 * len(modes), 3.2 * len(dtypes)), squeeze=False)
+    for axis, (dtype, mode) in zip(axes.flat, [(d, m) for d in dtypes for m in modes]):
         grid = np.full((len(hiddens), len(batches)), np.nan)
         for c in cells:
             if (c.dtype, c.mode) == (dtype, mode) and c.ratio is not None:

@@ -10,8 +10,10 @@ DATA=${DATA:-/tmp/lstmgen-data}
 mkdir -p "$OUT" "$DATA"
 export PYTHONUNBUFFERED=1
 train() { local limit_name="LIMIT_${run//-/_}"
+          # The bar redraws with carriage returns: split them into lines and drop the bar's, so
+          # that the per-epoch lines it prints between redraws stay in the log.
           timeout "${!limit_name:-540}" .venv/bin/lstmgen train "$@" --data "$DATA" --plot "$OUT/$run.png" 2>&1 \
-            | grep -v '%|' > "$OUT/$run.log"; tail -n 6 "$OUT/$run.log"; }
+            | tr '\r' '\n' | grep -v '%|' > "$OUT/$run.log"; tail -n 6 "$OUT/$run.log"; }
 # Time-to-solve at T=$1, against torch.nn.LSTM (cuDNN) with the same weights, data and batch order.
 # Epochs of 25,600 sequences (200 steps of 128), so the test loss is checked every 200 steps.
 adding() {
