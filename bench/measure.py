@@ -3,7 +3,7 @@
 Correctness is checked before anything is timed. Timing uses CUDA events after a warm-up and
 takes the median of `repeats` runs. Peak memory is what each side allocates beyond the
 weights and inputs while running once: torch's max_memory_allocated, and for lstmgen the
-bytes a fresh CuPy pool holds after serving that run alone.
+bytes a fresh CuPy pool holds after serving that run alone (an upper bound of its peak).
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ def _ours_peak_bytes(run) -> int:
     import cupy
 
     # A pool of its own for one run: it caches and reuses what the run frees, so what it
-    # holds afterwards is the run's high-water mark (in 512-byte bins), and nothing allocated
-    # before (weights, inputs, blocks cached by earlier cells) is counted.
+    # holds afterwards bounds the run's high-water mark from above (512-byte bins, and a freed
+    # block too small for a later request stays counted), and nothing allocated before
+    # (weights, inputs, blocks cached by earlier cells) is counted.
     pool = cupy.cuda.MemoryPool()
     cupy.cuda.Device().synchronize()
     with cupy.cuda.using_allocator(pool.malloc):

@@ -11,7 +11,8 @@ A warp owns one unit and up to 8 batch rows at a time: its 32 lanes split k, so 
 lane's share of the weights can stay in registers for the whole sequence, and a butterfly
 of shuffles sums the lanes. The block first copies `in` for a chunk of batch rows from L2
 into shared memory with 16-byte loads, so every warp reads it at shared-memory speed.
-Per-row state (c, dc) lives in its output buffer, so one launch serves any batch size.
+Per-row state (c, dc) lives in a [B, H] buffer of the accumulation type (c_T and dc0
+themselves where that is the storage type), so one launch serves any batch size.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ ROWS_PER_PASS = 8
 # few enough that 255 registers per thread (the weights in registers) fit one block per SM.
 _TARGET_WARPS = 8
 # 32-bit registers per thread for the weight share, the 32 partial sums and a pass's 8
-# inputs: what is left of 255 holds the rest without spilling (checked with ptxas -v).
+# inputs: what is left of 255 holds the rest. ptxas -v (tests/test_nvrtc.py) shows no spills
+# for float32 and float16 up to the limit, H = 1024; float64's forward spills from H = 232,
+# 24 B there and 208 B at its limit, H = 352, which the H = 256 bench cells ran well with.
 _LANE_REGISTER_BUDGET = 168
 # Batch rows staged in shared memory at once: more rows, fewer block-wide barriers.
 _MAX_CHUNK_ROWS = 64
@@ -106,7 +109,8 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
             f"hidden_size {hidden} is too large for {target.arch} ({spec.where or 'layer'}): the "
             f"backward pass stages one batch row of the 4*hidden_size gate gradients "
             f"({backward_row} B) in shared memory, which holds {target.max_smem_per_block} B; "
-            f"lower hidden_size to {largest} or less, or use a 16-bit dtype"
+            f"lower hidden_size to {largest} or less"
+            + (", or use float16" if element > 2 else "")
         )
     forward_chunk = _chunk_rows(staging // forward_row)
     backward_chunk = _chunk_rows(staging // backward_row)

@@ -142,7 +142,7 @@ def backward(params: dict, cache: ForwardCache, dy, dh_T=None, dc_T=None) -> dic
     return gradients(params, cache, *gate_gradients(params, cache, dy, dh_T, dc_T))
 
 
-def gradients(params: dict, cache: ForwardCache, dz, dh, dc) -> dict:
+def gradients(params: dict, cache: ForwardCache, dz, dh0, dc0) -> dict:
     """backward's result from gate_gradients': the parameter gradients are sums over t of
     dz^T x_t, dz^T h_{t-1} and dz."""
     W_ih, x, h = _f64(params["W_ih"]), cache.x, cache.h
@@ -155,8 +155,8 @@ def gradients(params: dict, cache: ForwardCache, dz, dh, dc) -> dict:
     db = dz.sum(axis=(0, 1))
     for name in BIAS_PARAMETERS[_bias_mode(params)]:
         grads["d" + name] = db.copy()
-    grads["dh0"] = dh
-    grads["dc0"] = dc
+    grads["dh0"] = dh0
+    grads["dc0"] = dc0
     return grads
 
 

@@ -195,8 +195,8 @@ def _check_dtype(dtype) -> None:
     if dtype not in _SUPPORTED_DTYPES:
         raise NotImplementedError(
             f"lstmgen.torch.LSTM does not support {dtype} yet: the nearest supported dtypes are "
-            f"{', '.join(map(str, _SUPPORTED_DTYPES))} (float16 layers run in lstmgen's own runtime for "
-            f"inference; training them from torch needs float32 master weights, which are not there yet)")
+            f"{', '.join(map(str, _SUPPORTED_DTYPES))} (16-bit training from torch needs float32 master weights, "
+            f"which are not there yet; float16 inference runs in lstmgen's own runtime, lstmgen.runtime.Layer)")
 
 
 class LSTM(torch.nn.Module):

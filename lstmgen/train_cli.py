@@ -109,7 +109,8 @@ def run_train(args) -> int:
     if args.backend == "gpu":
         import cupy
 
-        # The pool keeps every block it allocated, so what it holds now is the peak.
+        # The pool keeps the blocks it allocated, so what it holds now is the peak (unless a
+        # --memory-limit-mib cap made it free cached blocks; then the cap bounds the peak).
         print(f"peak GPU memory (held by CuPy's pool): {cupy.get_default_memory_pool().total_bytes() / 2**20:.1f} MiB")
     curves = {f"lstmgen ({args.backend})": history}
     if args.compare_torch:

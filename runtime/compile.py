@@ -103,7 +103,7 @@ def _load(spec: LSTMSpec, device_id: int) -> LayerKernels:
             kernel = module.get_function(source.entry)
         except cupy.cuda.compiler.CompileException as error:
             raise _compile_error(spec, direction, str(error), source.text) from None
-        # Kernels whose W_hh slice lives in shared memory opt in to more than the default 48 KiB.
+        # The staged rows (and a W_hh slice in shared memory) take more than the default 48 KiB.
         kernel.max_dynamic_shared_size_bytes = source.plan.smem_bytes
         kernels[direction] = kernel
     return LayerKernels(forward=kernels["forward"], backward=kernels["backward"], plan=sources["forward"].plan)

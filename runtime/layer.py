@@ -8,8 +8,9 @@ reduction gives the bias gradient.
 Memory (elements of the spec's dtype, T steps, B rows, H units, I inputs):
   inference: Gx 4*T*B*H, plus T*B*H for y when return_sequences (else 2*B*H ping-pong)
   training cache: T*B*(4H + H + H): activated gates (written over Gx in place), cell
-  states and every h_t; backward writes dG over the gates and adds only dx (T*B*I).
-  batch_first adds a time-major copy of x (and of y, dy, dx).
+  states and every h_t; backward writes dG over the gates and adds dx (T*B*I), the weight
+  gradients, a transposed copy of W_hh (4H^2) and dh0, dc0. float16 adds a float32 [B, H]
+  running state per direction. batch_first adds a time-major copy of x (and of y, dy, dx).
 """
 
 from __future__ import annotations
@@ -282,7 +283,7 @@ class Layer:
             _pointer(gates), _pointer(dh0), _pointer(dc0), _pointer(d_cell),
             np.int32(steps), np.int32(batch), np.int32(batch),
         ))
-        del w_hh_t
+        del w_hh_t  # safe before the kernel ends: the pool reuses memory in stream order
 
         d_gates = gates.reshape(steps * batch, 4 * hidden)
         dx = self._buffer((steps, batch, input_size), "dx", _BACKWARD_ADVICE)

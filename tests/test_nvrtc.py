@@ -45,3 +45,23 @@ def test_compile_failure_shows_log_spec_and_numbered_source():
     number, line = next((n, text) for n, text in enumerate(broken.splitlines(), 1) if "undefined_gate" in text)
     assert f"\n{number:5d}  {line}\n" in message
     assert "fix:" in message
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_weights_in_registers_do_not_spill_at_the_planners_limit(dtype):
+    # The planner keeps W_hh in registers up to hidden_size 1024 for these dtypes; a spill
+    # would put the weights in local memory and every step would reload them.
+    from cupy.cuda import nvrtc
+
+    from lstmgen.runtime.compile import compile_options
+
+    spec = LSTMSpec(input_size=8, hidden_size=1024, dtype=dtype)
+    for direction, source in render_layer(spec).items():
+        assert source.plan.weights_in == "registers"
+        program = nvrtc.createProgram(source.text, f"{direction}.cu", [], [])
+        try:
+            nvrtc.compileProgram(program, [*compile_options(), "-arch=sm_90", "-Xptxas=-v"])
+            log = nvrtc.getProgramLog(program)
+        finally:
+            nvrtc.destroyProgram(program)
+        assert "0 bytes spill stores, 0 bytes spill loads" in log, f"{direction}:\n{log}"

@@ -36,13 +36,16 @@ def test_one_module_serves_every_sequence_length(steps):
     assert not report, "\n".join(report)
 
 
-@pytest.mark.parametrize("dtype, hidden, place", [
-    ("float32", 1400, "global"), ("float32", 1100, "shared"), ("float64", 384, "shared"),
+@pytest.mark.parametrize("dtype, hidden, place, batch", [
+    ("float32", 1400, "global", 3), ("float32", 1100, "shared", 3), ("float64", 384, "shared", 3),
+    ("float32", 1100, "shared", 20),   # several staged chunks each way (16 and 4 rows)
+    ("float32", 2000, "global", 20),   # backward chunks of 7 rows: passes of 4, 2 and 1
+    ("float32", 4300, "global", 3),    # 33 units per block: warps take several units
 ])
-def test_weights_outside_registers(dtype, hidden, place):
+def test_weights_outside_registers(dtype, hidden, place, batch):
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype=dtype, bias="single")
     assert load_kernels(spec).plan.weights_in == place
-    report = check_layer(Layer(spec, seed=1), Problem(4, 3, True, True, seed=2))
+    report = check_layer(Layer(spec, seed=1), Problem(4, batch, True, True, seed=2))
     assert not report, "\n".join(report)
 
 
