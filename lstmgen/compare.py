@@ -2,13 +2,15 @@
 
 An element passes when |actual - expected| <= tolerance * scale, where scale is the largest
 |expected| of that output: errors of a dot product are relative to the size of its terms,
-not of its (possibly cancelled) result, so the output's scale is the honest yardstick. For
-a gradient that sums products with the gate gradients, the caller may also pass the
-root-sum-square of each element's terms (lstmgen.reference.gradient_term_sizes), and the
-larger of the two scales, each a maximum over the whole output, counts, in every dtype: with rounded terms (float16 keeps the gates, the cell
-states and dG in 16 bits) the error of a sum grows like u times that size, and the sum of a
-small output (one dx, say, at B = T = I = 1) can cancel far below it: the GPU tier drew
-dx = 0.0070 from terms of root-sum-square 0.083 in float16, and got it 1.9e-4 off.
+not of its (possibly cancelled) result, so the output's scale is the honest yardstick.
+
+For a gradient that sums products with the gate gradients, the caller may also pass the
+root-sum-square of each element's terms (lstmgen.reference.gradient_term_sizes); then the
+larger of the two scales, each a maximum over the whole output, counts, in every dtype.
+With rounded terms (float16 keeps the gates, the cell states and dG in 16 bits) the error
+of a sum grows like u times that size, and a small output (one dx, say, at B = T = I = 1)
+can cancel far below it: the GPU tier drew dx = 0.0070 from terms of root-sum-square 0.083
+in float16, and got it 1.9e-4 off.
 
 Why these tolerances (u = unit roundoff): the longest sums are the recurrence's dot products
 over H <= 1024 terms and the weight-gradient GEMMs over T*B rows; their worst-case error is

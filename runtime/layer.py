@@ -224,7 +224,7 @@ class Layer:
         return sum(self.params[name] for name in names) if names else None
 
     def _accumulates_in_storage(self) -> bool:
-        return DTYPES[self.spec.dtype]["accumulate"] == DTYPES[self.spec.dtype]["storage"]
+        return DTYPES[self.spec.dtype]["accumulate_dtype"] == self.spec.dtype
 
     def _state_buffer(self, batch: int, what: str, advice: str):
         return new_buffer((batch, self.spec.hidden_size), DTYPES[self.spec.dtype]["accumulate_dtype"], what, advice)
