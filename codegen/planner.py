@@ -65,6 +65,7 @@ class Plan:
     threads: int             # threads per block = 32 * warps
     weights_in: str          # "registers", "shared" (block slice) or "global" (streamed from L2)
     weight_smem_bytes: int   # the block's 4*U*H slice when weights_in == "shared", else 0
+    rows_per_pass: int       # batch rows a warp carries through one pass over its weights
     forward_chunk_rows: int  # batch rows of h_{t-1} staged in shared memory at once
     backward_chunk_rows: int # batch rows of dG_{t+1} staged at once
     smem_bytes: int          # dynamic shared memory per block (weights + staging)
@@ -124,6 +125,7 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
         threads=threads,
         weights_in=weights_in,
         weight_smem_bytes=weight_smem,
+        rows_per_pass=ROWS_PER_PASS,
         forward_chunk_rows=forward_chunk,
         backward_chunk_rows=backward_chunk,
         smem_bytes=weight_smem + _round16(max(forward_chunk * forward_row, backward_chunk * backward_row)),
@@ -131,9 +133,12 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
 
 
 def _chunk_rows(fitting: int) -> int:
-    """Rows per staged chunk: a whole number of warp passes when more than one pass fits."""
+    """Rows per staged chunk: a whole number of warp passes when more than one pass fits,
+    else a power of two, which one pass covers (7 rows would take passes of 4, 2 and 1)."""
     rows = min(fitting, _MAX_CHUNK_ROWS)
-    return rows - rows % ROWS_PER_PASS if rows >= ROWS_PER_PASS else rows
+    if rows >= ROWS_PER_PASS:
+        return rows - rows % ROWS_PER_PASS
+    return 1 << (rows.bit_length() - 1)
 
 
 def _round16(size: int) -> int:

@@ -9,7 +9,7 @@ Memory (elements of the spec's dtype, T steps, B rows, H units, I inputs):
   inference: Gx 4*T*B*H, plus T*B*H for y when return_sequences (else 2*B*H ping-pong)
   training cache: T*B*(4H + H + H): activated gates (written over Gx in place), cell
   states and every h_t; backward writes dG over the gates and adds dx (T*B*I), the weight
-  gradients, a transposed copy of W_hh (4H^2) and dh0, dc0. float16 adds a float32 [B, H]
+  gradients, dh0, dc0 and, with W_hh streamed from L2, its transposed copy (4H^2). float16 adds a float32 [B, H]
   running state per direction. batch_first adds a time-major copy of x (and of y, dy, dx).
 """
 
@@ -180,7 +180,7 @@ class Layer:
             # Training writes the activated gates over Gx: each lane reads Gx[t] of its own
             # (unit, row) before writing the gates there, so nothing is lost.
             _pointer(gx if training else None), _pointer(c_seq),
-            np.int32(steps), np.int32(batch), np.int32(batch),
+            np.int32(steps), np.int32(batch),
         ))
 
         self._cache = (dict(x=x, h0=h0, c0=c0, h_seq=h_buf, gates=gx, c_seq=c_seq, batch_first=batch_first)
@@ -275,15 +275,17 @@ class Layer:
         dh0 = self._buffer((batch, hidden), "dh0", _BACKWARD_ADVICE)
         dc0 = self._buffer((batch, hidden), "dc0", _BACKWARD_ADVICE)
         d_cell = dc0 if self._accumulates_in_storage() else self._state_buffer(batch, "dL/dc", _BACKWARD_ADVICE)
-        # W_hh^T, so that the lanes gathering one unit's dh read consecutive gate rows.
-        w_hh_t = cupy.ascontiguousarray(self.params["W_hh"].T)
+        # Weights streamed from L2 are read as W_hh^T, so that the lanes gathering one unit's
+        # dh read consecutive gate rows; on chip they are loaded once, from W_hh itself.
+        weights = self.params["W_hh"]
+        if self.kernels.plan.weights_in == "global":
+            weights = cupy.ascontiguousarray(weights.T)
         self._launch(self.kernels.backward, (
-            _pointer(w_hh_t), _pointer(gates), _pointer(cache["c_seq"]), _pointer(cache["c0"]),
+            _pointer(weights), _pointer(gates), _pointer(cache["c_seq"]), _pointer(cache["c0"]),
             _pointer(dy), _pointer(dh_T), _pointer(dc_T),
             _pointer(gates), _pointer(dh0), _pointer(dc0), _pointer(d_cell),
-            np.int32(steps), np.int32(batch), np.int32(batch),
+            np.int32(steps), np.int32(batch),
         ))
-        del w_hh_t  # safe before the kernel ends: the pool reuses memory in stream order
 
         d_gates = gates.reshape(steps * batch, 4 * hidden)
         dx = self._buffer((steps, batch, input_size), "dx", _BACKWARD_ADVICE)

@@ -7,7 +7,8 @@
 // (unit, batch row) turns dh_t and dc_t into the four pre-activation gate gradients dG[t];
 // after a grid barrier every block gathers, for its units,
 //   dh_{t-1}[unit] = sum_r dG[t][r] * W_hh[r][unit]
-// over all 4H gate rows, reading W_hh^T so that the lanes of a warp read consecutive r.
+// over all 4H gate rows; with the weights streamed from L2 it reads W_hh^T, so that the
+// lanes of a warp read consecutive r.
 // dx, dW_ih, dW_hh and the bias gradients are GEMMs and a reduction over dG after this launch.
 #include <cooperative_groups.h>
 namespace cg = cooperative_groups;
@@ -20,7 +21,7 @@ typedef float acc_t;      // dot products and cell state
 #define UNITS_PER_BLOCK 1
 #define WARPS 8
 #define THREADS (WARPS * 32)
-#define ROWS_PER_PASS 8
+#define ROWS_PER_PASS 8      // the passes below are instantiated for 8, 4, 2, 1
 #define K_LEN GATES                  // dG_{t+1} W_hh: each column of W_hh is 4H long
 #define OUTPUTS_PER_UNIT 1           // the unit's dh
 #define CHUNK_ROWS 64
@@ -88,30 +89,31 @@ __device__ __forceinline__ void stage(storage_t* dst, const storage_t* src, int 
 }
 
 
-// Row of W_hh^T holding the column of W_hh that multiplies into `unit`'s dh.
-__device__ __forceinline__ size_t weight_row(int, int unit) { return (size_t)unit * GATES; }
+// W_hh[r][unit]: read once, when the block loads its weights on chip.
+__device__ __forceinline__ size_t weight_index(int, int unit, int r) { return (size_t)r * HIDDEN + unit; }
 
 extern "C" __global__ void __launch_bounds__(THREADS, 1)
 lstm_backward_recurrence(
-    const storage_t* __restrict__ weights,  // W_hh^T [H, 4H]
-    const storage_t* gates,                 // [steps, batch_stride, 4H] activated gates (forward cache)
-    const storage_t* __restrict__ c_seq,    // [steps, batch_stride, H] cell states (forward cache)
+    const storage_t* __restrict__ weights,  // W_hh [4H, H]
+    const storage_t* gates,                 // [steps, batch, 4H] activated gates (forward cache)
+    const storage_t* __restrict__ c_seq,    // [steps, batch, H] cell states (forward cache)
     const storage_t* __restrict__ c0,       // [batch, H], nullptr: zeros
-    const storage_t* __restrict__ dy_seq,   // [steps, batch_stride, H] dL/dh_t from the output, nullptr: none
+    const storage_t* __restrict__ dy_seq,   // [steps, batch, H] dL/dh_t from the output, nullptr: none
     const storage_t* __restrict__ dh_last,  // [batch, H] dL/dh_T, nullptr: zeros
     const storage_t* __restrict__ dc_last,  // [batch, H] dL/dc_T, nullptr: zeros
-    storage_t* d_gates,                     // [steps, batch_stride, 4H] dL/d(pre-activation gates); may be
+    storage_t* d_gates,                     // [steps, batch, 4H] dL/d(pre-activation gates); may be
                                             // `gates`: each lane reads its gates before writing there
     storage_t* __restrict__ dh0,            // [batch, H]
-    storage_t* __restrict__ dc0,            // [batch, H]
+    storage_t* dc0,                         // [batch, H]; may be `d_cell`
     acc_t* d_cell,                          // [batch, H] running dL/dc in acc_t (may be dc0)
-    int steps, int batch, int batch_stride)
+    int steps, int batch)
 {
   cg::grid_group grid = cg::this_grid();
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int first_unit = blockIdx.x * UNITS_PER_BLOCK;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   storage_t* staged = reinterpret_cast<storage_t*>(smem_raw + 0);
+  static_assert(WARPS % UNITS_PER_BLOCK == 0, "each warp keeps one unit's weights for the whole launch");
   acc_t w_reg[OUTPUTS_PER_UNIT][K_PER_LANE];
   {
     const int unit = first_unit + warp % UNITS_PER_BLOCK;  // WARPS is a multiple of U
@@ -120,7 +122,7 @@ lstm_backward_recurrence(
 #pragma unroll
       for (int j = 0; j < K_PER_LANE; ++j) {
         const int k = lane + 32 * j;
-        w_reg[o][j] = unit < HIDDEN && k < K_LEN ? acc_t(weights[weight_row(o, unit) + k]) : acc_t(0);
+        w_reg[o][j] = unit < HIDDEN && k < K_LEN ? acc_t(weights[weight_index(o, unit, k)]) : acc_t(0);
       }
   }
 
@@ -130,11 +132,11 @@ lstm_backward_recurrence(
     if (unit < HIDDEN) d_cell[own] = dc_last != nullptr ? acc_t(dc_last[own]) : acc_t(0);
   }
   __syncthreads();
-  const size_t state_stride = (size_t)batch_stride * HIDDEN;
+  const size_t state_stride = (size_t)batch * HIDDEN;
 
   // t = -1 only gathers dh0 from dG[0].
   for (int t = steps - 1; t >= -1; --t) {
-    const storage_t* d_gates_next = t + 1 < steps ? d_gates + (size_t)(t + 1) * batch_stride * GATES : nullptr;
+    const storage_t* d_gates_next = t + 1 < steps ? d_gates + (size_t)(t + 1) * batch * GATES : nullptr;
 
     // One warp, one unit, NB rows: after the butterfly, lane l holds the recurrent part of
     // dh_t of row l >> SHIFT, and the first lane of each row turns it into dG[t].
@@ -145,7 +147,7 @@ lstm_backward_recurrence(
       const int row = row0 + (lane >> SHIFT);
       const size_t own = (size_t)row * HIDDEN + unit;
       const size_t state = (size_t)t * state_stride + own;
-      const size_t gate_base = ((size_t)t * batch_stride + row) * GATES + unit;
+      const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
       // Issued before the dot products so that their latency hides behind them.
       acc_t i = 0, f = 0, g = 0, o = 0, c = 0, c_prev = 0, dh = 0, dc = 0;
       if (owner && t >= 0) {
@@ -171,10 +173,10 @@ lstm_backward_recurrence(
 #pragma unroll
           for (int r = 0; r < NB; ++r) in[r] = acc_t(staged[(local_row + r) * K_LEN + k]);
 #pragma unroll
-          for (int o = 0; o < OUTPUTS_PER_UNIT; ++o) {
-            const acc_t w = w_reg[o][j];
+          for (int out = 0; out < OUTPUTS_PER_UNIT; ++out) {
+            const acc_t w = w_reg[out][j];
 #pragma unroll
-            for (int r = 0; r < NB; ++r) sum[r * OUTPUTS_PER_UNIT + o] += in[r] * w;
+            for (int r = 0; r < NB; ++r) sum[r * OUTPUTS_PER_UNIT + out] += in[r] * w;
           }
         }
       }
@@ -208,8 +210,9 @@ lstm_backward_recurrence(
         if (unit >= HIDDEN) continue;  // the same for the whole warp
         const int first = item / UNITS_PER_BLOCK * ROWS_PER_PASS;
         const int rows = min(ROWS_PER_PASS, chunk_rows - first);
-        if (rows == 8) {
-          pass(Rows<8>(), chunk + first, first, local_unit, unit);
+        static_assert(ROWS_PER_PASS == 8, "a short item runs passes of 4, 2 and 1 rows");
+        if (rows == ROWS_PER_PASS) {
+          pass(Rows<ROWS_PER_PASS>(), chunk + first, first, local_unit, unit);
         } else {
           int done = 0;
           if (rows & 4) { pass(Rows<4>(), chunk + first + done, first + done, local_unit, unit); done += 4; }

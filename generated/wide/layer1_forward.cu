@@ -19,7 +19,7 @@ typedef double acc_t;      // dot products and cell state
 #define UNITS_PER_BLOCK 2
 #define WARPS 8
 #define THREADS (WARPS * 32)
-#define ROWS_PER_PASS 8
+#define ROWS_PER_PASS 8      // the passes below are instantiated for 8, 4, 2, 1
 #define K_LEN HIDDEN                 // h_{t-1} W_hh^T: each gate row is H long
 #define OUTPUTS_PER_UNIT 4           // the unit's i, f, g, o pre-activations
 #define CHUNK_ROWS 64
@@ -87,30 +87,33 @@ __device__ __forceinline__ void stage(storage_t* dst, const storage_t* src, int 
 }
 
 
-// Row of W_hh holding gate `gate` of `unit`.
-__device__ __forceinline__ size_t weight_row(int gate, int unit) { return (size_t)(gate * HIDDEN + unit) * HIDDEN; }
+// W_hh[gate * H + unit][k]: gate `gate` of `unit` against h[k].
+__device__ __forceinline__ size_t weight_index(int gate, int unit, int k) {
+  return (size_t)(gate * HIDDEN + unit) * HIDDEN + k;
+}
 
 extern "C" __global__ void __launch_bounds__(THREADS, 1)
 lstm_forward_recurrence(
-    const storage_t* gx,                  // [steps, batch_stride, 4H] input projection + bias
+    const storage_t* gx,                  // [steps, batch, 4H] input projection + bias
     const storage_t* __restrict__ weights,// W_hh [4H, H]
     const storage_t* __restrict__ h0,     // [batch, H], nullptr: zeros
     const storage_t* __restrict__ c0,     // [batch, H], nullptr: zeros
-    storage_t* h_buf,                     // [h_buf_steps, batch_stride, H]: h_t lands in slot t % h_buf_steps
+    storage_t* h_buf,                     // [h_buf_steps, batch, H]: h_t lands in slot t % h_buf_steps
     int h_buf_steps,                      // steps (keep all h_t) or 2 (ping-pong, h_T only)
     storage_t* __restrict__ h_last,       // [batch, H]
-    storage_t* __restrict__ c_last,       // [batch, H]
+    storage_t* c_last,                    // [batch, H]; may be `cell`
     acc_t* cell,                          // [batch, H] running cell state in acc_t (may be c_last)
-    storage_t* gates_cache,               // [steps, batch_stride, 4H] activated gates, nullptr: inference;
+    storage_t* gates_cache,               // [steps, batch, 4H] activated gates, nullptr: inference;
                                           // may be gx itself: each lane reads its Gx before writing its gates
-    storage_t* __restrict__ c_cache,      // [steps, batch_stride, H] cell states, nullptr: inference
-    int steps, int batch, int batch_stride)
+    storage_t* __restrict__ c_cache,      // [steps, batch, H] cell states, nullptr: inference
+    int steps, int batch)
 {
   cg::grid_group grid = cg::this_grid();
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int first_unit = blockIdx.x * UNITS_PER_BLOCK;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   storage_t* staged = reinterpret_cast<storage_t*>(smem_raw + 0);
+  static_assert(WARPS % UNITS_PER_BLOCK == 0, "each warp keeps one unit's weights for the whole launch");
   acc_t w_reg[OUTPUTS_PER_UNIT][K_PER_LANE];
   {
     const int unit = first_unit + warp % UNITS_PER_BLOCK;  // WARPS is a multiple of U
@@ -119,7 +122,7 @@ lstm_forward_recurrence(
 #pragma unroll
       for (int j = 0; j < K_PER_LANE; ++j) {
         const int k = lane + 32 * j;
-        w_reg[o][j] = unit < HIDDEN && k < K_LEN ? acc_t(weights[weight_row(o, unit) + k]) : acc_t(0);
+        w_reg[o][j] = unit < HIDDEN && k < K_LEN ? acc_t(weights[weight_index(o, unit, k)]) : acc_t(0);
       }
   }
 
@@ -129,7 +132,7 @@ lstm_forward_recurrence(
     if (unit < HIDDEN) cell[own] = c0 != nullptr ? acc_t(c0[own]) : acc_t(0);
   }
   __syncthreads();
-  const size_t slot_stride = (size_t)batch_stride * HIDDEN;
+  const size_t slot_stride = (size_t)batch * HIDDEN;
 
   for (int t = 0; t < steps; ++t) {
     const storage_t* h_prev = t == 0 ? h0 : h_buf + (size_t)((t - 1) % h_buf_steps) * slot_stride;
@@ -145,7 +148,7 @@ lstm_forward_recurrence(
       const bool owner = (lane & ((4 << SHIFT) - 1)) == 0;
       const int row = row0 + output / 4;
       const size_t own = (size_t)row * HIDDEN + unit;
-      const size_t gate_base = ((size_t)t * batch_stride + row) * GATES + unit;
+      const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
       // Issued before the dot products so that their latency hides behind them.
       acc_t gx_own[4], c_prev = 0;
       if (owner) {
@@ -165,10 +168,10 @@ lstm_forward_recurrence(
 #pragma unroll
           for (int r = 0; r < NB; ++r) in[r] = acc_t(staged[(local_row + r) * K_LEN + k]);
 #pragma unroll
-          for (int o = 0; o < OUTPUTS_PER_UNIT; ++o) {
-            const acc_t w = w_reg[o][j];
+          for (int out = 0; out < OUTPUTS_PER_UNIT; ++out) {
+            const acc_t w = w_reg[out][j];
 #pragma unroll
-            for (int r = 0; r < NB; ++r) sum[r * OUTPUTS_PER_UNIT + o] += in[r] * w;
+            for (int r = 0; r < NB; ++r) sum[r * OUTPUTS_PER_UNIT + out] += in[r] * w;
           }
         }
       }
@@ -190,7 +193,7 @@ lstm_forward_recurrence(
           gates_cache[gate_base + 1 * HIDDEN] = storage_t(f);
           gates_cache[gate_base + 2 * HIDDEN] = storage_t(g);
           gates_cache[gate_base + 3 * HIDDEN] = storage_t(o);
-          c_cache[((size_t)t * batch_stride + row) * HIDDEN + unit] = storage_t(c);
+          c_cache[((size_t)t * batch + row) * HIDDEN + unit] = storage_t(c);
         }
         if (t + 1 == steps) {
           h_last[own] = storage_t(h);
@@ -211,8 +214,9 @@ lstm_forward_recurrence(
         if (unit >= HIDDEN) continue;  // the same for the whole warp
         const int first = item / UNITS_PER_BLOCK * ROWS_PER_PASS;
         const int rows = min(ROWS_PER_PASS, chunk_rows - first);
-        if (rows == 8) {
-          pass(Rows<8>(), chunk + first, first, local_unit, unit);
+        static_assert(ROWS_PER_PASS == 8, "a short item runs passes of 4, 2 and 1 rows");
+        if (rows == ROWS_PER_PASS) {
+          pass(Rows<ROWS_PER_PASS>(), chunk + first, first, local_unit, unit);
         } else {
           int done = 0;
           if (rows & 4) { pass(Rows<4>(), chunk + first + done, first + done, local_unit, unit); done += 4; }
