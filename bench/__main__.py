@@ -12,7 +12,8 @@ from lstmgen.bench.report import format_table, plot_heatmap, read_json, write_js
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lstmgen.bench", description=__doc__)
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "float16", "bfloat16", "float64"])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "float16", "bfloat16", "float64", "tf32"],
+                        help="tf32: float32 with TF32 allowed on both sides")
     parser.add_argument("--hidden", nargs="+", type=int, default=[128, 256, 512, 1024])
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 8, 64, 256])
     parser.add_argument("--steps", type=int, default=512)

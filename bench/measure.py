@@ -13,6 +13,7 @@ import statistics
 from lstmgen.bench.report import Cell
 from lstmgen.codegen import DTYPES, LSTMSpec
 from lstmgen.compare import mismatches
+from lstmgen.dtypes import numpy_dtype
 
 
 def _cupy_ms(run) -> float:
@@ -73,15 +74,22 @@ def _cudnn_peak_bytes(run) -> int:
 
 
 def measure(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmup: int) -> list[Cell]:
-    """Forward and training cells of one (dtype, H, B), I = H, bias as torch (double)."""
+    """Forward and training cells of one (dtype, H, B), I = H, bias as torch (double).
+
+    dtype "tf32" is float32 with TF32 allowed on both sides: cuDNN's allow_tf32 and the
+    layer's allow_tf32 (its recurrence on tensor cores; its GEMMs stay strict float32).
+    """
     import cupy
     import torch
 
     from lstmgen.runtime import Layer
 
-    torch.backends.cuda.matmul.allow_tf32 = False  # users compare against strict fp32
-    torch.backends.cudnn.allow_tf32 = False
-    torch_dtype = getattr(torch, dtype)
+    allow_tf32 = dtype == "tf32"
+    storage = "float32" if allow_tf32 else dtype
+    # Strict float32 unless the cell is TF32's: users compare against strict fp32.
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+    torch_dtype = getattr(torch, storage)
     torch.manual_seed(0)
     lstm = torch.nn.LSTM(hidden, hidden).to("cuda", torch_dtype)
     lstm.flatten_parameters()
@@ -112,13 +120,13 @@ def measure(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmu
         }
 
     ours = {}
-    if dtype not in DTYPES:
+    if storage not in DTYPES:
         notes.append(f"lstmgen: no {dtype} kernels yet")
     else:
-        layer = Layer(LSTMSpec(hidden, hidden, dtype, "double", return_sequences=True))
+        layer = Layer(LSTMSpec(hidden, hidden, storage, "double", return_sequences=True, allow_tf32=allow_tf32))
         layer.load_torch_state_dict(lstm.state_dict())
         x = cupy.from_dlpack(x_torch.detach())
-        dy = cupy.ones((steps, batch, hidden), dtype=dtype)
+        dy = cupy.ones((steps, batch, hidden), dtype=numpy_dtype(storage))
 
         def ours_forward():
             return layer.forward(x, training=False)[0]

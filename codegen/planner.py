@@ -37,6 +37,21 @@ _LANE_REGISTER_BUDGET = 168
 # Batch rows staged in shared memory at once: more rows, fewer block-wide barriers.
 _MAX_CHUNK_ROWS = 64
 
+# Tensor cores: mma.sync multiplies a 16 x K tile of weights by a K x 8 tile of staged
+# inputs (8 batch rows) into float32; K is 16 for 16-bit inputs (m16n8k16) and 8 for TF32
+# (m16n8k8), which float32 layers use when their spec allows TF32.
+_MMA_M, _MMA_N = 16, 8
+_MMA_K = {"f16": 16, "bf16": 16, "tf32": 8}
+_MMA_TYPES = {"__half": "f16", "__nv_bfloat16": "bf16"}
+_MMA_WARPS = 8
+# 32-bit registers per lane for the weight fragments, kept for the whole launch. ptxas
+# spends about one more per fragment on staged inputs it loads ahead, and the rest of the
+# step needs about 60; past 72 the backward kernel spills (tests/test_nvrtc.py checks the
+# limits: 16-bit layers up to 8 units per block, H = 1056 on the H200; TF32 to H = 576).
+_MMA_FRAGMENT_REGISTERS = 72
+# Fewer rows than the FMA path: each 8 rows are 8 more float32 accumulators per lane.
+_MMA_MAX_CHUNK_ROWS = 32
+
 
 @dataclass(frozen=True)
 class Target:
@@ -50,6 +65,31 @@ class Target:
 
 # The H200 (and H100 SXM): what generated/ is rendered for.
 SM90_H200 = Target(arch="sm_90", sm_count=132, max_smem_per_block=232448)
+
+
+@dataclass(frozen=True)
+class TensorCoreStep:
+    """One direction's step on tensor cores: out[b][m] = sum_k in[b][k] * A[m][k], where A
+    is the block's weights (forward: the 4 gate rows of each owned unit, m = 4 * unit + gate,
+    k over H; backward: W_hh's column of each owned unit, m = unit, k over 4H), kept in
+    registers as mma.sync fragments for the whole launch. The warps split A into 16-row
+    tiles and each tile's K among `k_split` warps; every warp runs all staged batch rows
+    (8 per tile) through its fragments and leaves float32 partial sums in shared memory,
+    which the threads that finish a (unit, row) add up."""
+
+    rows: int              # M: weight rows the block multiplies
+    m_tiles: int           # 16-row tiles of them (zero-padded)
+    k_split: int           # warps per m tile; warp w takes k tiles w // m_tiles + j * k_split
+    k_tiles: int           # 16-wide tiles of K (zero-padded)
+    k_tiles_per_warp: int  # fragments a warp keeps: 4 registers each (2 when rows <= 8)
+    chunk_rows: int        # batch rows staged at once, a multiple of 8
+    stage_stride: int      # elements from one staged row to the next: K padded to whole k
+                           # tiles, plus 16 bytes, so that a fragment's 8 rows start in 8
+                           # different bank quads
+    partial_stride: int    # floats from one row's partial sums to the next: rows padded, plus 4
+    staged_bytes: int      # the staged rows; the partial sums follow them
+    smem_bytes: int        # staged rows + k_split * chunk_rows * partial_stride floats
+    items_per_thread: int  # (unit, batch row) pairs of a chunk that each thread finishes
 
 
 @dataclass(frozen=True)
@@ -69,12 +109,17 @@ class Plan:
     forward_chunk_rows: int  # batch rows of h_{t-1} staged in shared memory at once
     backward_chunk_rows: int # batch rows of dG_{t+1} staged at once
     smem_bytes: int          # dynamic shared memory per block (weights + staging)
+    math: str = "fma"        # "mma": tensor cores (16-bit storage, TF32); "fma": a warp per unit
+    mma_type: str = ""       # the PTX type of mma.sync's inputs ("f16", "bf16", "tf32") when math == "mma"
+    forward_mma: TensorCoreStep | None = None
+    backward_mma: TensorCoreStep | None = None
 
     def summary(self) -> str:
         where = {"registers": "registers", "shared": "shared memory",
                  "global": "global memory (L2)"}[self.weights_in]
+        how = " as mma.sync fragments" if self.math == "mma" else ""
         return (f"{self.target.arch}: {self.num_blocks} blocks x {self.threads} threads, "
-                f"{self.units_per_block} units/block, W_hh slice in {where}, staging "
+                f"{self.units_per_block} units/block, W_hh slice in {where}{how}, staging "
                 f"{self.forward_chunk_rows} rows forward / {self.backward_chunk_rows} backward "
                 f"({self.smem_bytes} B smem)")
 
@@ -113,6 +158,29 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
             f"lower hidden_size to {largest} or less"
             + (", or use float16" if element > 2 else "")
         )
+    mma_type = _tensor_core_type(spec, target)
+    tensor_core = mma_type and _plan_tensor_cores(spec, target, units, mma_type)
+    if tensor_core:
+        forward, backward = tensor_core
+        return Plan(
+            target=target,
+            storage_type=types["storage"],
+            accumulate_type=types["accumulate"],
+            units_per_block=units,
+            num_blocks=num_blocks,
+            warps=_MMA_WARPS,
+            threads=_MMA_WARPS * WARP,
+            weights_in="registers",
+            weight_smem_bytes=0,
+            rows_per_pass=_MMA_N,
+            forward_chunk_rows=forward.chunk_rows,
+            backward_chunk_rows=backward.chunk_rows,
+            smem_bytes=max(forward.smem_bytes, backward.smem_bytes),
+            math="mma",
+            mma_type=mma_type,
+            forward_mma=forward,
+            backward_mma=backward,
+        )
     forward_chunk = _chunk_rows(staging // forward_row)
     backward_chunk = _chunk_rows(staging // backward_row)
     return Plan(
@@ -129,6 +197,61 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
         forward_chunk_rows=forward_chunk,
         backward_chunk_rows=backward_chunk,
         smem_bytes=weight_smem + _round16(max(forward_chunk * forward_row, backward_chunk * backward_row)),
+    )
+
+
+def _tensor_core_type(spec: LSTMSpec, target: Target) -> str | None:
+    """mma.sync's input type for `spec` on `target`, or None for the FMA kernels: storage
+    that is neither 16-bit nor float32 with TF32 allowed, or a GPU older than Ampere (sm_80
+    brought m16n8k16 and TF32)."""
+    if int(target.arch.removeprefix("sm_")) < 80:
+        return None
+    storage = DTYPES[spec.dtype]["storage"]
+    if storage in _MMA_TYPES:
+        return _MMA_TYPES[storage]
+    return "tf32" if spec.allow_tf32 else None
+
+
+def _plan_tensor_cores(spec: LSTMSpec, target: Target, units: int, mma_type: str) -> tuple[TensorCoreStep, TensorCoreStep] | None:
+    """Both directions' tensor-core steps, or None where the FMA kernels must run instead: a
+    tile count that does not divide the warps, fragments beyond the register budget or not
+    even 8 staged rows in shared memory."""
+    hidden, element = spec.hidden_size, DTYPES[spec.dtype]["bytes"]
+    steps = (_tensor_core_step(target, units, mma_type, element, rows=4 * units, k_len=hidden),
+             _tensor_core_step(target, units, mma_type, element, rows=units, k_len=4 * hidden))
+    return None if None in steps else steps
+
+
+def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, rows: int,
+                      k_len: int) -> TensorCoreStep | None:
+    m_tiles = -(-rows // _MMA_M)
+    if _MMA_WARPS % m_tiles:
+        return None
+    k_split = _MMA_WARPS // m_tiles
+    k_tile = _MMA_K[mma_type]
+    k_tiles = -(-k_len // k_tile)
+    k_tiles_per_warp = -(-k_tiles // k_split)
+    if k_tiles_per_warp * (4 if rows > _MMA_M // 2 else 2) > _MMA_FRAGMENT_REGISTERS:
+        return None
+    # 16 bytes of padding: 4 banks, so that the 8 rows of a fragment start 4 banks apart.
+    stage_stride = k_tiles * k_tile + 16 // element
+    partial_stride = m_tiles * _MMA_M + 4
+
+    def sizes(chunk: int) -> tuple[int, int]:
+        staged = _round16(chunk * stage_stride * element)
+        return staged, staged + k_split * chunk * partial_stride * 4
+
+    chunk = _MMA_MAX_CHUNK_ROWS
+    while chunk >= _MMA_N and sizes(chunk)[1] > target.max_smem_per_block:
+        chunk -= _MMA_N
+    if chunk < _MMA_N:
+        return None
+    staged_bytes, smem_bytes = sizes(chunk)
+    return TensorCoreStep(
+        rows=rows, m_tiles=m_tiles, k_split=k_split, k_tiles=k_tiles,
+        k_tiles_per_warp=k_tiles_per_warp, chunk_rows=chunk, stage_stride=stage_stride,
+        partial_stride=partial_stride, staged_bytes=staged_bytes, smem_bytes=smem_bytes,
+        items_per_thread=-(-units * chunk // (_MMA_WARPS * WARP)),
     )
 
 

@@ -15,11 +15,14 @@ from pathlib import Path
 from lstmgen.errors import SpecError
 
 # Storage dtypes the generator emits code for: the C type of tensors in memory and the type
-# of dot products and the cell state inside the kernels. float16 stores in 16 bits and
-# computes in float32, as cuDNN does; its cell state stays float32 between steps.
+# of dot products and the cell state inside the kernels. float16 and bfloat16 store in 16 bits
+# and compute in float32, as cuDNN does; their cell state stays float32 between steps.
+# NumPy knows bfloat16 through ml_dtypes: lstmgen.dtypes turns these names into NumPy dtypes.
 DTYPES = {
     "float16": {"storage": "__half", "accumulate": "float", "bytes": 2,
                 "accumulate_dtype": "float32", "accumulate_bytes": 4},
+    "bfloat16": {"storage": "__nv_bfloat16", "accumulate": "float", "bytes": 2,
+                 "accumulate_dtype": "float32", "accumulate_bytes": 4},
     "float32": {"storage": "float", "accumulate": "float", "bytes": 4,
                 "accumulate_dtype": "float32", "accumulate_bytes": 4},
     "float64": {"storage": "double", "accumulate": "double", "bytes": 8,
@@ -30,7 +33,7 @@ BIAS_PARAMETERS = {"double": ("b_ih", "b_hh"), "single": ("b",), "none": ()}
 BIAS_MODES = tuple(BIAS_PARAMETERS)
 
 _LAYER_FIELDS = {"input_size", "hidden_size", "return_sequences", "bias"}
-_MODEL_FIELDS = {"dtype", "layer", "head"}
+_MODEL_FIELDS = {"dtype", "allow_tf32", "layer", "head"}
 _HEAD_FIELDS = {"output_size", "activation"}
 # Output activations of the dense head. Softmax is not one: classification feeds the head's
 # linear output (logits) to the softmax cross-entropy loss, which is stabler fused.
@@ -54,6 +57,10 @@ class LSTMSpec:
     dtype: str = "float32"
     bias: str = "double"
     return_sequences: bool = True
+    # float32 only: the recurrence's products on tensor cores in TF32 (10-bit mantissa
+    # inputs, float32 sums), as torch.backends.cudnn.allow_tf32; off by default, because
+    # float32 users compare against strict float32 results.
+    allow_tf32: bool = False
     where: str = field(default="", compare=False, hash=False, repr=False)
 
     def __post_init__(self):
@@ -81,11 +88,22 @@ class LSTMSpec:
                 f"LSTMSpec.return_sequences must be true or false, got {self.return_sequences!r}{at}: "
                 f"write return_sequences = true to output every step, false for the last step only"
             )
+        if not isinstance(self.allow_tf32, bool):
+            raise SpecError(
+                f"LSTMSpec.allow_tf32 must be true or false, got {self.allow_tf32!r}{at}: write "
+                f"allow_tf32 = true to run float32 products on tensor cores in TF32, or leave it out"
+            )
+        if self.allow_tf32 and self.dtype != "float32":
+            raise SpecError(
+                f"LSTMSpec.allow_tf32 applies to float32 layers, but dtype is {self.dtype}{at}: "
+                f"remove allow_tf32 (16-bit layers use tensor cores anyway) or set dtype = \"float32\""
+            )
 
     def describe(self) -> str:
         """One line that identifies the layer, for headers and reports."""
         return (f"input_size={self.input_size} hidden_size={self.hidden_size} dtype={self.dtype} "
-                f"bias={self.bias} return_sequences={str(self.return_sequences).lower()}")
+                f"bias={self.bias} return_sequences={str(self.return_sequences).lower()}"
+                + (" allow_tf32=true" if self.allow_tf32 else ""))
 
 
 @dataclass(frozen=True)
@@ -150,6 +168,7 @@ def parse_spec(data: dict, name: str = "model", source: str = "<spec>") -> Model
             f"{', '.join(sorted(_MODEL_FIELDS))}; remove it or check its spelling"
         )
     dtype = data.get("dtype", "float32")
+    allow_tf32 = data.get("allow_tf32", False)
     raw_layers = data.get("layer")
     if isinstance(raw_layers, dict):
         raise SpecError(
@@ -163,7 +182,7 @@ def parse_spec(data: dict, name: str = "model", source: str = "<spec>") -> Model
         )
     layers: list[LSTMSpec] = []
     for index, raw in enumerate(raw_layers, start=1):
-        layers.append(_parse_layer(raw, index, layers[-1] if layers else None, dtype, source))
+        layers.append(_parse_layer(raw, index, layers[-1] if layers else None, dtype, allow_tf32, source))
     head = _parse_head(data["head"], layers[-1], source) if "head" in data else None
     return ModelSpec(name=name, layers=tuple(layers), source=source, head=head)
 
@@ -184,7 +203,7 @@ def _parse_head(raw, last: LSTMSpec, source: str) -> HeadSpec:
                     activation=raw.get("activation", "linear"), where=where)
 
 
-def _parse_layer(raw: dict, index: int, previous: LSTMSpec | None, dtype: str,
+def _parse_layer(raw: dict, index: int, previous: LSTMSpec | None, dtype: str, allow_tf32: bool,
                  source: str) -> LSTMSpec:
     where = f"{source}, layer {index}"
     if not isinstance(raw, dict):
@@ -216,6 +235,7 @@ def _parse_layer(raw: dict, index: int, previous: LSTMSpec | None, dtype: str,
         dtype=dtype,
         bias=raw.get("bias", "double"),
         return_sequences=raw.get("return_sequences", True),
+        allow_tf32=allow_tf32,
         where=where,
     )
     if previous is not None and spec.input_size != previous.hidden_size:

@@ -45,11 +45,13 @@ def run_model(model_spec: ModelSpec, steps: int = 100, batch: int = 16) -> str:
     import cupy
     import numpy as np
 
+    from lstmgen.dtypes import numpy_dtype
     from lstmgen.runtime import Model
 
     model = Model(model_spec, seed=0)
     rng = np.random.default_rng(0)
-    x = cupy.asarray(rng.uniform(-1, 1, (steps, batch, model_spec.layers[0].input_size)).astype(model_spec.layers[0].dtype))
+    first = model_spec.layers[0]
+    x = cupy.asarray(rng.uniform(-1, 1, (steps, batch, first.input_size)).astype(numpy_dtype(first.dtype)))
     model.forward(x)  # warm-up: compilation and first-launch costs stay out of the timing
     model.backward(cupy.ones_like(model.forward(x)[0]))
     start, stop = cupy.cuda.Event(), cupy.cuda.Event()

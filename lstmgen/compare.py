@@ -20,20 +20,35 @@ about n*u relative to the terms' scale, and with random signs about sqrt(n)*u.
   float16: u = 4.9e-4, and unlike the others every step stores h, the gates, the cell
     cache and dG in 16 bits, so each step adds a few u on top of the float32 sums:
     2e-2 is ten such roundings of margin; a wrong kernel is still off by O(1).
+  bfloat16: u = 3.9e-3 (8x float16's), rounded at the same points, so errors of a few u:
+    on the H200 the worst of 43 random examples was 2.6u (dW_hh). 1e-1 (26u) keeps 10x
+    margin; float16's 41u (1.6e-1) would miss some wrong gates: swapping i and f, both
+    near sigmoid(0) = 0.5, moves y by as little as 6e-2 of its scale.
+  tf32 (float32 layers with allow_tf32): float32 storage, but the recurrence's products
+    round both inputs to a 10-bit mantissa (u = 4.9e-4), 2u per product, sqrt(H) of them
+    per sum, again each step: 1e-2 as for float16, whose sums see roundings of that size.
 
 Below that sits an absolute floor, tiny/eps of the dtype (1e-31 for float32): gradients
 that vanish over a long sequence pass through the subnormal range, where float32 keeps
 less than its 24 bits and finally flushes to 0 what float64 still resolves (the GPU tier
 drew dh0 ~ 1e-58 at T = 262). Differences that small are underflow, not a wrong kernel.
 float16's tiny/eps (0.06) would swallow real errors, so its floor is tiny itself (6e-5), the
-edge of its normal range, below which it keeps fewer bits.
+edge of its normal range, below which it keeps fewer bits. bfloat16 has float32's exponent,
+so it underflows where float32 does and takes float32's kind of floor (its tiny/eps, 1.5e-36).
+It needs no floor near its eps: every value above 1e-38 keeps its 8 bits, so its rounding is
+relative and the tolerance covers it, and an absolute floor of 1e-3 or so would pass a
+completely wrong gradient whose whole scale is that small.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-TOLERANCES = {"float64": 1e-9, "float32": 1e-4, "float16": 2e-2}
+from lstmgen.dtypes import finfo
+
+TOLERANCES = {"float64": 1e-9, "float32": 1e-4, "tf32": 1e-2, "float16": 2e-2, "bfloat16": 1e-1}
+# Tolerance keys that are not storage dtypes: the dtype whose range they have.
+_STORAGE = {"tf32": "float32"}
 _SHOWN = 5
 
 
@@ -46,8 +61,7 @@ def mismatches(name: str, actual, expected, dtype: str, term_sizes=None) -> list
     scale = float(np.max(np.abs(expected))) if expected.size else 0.0
     if term_sizes is not None and expected.size:
         scale = max(scale, float(np.max(term_sizes)))
-    finfo = np.finfo(dtype)
-    floor = float(finfo.tiny if finfo.bits == 16 else finfo.tiny / finfo.eps)
+    floor = underflow_floor(dtype)
     bound = max(TOLERANCES[dtype] * scale, floor)
     error = np.abs(actual - expected)
     bad = ~(error <= bound)  # NaN (an unwritten, poisoned element) fails too
@@ -59,3 +73,16 @@ def mismatches(name: str, actual, expected, dtype: str, term_sizes=None) -> list
         index = tuple(int(i) for i in index)
         lines.append(f"  at {index}: expected {expected[index]:.10g}, got {actual[index]:.10g}")
     return lines
+
+
+def tolerance_key(dtype: str, allow_tf32: bool = False) -> str:
+    """The TOLERANCES key of a layer: its dtype, or "tf32" where float32 products run in TF32."""
+    return "tf32" if allow_tf32 else dtype
+
+
+def underflow_floor(dtype: str) -> float:
+    """The absolute difference that is underflow, not a wrong kernel (see the module docstring)."""
+    info = finfo(_STORAGE.get(dtype, dtype))
+    # float16's 5-bit exponent puts tiny/eps (0.06) among real outputs; with float32's 8 bits
+    # or more (bfloat16 has them) tiny/eps lies far below any output that matters.
+    return float(info.tiny if info.nexp < 8 else info.tiny / info.eps)

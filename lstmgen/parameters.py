@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from lstmgen.codegen import BIAS_PARAMETERS, LSTMSpec
+from lstmgen.dtypes import numpy_dtype
 
 
 def parameter_shapes(spec: LSTMSpec) -> dict[str, tuple[int, ...]]:
@@ -16,8 +17,10 @@ def parameter_shapes(spec: LSTMSpec) -> dict[str, tuple[int, ...]]:
 
 
 def initial_parameters(spec: LSTMSpec, seed: int | None, dtype=None) -> dict[str, np.ndarray]:
-    """U(-1/sqrt(H), 1/sqrt(H)) for every parameter, as torch.nn.LSTM initialises (host arrays)."""
+    """U(-1/sqrt(H), 1/sqrt(H)) for every parameter, as torch.nn.LSTM initialises (host arrays
+    of `dtype`, by default the spec's)."""
     bound = 1.0 / np.sqrt(spec.hidden_size)
     rng = np.random.default_rng(seed)
-    return {name: rng.uniform(-bound, bound, shape).astype(dtype or spec.dtype)
+    dtype = dtype or numpy_dtype(spec.dtype)
+    return {name: rng.uniform(-bound, bound, shape).astype(dtype)
             for name, shape in parameter_shapes(spec).items()}

@@ -13,6 +13,7 @@ x is time-major [T, B, I]; W_ih is [4H, I] and W_hh is [4H, H].
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -99,7 +100,18 @@ def forward(params: dict, x, h0=None, c0=None, *, return_sequences: bool = True)
     return ForwardResult(y=y, h_T=h[T].copy(), c_T=c[T].copy(), cache=cache)
 
 
-def gate_gradients(params: dict, cache: ForwardCache, dy, dh_T=None, dc_T=None):
+class GateGradients(NamedTuple):
+    dz: np.ndarray              # dL/d(pre-activation gates) [T, B, 4H]
+    dh0: np.ndarray             # [B, H]
+    dc0: np.ndarray             # [B, H]
+    # [T, B, 4H]: each dz element without its activation's derivative (|dc g|, |dc c_{t-1}|,
+    # |dc i|, |dh tanh(c_t)|). A kernel forms the derivatives from stored activations, and
+    # i(1-i) from an i rounded near 1 is off by about u absolutely, not relatively (a 16-bit
+    # i = 0.99 leaves 1 - i 20% off in bfloat16): dz's rounding error is u times these sizes.
+    dz_error_sizes: np.ndarray
+
+
+def gate_gradients(params: dict, cache: ForwardCache, dy, dh_T=None, dc_T=None) -> GateGradients:
     """dz = dL/d(pre-activation gates) [T, B, 4H], dh0 and dc0, given dL/dy (y's shape) and
     optionally dL/dh_T, dL/dc_T [B, H].
 
@@ -120,7 +132,7 @@ def gate_gradients(params: dict, cache: ForwardCache, dy, dh_T=None, dc_T=None):
     dc = np.zeros((B, H)) if dc_T is None else _f64(dc_T).copy()
     if not cache.return_sequences:
         dh += dy  # y is h_T itself
-    dz = np.empty((T, B, 4 * H))
+    dz, dz_error_sizes = np.empty((T, B, 4 * H)), np.empty((T, B, 4 * H))
     for t in reversed(range(T)):
         if cache.return_sequences:
             dh += dy[t]
@@ -131,15 +143,17 @@ def gate_gradients(params: dict, cache: ForwardCache, dy, dh_T=None, dc_T=None):
                                 dc * c[t] * f * (1.0 - f),
                                 dc * i * (1.0 - g ** 2),
                                 dh * tanh_c * o * (1.0 - o)], axis=1)
+        dz_error_sizes[t] = np.abs(np.concatenate([dc * g, dc * c[t], dc * i, dh * tanh_c], axis=1))
         dh = dz[t] @ W_hh
         dc = dc * f
-    return dz, dh, dc
+    return GateGradients(dz, dh, dc, dz_error_sizes)
 
 
 def backward(params: dict, cache: ForwardCache, dy, dh_T=None, dc_T=None) -> dict:
     """Gradients of a scalar loss: dx, dW_ih, dW_hh, the biases' (by the params' bias mode),
     dh0 and dc0, given dL/dy (y's shape) and optionally dL/dh_T, dL/dc_T [B, H]."""
-    return gradients(params, cache, *gate_gradients(params, cache, dy, dh_T, dc_T))
+    gate = gate_gradients(params, cache, dy, dh_T, dc_T)
+    return gradients(params, cache, gate.dz, gate.dh0, gate.dc0)
 
 
 def gradients(params: dict, cache: ForwardCache, dz, dh0, dc0) -> dict:
@@ -231,7 +245,8 @@ class ReferenceLayer:
 def gradient_term_sizes(params: dict, cache: ForwardCache, dz) -> dict:
     """For each gradient that is a sum of products with dz, the root-sum-square of its terms,
     element by element: the size its rounding error scales with when the terms are rounded
-    (lstmgen.compare), however much the sum itself cancels."""
+    (lstmgen.compare), however much the sum itself cancels. Pass GateGradients.dz_error_sizes
+    as dz to size the error that rounded activations leave in dz itself, too."""
     W_ih, W_hh = _f64(params["W_ih"]), _f64(params["W_hh"])
     dz2 = dz ** 2
     db = np.sqrt(dz2.sum(axis=(0, 1)))

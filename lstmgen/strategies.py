@@ -23,15 +23,18 @@ class Problem:
     seed: int
 
 
-def layer_specs(dtypes=tuple(DTYPES), max_hidden: int = 1024, max_input: int = 300):
-    """Specs over every dtype, bias mode and return_sequences, hidden sizes 1..max_hidden."""
-    return st.builds(
-        LSTMSpec,
-        input_size=st.integers(1, max_input),
-        hidden_size=st.integers(1, max_hidden),
-        dtype=st.sampled_from(dtypes),
-        bias=st.sampled_from(BIAS_MODES),
-        return_sequences=st.booleans(),
+@st.composite
+def layer_specs(draw, dtypes=tuple(DTYPES), max_hidden: int = 1024, max_input: int = 300):
+    """Specs over every dtype, bias mode and return_sequences, hidden sizes 1..max_hidden,
+    and TF32 on or off for float32."""
+    dtype = draw(st.sampled_from(dtypes))
+    return LSTMSpec(
+        input_size=draw(st.integers(1, max_input)),
+        hidden_size=draw(st.integers(1, max_hidden)),
+        dtype=dtype,
+        bias=draw(st.sampled_from(BIAS_MODES)),
+        return_sequences=draw(st.booleans()),
+        allow_tf32=dtype == "float32" and draw(st.booleans()),
     )
 
 

@@ -196,7 +196,8 @@ def _check_dtype(dtype) -> None:
         raise NotImplementedError(
             f"lstmgen.torch.LSTM does not support {dtype} yet: the nearest supported dtypes are "
             f"{', '.join(map(str, _SUPPORTED_DTYPES))} (16-bit training from torch needs float32 master weights, "
-            f"which are not there yet; float16 inference runs in lstmgen's own runtime, lstmgen.runtime.Layer)")
+            f"which are not there yet; float16 and bfloat16 inference run in lstmgen's own runtime, "
+            f"lstmgen.runtime.Layer)")
 
 
 class LSTM(torch.nn.Module):

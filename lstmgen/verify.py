@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from lstmgen import reference
-from lstmgen.compare import mismatches
+from lstmgen.compare import mismatches, tolerance_key
+from lstmgen.dtypes import numpy_dtype
 from lstmgen.errors import LSTMGenError
 from lstmgen.strategies import Problem
 
@@ -24,10 +25,12 @@ def check_layer(layer, problem: Problem) -> list[str]:
     spec = layer.spec
     rng = np.random.default_rng(problem.seed)
     batch, hidden = problem.batch, spec.hidden_size
+    storage = numpy_dtype(spec.dtype)
+    precision = tolerance_key(spec.dtype, spec.allow_tf32)
 
     def draw(*shape):
         # Uniform in [-1, 1], rounded to the layer's dtype once: both sides see the same values.
-        return rng.uniform(-1.0, 1.0, shape).astype(spec.dtype)
+        return rng.uniform(-1.0, 1.0, shape).astype(storage)
 
     x = draw(problem.steps, batch, spec.input_size)
     h0, c0 = (draw(batch, hidden), draw(batch, hidden)) if problem.with_initial_state else (None, None)
@@ -36,9 +39,9 @@ def check_layer(layer, problem: Problem) -> list[str]:
     params = {name: value.get() for name, value in layer.params.items()}
 
     expected = reference.forward(params, x, h0, c0, return_sequences=spec.return_sequences)
-    gate_grads = reference.gate_gradients(params, expected.cache, dy, dh_T, dc_T)
-    expected_grads = reference.gradients(params, expected.cache, *gate_grads)
-    term_sizes = reference.gradient_term_sizes(params, expected.cache, gate_grads[0])
+    gate = reference.gate_gradients(params, expected.cache, dy, dh_T, dc_T)
+    expected_grads = reference.gradients(params, expected.cache, gate.dz, gate.dh0, gate.dc0)
+    term_sizes = reference.gradient_term_sizes(params, expected.cache, gate.dz_error_sizes)
 
     def device(array):
         return None if array is None else cupy.asarray(array)
@@ -48,12 +51,12 @@ def check_layer(layer, problem: Problem) -> list[str]:
         grads = layer.backward(device(dy), device(dh_T), device(dc_T))
     report = []
     for name, actual, wanted in (("y", y, expected.y), ("h_T", h_T, expected.h_T), ("c_T", c_T, expected.c_T)):
-        report += mismatches(name, actual.get(), wanted, spec.dtype)
+        report += mismatches(name, actual.get(), wanted, precision)
     if set(grads) != set(expected_grads):
         report.append(f"gradients {sorted(grads)}, expected {sorted(expected_grads)}")
     for name in expected_grads:
         if name in grads:
-            report += mismatches(name, grads[name].get(), expected_grads[name], spec.dtype,
+            report += mismatches(name, grads[name].get(), expected_grads[name], precision,
                                  term_sizes.get(name))
     return report
 

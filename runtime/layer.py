@@ -9,8 +9,8 @@ Memory (elements of the spec's dtype, T steps, B rows, H units, I inputs):
   inference: Gx 4*T*B*H, plus T*B*H for y when return_sequences (else 2*B*H ping-pong)
   training cache: T*B*(4H + H + H): activated gates (written over Gx in place), cell
   states and every h_t; backward writes dG over the gates and adds dx (T*B*I), the weight
-  gradients, dh0, dc0 and, with W_hh streamed from L2, its transposed copy (4H^2). float16 adds a float32 [B, H]
-  running state per direction. batch_first adds a time-major copy of x (and of y, dy, dx).
+  gradients, dh0, dc0 and, with W_hh streamed from L2, its transposed copy (4H^2). float16 and bfloat16 add a
+  float32 [B, H] running state per direction. batch_first adds a time-major copy of x (and of y, dy, dx).
 """
 
 from __future__ import annotations
@@ -33,6 +33,15 @@ _BACKWARD_ADVICE = "lower the batch size or the sequence length"
 def _pointer(array) -> np.uint64:
     """Device address of an array's first element (0 for an absent optional tensor)."""
     return np.uint64(0 if array is None else array.data.ptr)
+
+
+def _host_array(value) -> np.ndarray:
+    """A torch tensor or an array-like as a NumPy array. NumPy cannot hold torch.bfloat16, so
+    such tensors come over as float32, which holds every bfloat16 value exactly."""
+    if not hasattr(value, "detach"):
+        return np.asarray(value)
+    value = value.detach().cpu()
+    return (value.float() if str(value.dtype) == "torch.bfloat16" else value).numpy()
 
 
 def _swap_time_and_batch(array, what: str, advice: str):
@@ -109,8 +118,7 @@ class Layer:
                     f"state_dict has no {key!r} (keys: {sorted(state_dict)}): it must come from "
                     f"torch.nn.LSTM with at least {layer_index + 1} layer(s)"
                 )
-            value = state_dict[key]
-            return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+            return _host_array(state_dict[key])
 
         params = {"W_ih": get("weight_ih"), "W_hh": get("weight_hh")}
         if self.spec.bias == "double":

@@ -29,7 +29,8 @@ class Network:
             raise SpecError(
                 f"{spec.source} has dtype {spec.layers[0].dtype}, which lstmgen runs but does not train: "
                 f"16-bit training needs float32 master weights and loss scaling, which the optimiser "
-                f"does not have yet; train in float32 (set dtype = \"float32\") and run inference in float16"
+                f"does not have yet; train in float32 (set dtype = \"float32\") and run inference in "
+                f"{spec.layers[0].dtype}"
             )
         if backend == "gpu":
             import cupy

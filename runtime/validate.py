@@ -28,7 +28,8 @@ def check_array(name: str, array, shape: tuple, dtype: str, meaning: str, device
     if array.dtype != dtype:
         raise InputError(
             f"{name} has dtype {array.dtype} but this layer was generated for {dtype}: "
-            f"convert it with {name}.astype(cupy.{dtype}) or use a spec with dtype = \"{array.dtype}\""
+            # By name: CuPy has no cupy.bfloat16 attribute, but takes "bfloat16" (ml_dtypes' type).
+            f"convert it with {name}.astype(\"{dtype}\") or use a spec with dtype = \"{array.dtype}\""
         )
     if array.ndim != len(shape) or any(want is not None and got != want for got, want in zip(array.shape, shape)):
         expected = tuple("any" if want is None else want for want in shape)

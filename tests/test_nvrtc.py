@@ -35,7 +35,7 @@ def test_drawn_spec_kernels_compile_for_sm90(spec):
 
 def test_compile_failure_shows_log_spec_and_numbered_source():
     spec = LSTMSpec(input_size=2, hidden_size=3, dtype="float32", where="specs/x.toml, layer 1")
-    broken = render_layer(spec)["forward"].text.replace("c = f * c_prev + i * g;", "c = f * c_prev + i * undefined_gate;")
+    broken = render_layer(spec)["forward"].text.replace("c = f * p.c_prev + i * g;", "c = f * p.c_prev + i * undefined_gate;")
     with pytest.raises(KernelCompileError) as caught:
         compile_for_arch(spec, "forward", broken, "sm_90")
     message = str(caught.value)
@@ -47,17 +47,20 @@ def test_compile_failure_shows_log_spec_and_numbered_source():
     assert "fix:" in message
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_weights_in_registers_do_not_spill_at_the_planners_limit(dtype):
-    # The planner keeps W_hh in registers up to hidden_size 1024 for these dtypes; a spill
-    # would put the weights in local memory and every step would reload them.
+@pytest.mark.parametrize("dtype, hidden, allow_tf32", [
+    ("float32", 1024, False), ("float16", 1056, False), ("bfloat16", 1056, False), ("float32", 576, True)])
+def test_weights_in_registers_do_not_spill_at_the_planners_limit(dtype, hidden, allow_tf32):
+    # The planner keeps W_hh in registers up to these hidden sizes (FMA lanes' shares for
+    # float32, tensor-core fragments for 16 bits and TF32); a spill would put the weights in local
+    # memory and every step would reload them.
     from cupy.cuda import nvrtc
 
     from lstmgen.runtime.compile import compile_options
 
-    spec = LSTMSpec(input_size=8, hidden_size=1024, dtype=dtype)
+    spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype=dtype, allow_tf32=allow_tf32)
     for direction, source in render_layer(spec).items():
         assert source.plan.weights_in == "registers"
+        assert (source.plan.math == "mma") == (dtype != "float32" or allow_tf32)
         program = nvrtc.createProgram(source.text, f"{direction}.cu", [], [])
         try:
             nvrtc.compileProgram(program, [*compile_options(), "-arch=sm_90", "-Xptxas=-v"])

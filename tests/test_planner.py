@@ -46,6 +46,8 @@ def test_warps_cover_the_units_within_the_block_limit(spec, target):
     assume(spec.hidden_size <= _largest_hidden(target, spec.dtype))
     plan = plan_layer(spec, target)
     assert plan.threads == 32 * plan.warps <= target.max_threads_per_block
+    if plan.math == "mma":
+        return  # warps split the weight tiles, not the units: see the tensor-core test
     assert plan.warps >= min(plan.units_per_block, target.max_threads_per_block // 32)
     if plan.weights_in == "registers":
         # Each warp keeps one unit's weights for the whole launch.
@@ -94,6 +96,63 @@ def test_where_the_weights_live_on_h200(dtype, hidden, place):
     assert f"W_hh slice in {where}" in plan.summary()
 
 
+@given(specs, targets)
+def test_tensor_core_steps_cover_the_block_and_fit_registers_and_shared_memory(spec, target):
+    assume(spec.hidden_size <= _largest_hidden(target, spec.dtype))
+    plan = plan_layer(spec, target)
+    assert (plan.math == "mma") == (plan.forward_mma is not None) == (plan.backward_mma is not None)
+    if plan.math == "fma":
+        return
+    assert (spec.dtype in ("float16", "bfloat16") or spec.allow_tf32) and plan.weights_in == "registers"
+    assert int(target.arch.removeprefix("sm_")) >= 80  # mma.sync.m16n8k16 came with Ampere
+    units = plan.units_per_block
+    for step, rows, k_len in ((plan.forward_mma, 4 * units, spec.hidden_size),
+                              (plan.backward_mma, units, 4 * spec.hidden_size)):
+        assert step.rows == rows and step.m_tiles * 16 >= rows > (step.m_tiles - 1) * 16
+        assert step.m_tiles * step.k_split == plan.warps  # one (m tile, k part) per warp
+        k_tile = 8 if plan.mma_type == "tf32" else 16
+        assert step.k_tiles * k_tile >= k_len > (step.k_tiles - 1) * k_tile
+        assert step.k_tiles_per_warp * step.k_split >= step.k_tiles  # every k tile has a warp
+        assert step.k_tiles_per_warp * (4 if rows > 8 else 2) <= 72
+        assert step.chunk_rows % 8 == 0 and step.chunk_rows >= 8
+        # Staged rows padded to whole k tiles, plus 16 bytes so that a fragment's rows change banks.
+        element = DTYPES[spec.dtype]["bytes"]
+        assert step.stage_stride * element == step.k_tiles * k_tile * element + 16
+        assert step.staged_bytes % 16 == 0 and step.staged_bytes >= step.chunk_rows * step.stage_stride * element
+        assert step.partial_stride % 4 == 0 and step.partial_stride >= step.m_tiles * 16  # float4 reads
+        assert step.smem_bytes == step.staged_bytes + step.k_split * step.chunk_rows * step.partial_stride * 4
+        assert step.smem_bytes <= plan.smem_bytes <= target.max_smem_per_block
+        assert step.items_per_thread * plan.threads >= units * step.chunk_rows
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("hidden, math", [(1, "mma"), (128, "mma"), (1000, "mma"), (1056, "mma"), (1057, "fma")])
+def test_16_bit_layers_run_on_tensor_cores_up_to_8_units_per_block_on_h200(dtype, hidden, math):
+    # Past 8 units (H > 1056) a warp's fragments would need more than 128 registers.
+    plan = plan_layer(LSTMSpec(input_size=64, hidden_size=hidden, dtype=dtype), SM90_H200)
+    assert plan.math == math
+    assert (plan.mma_type == {"float16": "f16", "bfloat16": "bf16"}[dtype]) == (math == "mma")
+    assert ("as mma.sync fragments" in plan.summary()) == (math == "mma")
+
+
+def test_float32_and_float64_stay_on_fma():
+    for dtype in ("float32", "float64"):
+        assert plan_layer(LSTMSpec(input_size=8, hidden_size=256, dtype=dtype), SM90_H200).math == "fma"
+
+
+@pytest.mark.parametrize("hidden, math", [(1, "mma"), (512, "mma"), (576, "mma"), (577, "fma"), (1024, "fma")])
+def test_float32_with_tf32_allowed_runs_on_tensor_cores_up_to_576(hidden, math):
+    plan = plan_layer(LSTMSpec(input_size=8, hidden_size=hidden, allow_tf32=True), SM90_H200)
+    assert plan.math == math and plan.mma_type == ("tf32" if math == "mma" else "")
+
+
+def test_tf32_needs_ampere():
+    ampere = Target(arch="sm_80", sm_count=108, max_smem_per_block=166912)
+    turing = Target(arch="sm_75", sm_count=40, max_smem_per_block=65536)
+    spec = LSTMSpec(input_size=8, hidden_size=64, allow_tf32=True)
+    assert plan_layer(spec, ampere).math == "mma" and plan_layer(spec, turing).math == "fma"
+
+
 def test_hidden_1024_float32_on_h200_is_one_warp_per_unit():
     plan = plan_layer(LSTMSpec(input_size=64, hidden_size=1024), SM90_H200)
     assert (plan.num_blocks, plan.units_per_block, plan.warps) == (128, 8, 8)
@@ -113,7 +172,7 @@ def test_error_names_the_layer():
 
 
 def test_threads_respect_a_small_per_block_limit():
-    target = Target("sm_x", sm_count=10, max_smem_per_block=65536, max_threads_per_block=128)
+    target = Target("sm_70", sm_count=10, max_smem_per_block=65536, max_threads_per_block=128)
     plan = plan_layer(LSTMSpec(input_size=4, hidden_size=1000), target)
     assert plan.units_per_block == 100 and plan.warps == 4 and plan.threads == 128
     assert plan.weights_in != "registers"

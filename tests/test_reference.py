@@ -257,7 +257,7 @@ def test_gradient_term_sizes_are_the_root_sum_square_of_each_sums_terms(bias):
     params = make_params(rng, bias)
     x, h0, c0 = uniform(rng, T, B, I), uniform(rng, B, H), uniform(rng, B, H)
     result = ref.forward(params, x, h0, c0)
-    dz, _, _ = ref.gate_gradients(params, result.cache, uniform(rng, T, B, H))
+    dz = ref.gate_gradients(params, result.cache, uniform(rng, T, B, H)).dz
     sizes = ref.gradient_term_sizes(params, result.cache, dz)
     assert sorted(sizes) == sorted(["dx", "dW_ih", "dW_hh", "dh0"] + ["d" + n for n in ref.BIAS_PARAMETERS[bias]])
     # Element by element, written out as the sums they bound.
@@ -269,3 +269,14 @@ def test_gradient_term_sizes_are_the_root_sum_square_of_each_sums_terms(bias):
     assert np.isclose(sizes["dh0"][b, k], np.sqrt(np.sum((dz[0, b] * params["W_hh"][:, k]) ** 2)))
     for name in ref.BIAS_PARAMETERS[bias]:
         assert np.isclose(sizes["d" + name][g], np.sqrt(np.sum(dz[:, :, g] ** 2)))
+
+
+def test_gate_error_sizes_drop_the_activation_derivatives():
+    rng = np.random.default_rng(8)
+    params = make_params(rng, "double")
+    result = ref.forward(params, uniform(rng, T, B, I), uniform(rng, B, H), uniform(rng, B, H))
+    gate = ref.gate_gradients(params, result.cache, uniform(rng, T, B, H))
+    i, f, g, o = np.split(result.cache.gates, 4, axis=2)
+    derivatives = np.concatenate([i * (1 - i), f * (1 - f), 1 - g ** 2, o * (1 - o)], axis=2)
+    # dz is each size times its derivative, up to sign.
+    assert np.allclose(np.abs(gate.dz), gate.dz_error_sizes * derivatives)

@@ -44,7 +44,7 @@ ERRORS = [
         id="invalid-toml"),
     pytest.param(
         toml(FIRST, head='dtypes = "float32"'),
-        r"unknown field 'dtypes' at the top of {file}: a spec file holds dtype, head, layer; "
+        r"unknown field 'dtypes' at the top of {file}: a spec file holds allow_tf32, dtype, head, layer; "
         r"remove it or check its spelling",
         id="unknown-top-level-field"),
     pytest.param(
@@ -74,10 +74,10 @@ ERRORS = [
     pytest.param(toml("input_size = 0\nhidden_size = 5"), field_error("input_size", "0"),
                  id="input_size-zero"),
     pytest.param(
-        toml(FIRST, head='dtype = "bfloat16"'),
-        r"LSTMSpec\.dtype 'bfloat16' is not supported \({file}, layer 1\): lstmgen generates kernels "
-        r"for float16, float32, float64; set dtype to one of them",
-        id="dtype-bfloat16"),
+        toml(FIRST, head='dtype = "float8"'),
+        r"LSTMSpec\.dtype 'float8' is not supported \({file}, layer 1\): lstmgen generates kernels "
+        r"for float16, bfloat16, float32, float64; set dtype to one of them",
+        id="dtype-float8"),
     pytest.param(
         toml(FIRST, head='dtype = "int8"'),
         r"LSTMSpec\.dtype 'int8' is not supported \({file}, layer 1\): .*set dtype to one of them",
@@ -96,6 +96,15 @@ ERRORS = [
         r"LSTMSpec\.return_sequences must be true or false, got 'yes' \({file}, layer 1\): "
         r"write return_sequences = true to output every step, false for the last step only",
         id="return_sequences-not-bool"),
+    pytest.param(
+        toml(FIRST, head='dtype = "float16"\nallow_tf32 = true'),
+        r"LSTMSpec\.allow_tf32 applies to float32 layers, but dtype is float16 \({file}, layer 1\): "
+        r"remove allow_tf32 .* or set dtype = \"float32\"",
+        id="tf32-on-float16"),
+    pytest.param(
+        toml(FIRST, head='allow_tf32 = "yes"'),
+        r"LSTMSpec\.allow_tf32 must be true or false, got 'yes' \({file}, layer 1\): write allow_tf32 = true",
+        id="tf32-not-bool"),
     pytest.param(
         toml(),
         r"{file} defines no layers: add at least one \[\[layer\]\] table with hidden_size",
@@ -157,8 +166,8 @@ def test_missing_file(tmp_path):
      "LSTMSpec.hidden_size must be a positive integer, got 0: set hidden_size to the number of units, e.g. 128"),
     ({"input_size": -1, "hidden_size": 5},
      "LSTMSpec.input_size must be a positive integer, got -1: set input_size to the number of input features"),
-    ({"input_size": 1, "hidden_size": 5, "dtype": "bfloat16"},
-     "LSTMSpec.dtype 'bfloat16' is not supported: lstmgen generates kernels for float16, float32, float64"),
+    ({"input_size": 1, "hidden_size": 5, "dtype": "float8"},
+     "LSTMSpec.dtype 'float8' is not supported: lstmgen generates kernels for float16, bfloat16, float32, float64"),
     ({"input_size": 1, "hidden_size": 5, "bias": "triple"},
      "LSTMSpec.bias 'triple' is not a bias mode: use \"double\""),
     ({"input_size": 1, "hidden_size": 5, "return_sequences": 1},
@@ -167,6 +176,16 @@ def test_missing_file(tmp_path):
 def test_direct_construction_error_names_the_field(fields, message):
     with pytest.raises(SpecError, match=re.escape(message)):
         LSTMSpec(**fields)
+
+
+def test_allow_tf32_reaches_every_layer_and_their_description(tmp_path):
+    path = tmp_path / "tf32.toml"
+    path.write_text('allow_tf32 = true\n[[layer]]\ninput_size = 3\nhidden_size = 4\n[[layer]]\nhidden_size = 2\n')
+    layers = load_spec(path).layers
+    assert [layer.allow_tf32 for layer in layers] == [True, True]
+    assert layers[0].describe().endswith("return_sequences=true allow_tf32=true")
+    # Off by default, and then not in the description: kernels rendered before it existed keep their text.
+    assert "tf32" not in LSTMSpec(input_size=3, hidden_size=4).describe()
 
 
 def test_seed_spec_loads():
@@ -197,6 +216,12 @@ def test_input_size_defaults_to_previous_hidden_size(tmp_path):
 def test_dtype_defaults_to_float32(tmp_path):
     path = write_spec(tmp_path, toml(FIRST, head=""))
     assert load_spec(path).layers[0].dtype == "float32"
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_every_generated_dtype_loads(tmp_path, dtype):
+    path = write_spec(tmp_path, toml(FIRST, "hidden_size = 2", head=f'dtype = "{dtype}"'))
+    assert [layer.dtype for layer in load_spec(path).layers] == [dtype, dtype]
 
 
 def test_spec_is_frozen():

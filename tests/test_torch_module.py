@@ -114,16 +114,18 @@ def test_dropout_between_layers_as_torch():
     (dict(bidirectional=True), r"bidirectional=True\) is not supported yet: the nearest supported setting is bidirectional=False"),
     (dict(proj_size=2), r"proj_size=2\) is not supported yet: the nearest supported setting is proj_size=0"),
     (dict(dtype=torch.float16), r"does not support torch.float16 yet: the nearest supported dtypes are torch.float32, torch.float64"),
+    (dict(dtype=torch.bfloat16), r"does not support torch.bfloat16 yet: the nearest supported dtypes are torch.float32, torch.float64"),
 ])
 def test_unsupported_arguments_raise_not_implemented(argument, message):
     with pytest.raises(NotImplementedError, match=message):
         lt.LSTM(3, 4, **argument)
 
 
-def test_a_module_converted_to_float16_says_so_when_called():
-    module = lt.LSTM(3, 4, device="meta").half()
-    with pytest.raises(NotImplementedError, match=r"does not support torch.float16 yet: .* torch.float32"):
-        module(torch.empty(5, 2, 3, device="meta", dtype=torch.float16))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_module_converted_to_16_bits_says_so_when_called(dtype):
+    module = lt.LSTM(3, 4, device="meta").to(dtype)
+    with pytest.raises(NotImplementedError, match=rf"does not support {dtype} yet: .* torch.float32"):
+        module(torch.empty(5, 2, 3, device="meta", dtype=dtype))
 
 
 @pytest.mark.parametrize("argument, message", [

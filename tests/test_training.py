@@ -189,8 +189,9 @@ def test_target_test_loss_needs_a_test_set(capsys):
     assert "--target-test-loss needs --test-samples N" in capsys.readouterr().err
 
 
-def test_float16_networks_run_but_do_not_train_on_the_gpu():
-    spec = parse_spec({"dtype": "float16", "layer": [{"input_size": 2, "hidden_size": 3}]}, source="half.toml")
-    with pytest.raises(SpecError, match=r"half\.toml has dtype float16, which lstmgen runs but does not train: .*"
-                                        r"train in float32"):
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_16_bit_networks_run_but_do_not_train_on_the_gpu(dtype):
+    spec = parse_spec({"dtype": dtype, "layer": [{"input_size": 2, "hidden_size": 3}]}, source="half.toml")
+    with pytest.raises(SpecError, match=rf"half\.toml has dtype {dtype}, which lstmgen runs but does not train: .*"
+                                        rf"train in float32 \(set dtype = \"float32\"\) and run inference in {dtype}$"):
         Network(spec, backend="gpu")

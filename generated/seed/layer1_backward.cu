@@ -138,29 +138,56 @@ lstm_backward_recurrence(
   for (int t = steps - 1; t >= -1; --t) {
     const storage_t* d_gates_next = t + 1 < steps ? d_gates + (size_t)(t + 1) * batch * GATES : nullptr;
 
+    // What a (unit, row) needs besides dG_{t+1} W_hh, loaded before the dot products so
+    // that their latency hides behind them: the forward's gates and cells, dL/dh_t from
+    // outside the recurrence, dL/dc_t.
+    struct Pending { acc_t i, f, g, o, c, c_prev, dh, dc; };
+    auto load_pending = [=](int row, int unit) {
+      Pending p = {0, 0, 0, 0, 0, 0, 0, 0};
+      if (t < 0) return p;
+      const size_t own = (size_t)row * HIDDEN + unit;
+      const size_t state = (size_t)t * state_stride + own;
+      const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
+      p.i = acc_t(gates[gate_base + 0 * HIDDEN]);
+      p.f = acc_t(gates[gate_base + 1 * HIDDEN]);
+      p.g = acc_t(gates[gate_base + 2 * HIDDEN]);
+      p.o = acc_t(gates[gate_base + 3 * HIDDEN]);
+      p.c = acc_t(c_seq[state]);
+      p.c_prev = t > 0 ? acc_t(c_seq[state - state_stride]) : (c0 != nullptr ? acc_t(c0[own]) : acc_t(0));
+      if (dy_seq != nullptr) p.dh += acc_t(dy_seq[state]);
+      if (t + 1 == steps && dh_last != nullptr) p.dh += acc_t(dh_last[own]);
+      p.dc = d_cell[own];
+      return p;
+    };
+    // Turns a (unit, row)'s dh_t, given dG_{t+1} W_hh, into dG[t] and dL/dc_{t-1}; at
+    // t = -1 writes dh0 and dc0.
+    auto finish = [=](int row, int unit, const Pending& p, acc_t recurrent) {
+      const size_t own = (size_t)row * HIDDEN + unit;
+      const acc_t dh = p.dh + recurrent;
+      if (t < 0) {
+        dh0[own] = storage_t(dh);
+        dc0[own] = storage_t(d_cell[own]);
+        return;
+      }
+      const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
+      const acc_t tanh_c = tanh(p.c);
+      const acc_t dc = p.dc + dh * p.o * (acc_t(1) - tanh_c * tanh_c);
+      d_gates[gate_base + 0 * HIDDEN] = storage_t(dc * p.g * p.i * (acc_t(1) - p.i));
+      d_gates[gate_base + 1 * HIDDEN] = storage_t(dc * p.c_prev * p.f * (acc_t(1) - p.f));
+      d_gates[gate_base + 2 * HIDDEN] = storage_t(dc * p.i * (acc_t(1) - p.g * p.g));
+      d_gates[gate_base + 3 * HIDDEN] = storage_t(dh * tanh_c * p.o * (acc_t(1) - p.o));
+      d_cell[own] = dc * p.f;
+    };
+
     // One warp, one unit, NB rows: after the butterfly, lane l holds the recurrent part of
-    // dh_t of row l >> SHIFT, and the first lane of each row turns it into dG[t].
+    // dh_t of row l >> SHIFT, and the first lane of each row finishes that row.
     auto pass = [&](auto rows_tag, int row0, int local_row, int local_unit, int unit) {
       constexpr int NB = decltype(rows_tag)::count;
       constexpr int SHIFT = 5 - log2_of(NB);
       const bool owner = (lane & ((1 << SHIFT) - 1)) == 0;
       const int row = row0 + (lane >> SHIFT);
-      const size_t own = (size_t)row * HIDDEN + unit;
-      const size_t state = (size_t)t * state_stride + own;
-      const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
-      // Issued before the dot products so that their latency hides behind them.
-      acc_t i = 0, f = 0, g = 0, o = 0, c = 0, c_prev = 0, dh = 0, dc = 0;
-      if (owner && t >= 0) {
-        i = acc_t(gates[gate_base + 0 * HIDDEN]);
-        f = acc_t(gates[gate_base + 1 * HIDDEN]);
-        g = acc_t(gates[gate_base + 2 * HIDDEN]);
-        o = acc_t(gates[gate_base + 3 * HIDDEN]);
-        c = acc_t(c_seq[state]);
-        c_prev = t > 0 ? acc_t(c_seq[state - state_stride]) : (c0 != nullptr ? acc_t(c0[own]) : acc_t(0));
-        if (dy_seq != nullptr) dh += acc_t(dy_seq[state]);
-        if (t + 1 == steps && dh_last != nullptr) dh += acc_t(dh_last[own]);
-        dc = d_cell[own];
-      }
+      Pending pending;
+      if (owner) pending = load_pending(row, unit);
       acc_t sum[NB];
 #pragma unroll
       for (int v = 0; v < NB; ++v) sum[v] = 0;
@@ -182,20 +209,8 @@ lstm_backward_recurrence(
       }
 
       }
-      dh += warp_sum_spread<NB>(sum, lane);
-      if (!owner) return;
-      if (t < 0) {
-        dh0[own] = storage_t(dh);
-        dc0[own] = storage_t(d_cell[own]);
-        return;
-      }
-      const acc_t tanh_c = tanh(c);
-      dc += dh * o * (acc_t(1) - tanh_c * tanh_c);
-      d_gates[gate_base + 0 * HIDDEN] = storage_t(dc * g * i * (acc_t(1) - i));
-      d_gates[gate_base + 1 * HIDDEN] = storage_t(dc * c_prev * f * (acc_t(1) - f));
-      d_gates[gate_base + 2 * HIDDEN] = storage_t(dc * i * (acc_t(1) - g * g));
-      d_gates[gate_base + 3 * HIDDEN] = storage_t(dh * tanh_c * o * (acc_t(1) - o));
-      d_cell[own] = dc * f;
+      const acc_t recurrent = warp_sum_spread<NB>(sum, lane);
+      if (owner) finish(row, unit, pending, recurrent);
     };
     for (int chunk = 0; chunk < batch; chunk += CHUNK_ROWS) {
       const int chunk_rows = min(CHUNK_ROWS, batch - chunk);

@@ -138,24 +138,53 @@ lstm_forward_recurrence(
     const storage_t* h_prev = t == 0 ? h0 : h_buf + (size_t)((t - 1) % h_buf_steps) * slot_stride;
     storage_t* h_out = h_buf + (size_t)(t % h_buf_steps) * slot_stride;
 
+    // What a (unit, row) needs besides h_{t-1} W_hh^T, loaded before the dot products so
+    // that their latency hides behind them.
+    struct Pending { acc_t gx[4]; acc_t c_prev; };
+    auto load_pending = [=](int row, int unit) {
+      Pending p;
+      const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
+#pragma unroll
+      for (int gate = 0; gate < 4; ++gate) p.gx[gate] = acc_t(gx[gate_base + gate * HIDDEN]);
+      p.c_prev = cell[(size_t)row * HIDDEN + unit];
+      return p;
+    };
+    // Activates a (unit, row)'s gates, given h_{t-1} W_hh^T, advances its cell and writes
+    // h_t and what backward needs.
+    auto finish = [=](int row, int unit, Pending p, const acc_t (&recurrent)[4]) {
+      const size_t own = (size_t)row * HIDDEN + unit;
+      const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
+      const acc_t i = sigmoid(p.gx[0] + recurrent[0]), f = sigmoid(p.gx[1] + recurrent[1]);
+      const acc_t g = tanh(p.gx[2] + recurrent[2]), o = sigmoid(p.gx[3] + recurrent[3]);
+      const acc_t c = f * p.c_prev + i * g;
+      const acc_t h = o * tanh(c);
+      cell[own] = c;
+      h_out[own] = storage_t(h);
+      if (gates_cache != nullptr) {
+        gates_cache[gate_base + 0 * HIDDEN] = storage_t(i);
+        gates_cache[gate_base + 1 * HIDDEN] = storage_t(f);
+        gates_cache[gate_base + 2 * HIDDEN] = storage_t(g);
+        gates_cache[gate_base + 3 * HIDDEN] = storage_t(o);
+        c_cache[((size_t)t * batch + row) * HIDDEN + unit] = storage_t(c);
+      }
+      if (t + 1 == steps) {
+        h_last[own] = storage_t(h);
+        c_last[own] = storage_t(c);
+      }
+    };
+
     // One warp, one unit, NB rows: after the butterfly, lane l holds output l >> SHIFT,
     // numbered row * 4 + gate; the lane of gate 0 of each row gathers the other three
-    // and advances that row's cell.
+    // and finishes that row.
     auto pass = [&](auto rows_tag, int row0, int local_row, int local_unit, int unit) {
       constexpr int NB = decltype(rows_tag)::count;
       constexpr int SHIFT = 5 - log2_of(4 * NB);
       const int output = lane >> SHIFT;
       const bool owner = (lane & ((4 << SHIFT) - 1)) == 0;
       const int row = row0 + output / 4;
-      const size_t own = (size_t)row * HIDDEN + unit;
-      const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
-      // Issued before the dot products so that their latency hides behind them.
-      acc_t gx_own[4], c_prev = 0;
-      if (owner) {
-#pragma unroll
-        for (int gate = 0; gate < 4; ++gate) gx_own[gate] = acc_t(gx[gate_base + gate * HIDDEN]);
-        c_prev = cell[own];
-      }
+      // Zeros for the other lanes: left undefined, they cost ptxas spills at the register limit.
+      Pending pending = {{0, 0, 0, 0}, 0};
+      if (owner) pending = load_pending(row, unit);
       acc_t sum[4 * NB];
 #pragma unroll
       for (int v = 0; v < 4 * NB; ++v) sum[v] = 0;
@@ -178,28 +207,10 @@ lstm_forward_recurrence(
 
       }
       const acc_t mine = warp_sum_spread<4 * NB>(sum, lane);
-      acc_t pre[4];
+      acc_t recurrent[4];
 #pragma unroll
-      for (int gate = 0; gate < 4; ++gate) pre[gate] = __shfl_sync(FULL_WARP, mine, ((output & ~3) + gate) << SHIFT);
-      if (owner) {
-        const acc_t i = sigmoid(gx_own[0] + pre[0]), f = sigmoid(gx_own[1] + pre[1]);
-        const acc_t g = tanh(gx_own[2] + pre[2]), o = sigmoid(gx_own[3] + pre[3]);
-        const acc_t c = f * c_prev + i * g;
-        const acc_t h = o * tanh(c);
-        cell[own] = c;
-        h_out[own] = storage_t(h);
-        if (gates_cache != nullptr) {
-          gates_cache[gate_base + 0 * HIDDEN] = storage_t(i);
-          gates_cache[gate_base + 1 * HIDDEN] = storage_t(f);
-          gates_cache[gate_base + 2 * HIDDEN] = storage_t(g);
-          gates_cache[gate_base + 3 * HIDDEN] = storage_t(o);
-          c_cache[((size_t)t * batch + row) * HIDDEN + unit] = storage_t(c);
-        }
-        if (t + 1 == steps) {
-          h_last[own] = storage_t(h);
-          c_last[own] = storage_t(c);
-        }
-      }
+      for (int gate = 0; gate < 4; ++gate) recurrent[gate] = __shfl_sync(FULL_WARP, mine, ((output & ~3) + gate) << SHIFT);
+      if (owner) finish(row, unit, pending, recurrent);
     };
     for (int chunk = 0; chunk < batch; chunk += CHUNK_ROWS) {
       const int chunk_rows = min(CHUNK_ROWS, batch - chunk);

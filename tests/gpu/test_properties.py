@@ -2,8 +2,11 @@
 with the float64 reference (tolerances and their derivation: lstmgen/compare.py).
 
 One test item per (dtype, bias, return_sequences) so that pytest-xdist can spread the
-NVRTC compiles of the drawn hidden sizes over CPU cores.
+NVRTC compiles of the drawn hidden sizes over CPU cores; "tf32" stands for float32 with
+allow_tf32 (tensor cores up to H = 576, the FMA kernels above).
 """
+
+import os
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -16,12 +19,13 @@ from lstmgen.verify import check_layer
 
 pytestmark = pytest.mark.gpu
 
-EXAMPLES_PER_ITEM = 30
+# $LSTMGEN_TIER_EXAMPLES lowers it where a device call's time limit demands.
+EXAMPLES_PER_ITEM = int(os.environ.get("LSTMGEN_TIER_EXAMPLES", 30))
 
 
 @pytest.mark.parametrize("return_sequences", [True, False])
 @pytest.mark.parametrize("bias", BIAS_MODES)
-@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("dtype", [*DTYPES, "tf32"])
 # No shrinking: each shrink step of a hidden size is another NVRTC compile, and device time
 # is scarce; the first failing example is reported as drawn.
 @settings(max_examples=EXAMPLES_PER_ITEM, deadline=None, database=None,
@@ -32,8 +36,8 @@ EXAMPLES_PER_ITEM = 30
 def test_layer_matches_reference(request, dtype, bias, return_sequences, data, hidden, input_size, seed):
     # Counted in the session summary (tests/conftest.py), also across pytest-xdist workers.
     request.node.user_properties.append(("hypothesis_example", 1))
-    spec = LSTMSpec(input_size=input_size, hidden_size=hidden, dtype=dtype, bias=bias,
-                    return_sequences=return_sequences)
+    spec = LSTMSpec(input_size=input_size, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype,
+                    bias=bias, return_sequences=return_sequences, allow_tf32=dtype == "tf32")
     problem = data.draw(problems(spec), label="problem")
     report = check_layer(Layer(spec, seed=seed), problem)
     assert not report, "\n".join(report)

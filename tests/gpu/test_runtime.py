@@ -14,6 +14,7 @@ cupy = pytest.importorskip("cupy")
 from lstmgen import reference  # noqa: E402
 from lstmgen.codegen import LSTMSpec, ModelSpec  # noqa: E402
 from lstmgen.compare import mismatches  # noqa: E402
+from lstmgen.dtypes import numpy_dtype  # noqa: E402
 from lstmgen.errors import GPUOutOfMemoryError, InputError  # noqa: E402
 from lstmgen.runtime import Layer, Model, load  # noqa: E402
 from lstmgen.runtime.compile import load_kernels  # noqa: E402
@@ -26,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def uniform(rng, *shape, dtype="float32"):
-    return cupy.asarray(rng.uniform(-1, 1, shape).astype(dtype))
+    return cupy.asarray(rng.uniform(-1, 1, shape).astype(numpy_dtype(dtype)))
 
 
 @pytest.mark.parametrize("steps", [1, 7, 5000])
@@ -46,6 +47,23 @@ def test_weights_outside_registers(dtype, hidden, place, batch):
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype=dtype, bias="single")
     assert load_kernels(spec).plan.weights_in == place
     report = check_layer(Layer(spec, seed=1), Problem(4, batch, True, True, seed=2))
+    assert not report, "\n".join(report)
+
+
+@pytest.mark.parametrize("dtype, hidden, batch, math", [
+    ("float16", 1056, 70, "mma"),    # the register limit; 3 staged chunks each way, the last partial
+    ("bfloat16", 1024, 8, "mma"),    # two m tiles forward, one n tile
+    ("bfloat16", 333, 41, "mma"),    # odd H: rows not aligned for 16-byte staging, zero-padded k tiles
+    ("float16", 3, 1, "mma"),        # one unit per block: fragments mostly padding
+    ("bfloat16", 1057, 5, "fma"),    # past the register limit: the FMA kernels in 16 bits
+    ("tf32", 576, 70, "mma"),        # float32 with TF32 allowed, at its register limit
+    ("tf32", 37, 3, "mma"),          # K = 37: a zero-padded k tile of 8
+])
+def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
+    spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype,
+                    bias="double", allow_tf32=dtype == "tf32")
+    assert load_kernels(spec).plan.math == math
+    report = check_layer(Layer(spec, seed=3), Problem(5, batch, True, True, seed=4))
     assert not report, "\n".join(report)
 
 
@@ -70,7 +88,7 @@ def test_inference_mode_gives_the_training_outputs(return_sequences):
         layer.backward(cupy.ones_like(inferred[0]))
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
 def test_results_are_bitwise_identical_run_to_run(dtype):
     spec = LSTMSpec(input_size=16, hidden_size=300, dtype=dtype)
     layer = Layer(spec, seed=6)
@@ -155,6 +173,18 @@ def test_torch_state_dict_import_reproduces_torch(bias):
         assert np.allclose(c.get(), c_n[index].detach().numpy(), rtol=0, atol=1e-12)
 
 
+def test_torch_bfloat16_state_dict_import_keeps_every_weight():
+    # NumPy cannot hold torch.bfloat16: the import goes through float32, which must be exact.
+    torch = pytest.importorskip("torch")
+    state = torch.nn.LSTM(7, 20).to(torch.bfloat16).state_dict()
+    layer = Layer(LSTMSpec(7, 20, "bfloat16", "double"))
+    layer.load_torch_state_dict(state)
+    names = {"W_ih": "weight_ih_l0", "W_hh": "weight_hh_l0", "b_ih": "bias_ih_l0", "b_hh": "bias_hh_l0"}
+    for name, key in names.items():
+        assert layer.params[name].dtype == "bfloat16", name
+        assert np.array_equal(layer.params[name].get().astype(np.float32), state[key].float().numpy()), name
+
+
 def test_torch_biases_into_a_layer_without_bias_are_refused():
     torch = pytest.importorskip("torch")
     layer = Layer(LSTMSpec(7, 20, "float64", bias="none"))
@@ -188,6 +218,16 @@ def test_wrong_input_size_is_named(small_layer):
 def test_wrong_dtype_is_named(small_layer):
     with pytest.raises(InputError, match=r"x has dtype float64 but this layer was generated for float32: convert it"):
         small_layer.forward(cupy.zeros((2, 2, 32)))
+
+
+def test_wrong_dtype_advice_converts_to_bfloat16():
+    layer = Layer(LSTMSpec(input_size=3, hidden_size=4, dtype="bfloat16"), seed=0)
+    x = cupy.zeros((2, 2, 3), dtype="float32")
+    with pytest.raises(InputError, match=r"x has dtype float32 but this layer was generated for bfloat16: "
+                                         r"convert it with x\.astype\(\"bfloat16\"\)"):
+        layer.forward(x)
+    y, _ = layer.forward(x.astype("bfloat16"))
+    assert y.dtype == "bfloat16"
 
 
 def test_host_array_is_refused(small_layer):
