@@ -13,6 +13,10 @@ of shuffles sums the lanes. The block first copies `in` for a chunk of batch row
 into shared memory with 16-byte loads, so every warp reads it at shared-memory speed.
 Per-row state (c, dc) lives in a [B, H] buffer of the accumulation type (c_T and dc0
 themselves where that is the storage type), so one launch serves any batch size.
+
+16-bit layers, and float32 ones that allow TF32, run the same step on tensor cores where
+their fragments fit (TensorCoreStep): the block's weights are the A operand of mma.sync,
+held in registers, the staged rows its B operand, 8 batch rows per instruction.
 """
 
 from __future__ import annotations
@@ -158,16 +162,14 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
             f"lower hidden_size to {largest} or less"
             + (", or use float16" if element > 2 else "")
         )
+    layout = dict(target=target, storage_type=types["storage"], accumulate_type=types["accumulate"],
+                  units_per_block=units, num_blocks=num_blocks)
     mma_type = _tensor_core_type(spec, target)
     tensor_core = mma_type and _plan_tensor_cores(spec, target, units, mma_type)
     if tensor_core:
         forward, backward = tensor_core
         return Plan(
-            target=target,
-            storage_type=types["storage"],
-            accumulate_type=types["accumulate"],
-            units_per_block=units,
-            num_blocks=num_blocks,
+            **layout,
             warps=_MMA_WARPS,
             threads=_MMA_WARPS * WARP,
             weights_in="registers",
@@ -184,11 +186,7 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
     forward_chunk = _chunk_rows(staging // forward_row)
     backward_chunk = _chunk_rows(staging // backward_row)
     return Plan(
-        target=target,
-        storage_type=types["storage"],
-        accumulate_type=types["accumulate"],
-        units_per_block=units,
-        num_blocks=num_blocks,
+        **layout,
         warps=warps,
         threads=threads,
         weights_in=weights_in,
