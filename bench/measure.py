@@ -12,7 +12,7 @@ import statistics
 
 from lstmgen.bench.report import Cell
 from lstmgen.codegen import DTYPES, LSTMSpec
-from lstmgen.compare import mismatches
+from lstmgen.compare import mismatches, tolerance_key
 from lstmgen.dtypes import numpy_dtype
 
 
@@ -138,8 +138,9 @@ def measure(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmu
         if cudnn:
             # Same weights, same inputs: both must agree before either is timed. cuDNN is
             # itself approximate, so the agreement is held to the dtype's tolerance.
-            report = mismatches("y vs cuDNN", ours_forward().get(), expected_y.double().cpu().numpy(), dtype)
-            report += mismatches("dW_hh vs cuDNN", ours_training()["dW_hh"].get(), expected_dw, dtype)
+            precision = tolerance_key(storage, layer.kernels.plan.mma_type)
+            report = mismatches("y vs cuDNN", ours_forward().get(), expected_y.double().cpu().numpy(), precision)
+            report += mismatches("dW_hh vs cuDNN", ours_training()["dW_hh"].get(), expected_dw, precision)
             if report:
                 raise AssertionError(f"{dtype} H={hidden} B={batch}: lstmgen and cuDNN disagree\n" + "\n".join(report))
         ours = {

@@ -35,7 +35,8 @@ ROWS_PER_PASS = 8
 _TARGET_WARPS = 8
 # 32-bit registers per thread for the weight share, the 32 partial sums and a pass's 8
 # inputs: what is left of 255 holds the rest. ptxas -v (tests/test_nvrtc.py) shows no spills
-# for float32 and float16 up to the limit, H = 1024; float64's forward spills from H = 232,
+# for float32 up to the limit, H = 1024 (16-bit layers there run on tensor cores, except on
+# GPUs without them); float64's forward spills from H = 232,
 # 24 B there and 208 B at its limit, H = 352, which the H = 256 bench cells ran well with.
 _LANE_REGISTER_BUDGET = 168
 # Batch rows staged in shared memory at once: more rows, fewer block-wide barriers.
@@ -84,7 +85,7 @@ class TensorCoreStep:
     rows: int              # M: weight rows the block multiplies
     m_tiles: int           # 16-row tiles of them (zero-padded)
     k_split: int           # warps per m tile; warp w takes k tiles w // m_tiles + j * k_split
-    k_tiles: int           # 16-wide tiles of K (zero-padded)
+    k_tiles: int           # tiles of K, 16 wide (8 for TF32), zero-padded
     k_tiles_per_warp: int  # fragments a warp keeps: 4 registers each (2 when rows <= 8)
     chunk_rows: int        # batch rows staged at once, a multiple of 8
     stage_stride: int      # elements from one staged row to the next: K padded to whole k
@@ -105,11 +106,12 @@ class Plan:
     accumulate_type: str     # C type of dot products and the cell state
     units_per_block: int     # U: hidden units (each with 4 gates) a block owns
     num_blocks: int          # blocks in the cooperative grid
-    warps: int               # warps per block: U x row groups, at most 32
+    warps: int               # warps per block: FMA, U x row groups, at most 32; tensor cores, 8
     threads: int             # threads per block = 32 * warps
     weights_in: str          # "registers", "shared" (block slice) or "global" (streamed from L2)
     weight_smem_bytes: int   # the block's 4*U*H slice when weights_in == "shared", else 0
     rows_per_pass: int       # batch rows a warp carries through one pass over its weights
+                             # (FMA; on tensor cores, the 8 of an n tile)
     forward_chunk_rows: int  # batch rows of h_{t-1} staged in shared memory at once
     backward_chunk_rows: int # batch rows of dG_{t+1} staged at once
     smem_bytes: int          # dynamic shared memory per block (weights + staging)
@@ -200,9 +202,9 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
 
 def _tensor_core_type(spec: LSTMSpec, target: Target) -> str | None:
     """mma.sync's input type for `spec` on `target`, or None for the FMA kernels: storage
-    that is neither 16-bit nor float32 with TF32 allowed, or a GPU older than Ampere (sm_80
-    brought m16n8k16 and TF32)."""
-    if int(target.arch.removeprefix("sm_")) < 80:
+    that is neither 16-bit nor float32 with TF32 allowed, a GPU older than Ampere (sm_80
+    brought m16n8k16 and TF32), or blocks too small for the tensor-core step's 8 warps."""
+    if int(target.arch.removeprefix("sm_")) < 80 or _MMA_WARPS * WARP > target.max_threads_per_block:
         return None
     storage = DTYPES[spec.dtype]["storage"]
     if storage in _MMA_TYPES:

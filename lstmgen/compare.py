@@ -24,9 +24,10 @@ about n*u relative to the terms' scale, and with random signs about sqrt(n)*u.
     on the H200 the worst of 43 random examples was 2.6u (dW_hh). 1e-1 (26u) keeps 10x
     margin; float16's 41u (1.6e-1) would miss some wrong gates: swapping i and f, both
     near sigmoid(0) = 0.5, moves y by as little as 6e-2 of its scale.
-  tf32 (float32 layers with allow_tf32): float32 storage, but the recurrence's products
-    round both inputs to a 10-bit mantissa (u = 4.9e-4), 2u per product, sqrt(H) of them
-    per sum, again each step: 1e-2 as for float16, whose sums see roundings of that size.
+  tf32 (float32 layers whose recurrence runs on tensor cores in TF32): float32 storage, but
+    the recurrence's products round both inputs to a 10-bit mantissa (u = 4.9e-4): each
+    step's sums are off by about 2u of their terms' root-sum-square, and the steps compound
+    a few of those; 1e-2 is ten such errors of margin, still far below a wrong gate's O(1).
 
 Below that sits an absolute floor, tiny/eps of the dtype (1e-31 for float32): gradients
 that vanish over a long sequence pass through the subnormal range, where float32 keeps
@@ -52,7 +53,7 @@ _STORAGE = {"tf32": "float32"}
 _SHOWN = 5
 
 
-def mismatches(name: str, actual, expected, dtype: str, term_sizes=None) -> list[str]:
+def mismatches(name: str, actual, expected, precision: str, term_sizes=None) -> list[str]:
     """Lines describing the first few elements of `actual` outside tolerance (none: it passed)."""
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
@@ -61,28 +62,30 @@ def mismatches(name: str, actual, expected, dtype: str, term_sizes=None) -> list
     scale = float(np.max(np.abs(expected))) if expected.size else 0.0
     if term_sizes is not None and expected.size:
         scale = max(scale, float(np.max(term_sizes)))
-    floor = underflow_floor(dtype)
-    bound = max(TOLERANCES[dtype] * scale, floor)
+    floor = underflow_floor(precision)
+    bound = max(TOLERANCES[precision] * scale, floor)
     error = np.abs(actual - expected)
     bad = ~(error <= bound)  # NaN (an unwritten, poisoned element) fails too
     if not bad.any():
         return []
     lines = [f"{name}: {int(bad.sum())} of {bad.size} elements off by more than {bound:.3g} "
-             f"({dtype} tolerance {TOLERANCES[dtype]:g} x scale {scale:.3g}, floor {floor:.3g})"]
+             f"({precision} tolerance {TOLERANCES[precision]:g} x scale {scale:.3g}, floor {floor:.3g})"]
     for index in np.argwhere(bad)[:_SHOWN]:
         index = tuple(int(i) for i in index)
         lines.append(f"  at {index}: expected {expected[index]:.10g}, got {actual[index]:.10g}")
     return lines
 
 
-def tolerance_key(dtype: str, allow_tf32: bool = False) -> str:
-    """The TOLERANCES key of a layer: its dtype, or "tf32" where float32 products run in TF32."""
-    return "tf32" if allow_tf32 else dtype
+def tolerance_key(dtype: str, mma_type: str) -> str:
+    """The TOLERANCES key of a layer's kernels (its plan's mma_type): its dtype, or "tf32"
+    where its float32 products run in TF32. A layer that allows TF32 but is too wide for its
+    fragments runs strict float32 and is held to float32's tolerance."""
+    return "tf32" if mma_type == "tf32" else dtype
 
 
-def underflow_floor(dtype: str) -> float:
+def underflow_floor(precision: str) -> float:
     """The absolute difference that is underflow, not a wrong kernel (see the module docstring)."""
-    info = finfo(_STORAGE.get(dtype, dtype))
+    info = finfo(_STORAGE.get(precision, precision))
     # float16's 5-bit exponent puts tiny/eps (0.06) among real outputs; with float32's 8 bits
     # or more (bfloat16 has them) tiny/eps lies far below any output that matters.
     return float(info.tiny if info.nexp < 8 else info.tiny / info.eps)

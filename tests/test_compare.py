@@ -5,7 +5,7 @@ import pytest
 
 from lstmgen import reference
 from lstmgen.codegen import DTYPES
-from lstmgen.compare import TOLERANCES, mismatches, underflow_floor
+from lstmgen.compare import TOLERANCES, mismatches, tolerance_key, underflow_floor
 from lstmgen.dtypes import finfo, numpy_dtype
 
 
@@ -17,6 +17,12 @@ def expected():
 @pytest.mark.parametrize("dtype", list(DTYPES))
 def test_rounding_to_the_dtype_passes(expected, dtype):
     assert mismatches("y", expected.astype(numpy_dtype(dtype)), expected, dtype) == []
+
+
+def test_only_kernels_that_run_tf32_get_its_tolerance():
+    assert tolerance_key("float32", "tf32") == "tf32"
+    assert tolerance_key("float32", "") == "float32"      # allow_tf32 past the fragments' limit: FMA
+    assert tolerance_key("bfloat16", "bf16") == "bfloat16"
 
 
 def test_tf32_passes_its_rounding_and_fails_float32s():

@@ -128,7 +128,8 @@ def test_tensor_core_steps_cover_the_block_and_fit_registers_and_shared_memory(s
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("hidden, math", [(1, "mma"), (128, "mma"), (1000, "mma"), (1056, "mma"), (1057, "fma")])
 def test_16_bit_layers_run_on_tensor_cores_up_to_8_units_per_block_on_h200(dtype, hidden, math):
-    # Past 8 units (H > 1056) a warp's fragments would need more than 128 registers.
+    # Past 8 units (H > 1056) the forward kernel's 36 gate rows make 3 m tiles, which do not
+    # divide 8 warps; the FMA kernels take over.
     plan = plan_layer(LSTMSpec(input_size=64, hidden_size=hidden, dtype=dtype), SM90_H200)
     assert plan.math == math
     assert (plan.mma_type == {"float16": "f16", "bfloat16": "bf16"}[dtype]) == (math == "mma")
@@ -176,3 +177,11 @@ def test_threads_respect_a_small_per_block_limit():
     plan = plan_layer(LSTMSpec(input_size=4, hidden_size=1000), target)
     assert plan.units_per_block == 100 and plan.warps == 4 and plan.threads == 128
     assert plan.weights_in != "registers"
+
+
+def test_tensor_cores_need_room_for_their_eight_warps():
+    small = Target("sm_90", sm_count=132, max_smem_per_block=232448, max_threads_per_block=128)
+    spec = LSTMSpec(input_size=4, hidden_size=256, dtype="float16")
+    assert plan_layer(spec, SM90_H200).math == "mma"
+    plan = plan_layer(spec, small)
+    assert plan.math == "fma" and plan.threads <= 128
