@@ -25,10 +25,10 @@ typedef float acc_t;      // dot products and cell state
 #define K_LEN GATES                  // dG_{t+1} W_hh: each column of W_hh is 4H long
 #define OUTPUTS_PER_UNIT 1           // the unit's dh
 #define CHUNK_ROWS 64
-#define K_PER_LANE ((K_LEN + 31) / 32)
-#define FULL_WARP 0xffffffffu
 
 __device__ __forceinline__ acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) + exp(-x)); }
+#define K_PER_LANE ((K_LEN + 31) / 32)
+#define FULL_WARP 0xffffffffu
 
 // A compile-time row count, to instantiate the per-pass code for 8, 4, 2 and 1 rows.
 template <int N> struct Rows { static constexpr int count = N; };

@@ -23,10 +23,10 @@ typedef float acc_t;      // dot products and cell state
 #define K_LEN HIDDEN                 // h_{t-1} W_hh^T: each gate row is H long
 #define OUTPUTS_PER_UNIT 4           // the unit's i, f, g, o pre-activations
 #define CHUNK_ROWS 64
-#define K_PER_LANE ((K_LEN + 31) / 32)
-#define FULL_WARP 0xffffffffu
 
 __device__ __forceinline__ acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) + exp(-x)); }
+#define K_PER_LANE ((K_LEN + 31) / 32)
+#define FULL_WARP 0xffffffffu
 
 // A compile-time row count, to instantiate the per-pass code for 8, 4, 2 and 1 rows.
 template <int N> struct Rows { static constexpr int count = N; };

@@ -22,72 +22,11 @@ typedef float acc_t;      // dot products and cell state
 #define UNITS_PER_BLOCK 2
 #define WARPS 8
 #define THREADS (WARPS * 32)
-#define ROWS_PER_PASS 8      // the passes below are instantiated for 8, 4, 2, 1
 #define K_LEN GATES                  // dG_{t+1} W_hh: each column of W_hh is 4H long
 #define OUTPUTS_PER_UNIT 1           // the unit's dh
 #define CHUNK_ROWS 32
-#define K_PER_LANE ((K_LEN + 31) / 32)
-#define FULL_WARP 0xffffffffu
 
 __device__ __forceinline__ acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) + exp(-x)); }
-
-// A compile-time row count, to instantiate the per-pass code for 8, 4, 2 and 1 rows.
-template <int N> struct Rows { static constexpr int count = N; };
-
-__host__ __device__ constexpr int log2_of(int n) { return n <= 1 ? 0 : 1 + log2_of(n / 2); }
-
-// Sums each of V per-lane partials (V a power of two <= 32) over the warp. Each round sends
-// half of the values still held to the partner lane and keeps the other half, so after
-// log2(V) rounds lane l holds value l >> (5 - log2(V)) and the remaining rounds add up the
-// lanes that hold the same value: V - 1 + 5 - log2(V) shuffles instead of 5 V.
-template <int V>
-__device__ __forceinline__ acc_t warp_sum_spread(acc_t (&v)[V], int lane) {
-  int held = V;
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    if (held > 1) {
-      held >>= 1;
-      const bool upper = lane & offset;
-#pragma unroll
-      for (int i = 0; i < V / 2; ++i) {
-        if (i < held) {
-          const acc_t keep = upper ? v[i + held] : v[i];
-          const acc_t send = upper ? v[i] : v[i + held];
-          v[i] = keep + __shfl_xor_sync(FULL_WARP, send, offset);
-        }
-      }
-    } else {
-      v[0] += __shfl_xor_sync(FULL_WARP, v[0], offset);
-    }
-  }
-  return v[0];
-}
-
-// Copies `count` elements that other blocks wrote during this launch into shared memory.
-// Loads go through L2 (.cg): L1 is not coherent across SMs, so a line cached in an earlier
-// step could be stale. 16-byte loads, several in flight per thread, when the source is
-// aligned: the copy's latency, not its bandwidth, is on every step's critical path.
-__device__ __forceinline__ void stage(storage_t* dst, const storage_t* src, int count) {
-  constexpr int IN_FLIGHT = 8;
-  constexpr int PER_VECTOR = 16 / sizeof(storage_t);
-  int copied = 0;
-  if ((reinterpret_cast<size_t>(src) & 15) == 0) {
-    const int vectors = count / PER_VECTOR;
-    const int4* from = reinterpret_cast<const int4*>(src);
-    int4* to = reinterpret_cast<int4*>(dst);
-    for (int base = threadIdx.x; base < vectors; base += IN_FLIGHT * THREADS) {
-      int4 v[IN_FLIGHT];
-#pragma unroll
-      for (int i = 0; i < IN_FLIGHT; ++i)
-        if (base + i * THREADS < vectors) v[i] = __ldcg(from + base + i * THREADS);
-#pragma unroll
-      for (int i = 0; i < IN_FLIGHT; ++i)
-        if (base + i * THREADS < vectors) to[base + i * THREADS] = v[i];
-    }
-    copied = vectors * PER_VECTOR;
-  }
-  for (int e = copied + threadIdx.x; e < count; e += THREADS) dst[e] = __ldcg(src + e);
-}
 
 
 // W_hh[r][unit]: read once, when the block loads its weights on chip.
@@ -132,7 +71,8 @@ __device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], unsig
 __device__ __forceinline__ void stage_rows(storage_t* dst, const storage_t* src, int rows) {
   constexpr int IN_FLIGHT = 8;
   constexpr int PER_VECTOR = 16 / sizeof(storage_t);
-  constexpr int ROW_VECTORS = K_LEN / PER_VECTOR;
+  // Rows shorter than a vector never take the vector path; 1 keeps its arithmetic defined.
+  constexpr int ROW_VECTORS = K_LEN >= PER_VECTOR ? K_LEN / PER_VECTOR : 1;
   if (K_LEN % PER_VECTOR == 0 && (reinterpret_cast<size_t>(src) & 15) == 0) {
     const int vectors = rows * ROW_VECTORS;
     const int4* from = reinterpret_cast<const int4*>(src);
