@@ -6,8 +6,8 @@
 
 Covers every dtype, every bias mode, both return_sequences, weights in registers, in shared
 memory and streamed from L2, batches of several staged chunks, row passes of 8, 4, 2 and 1,
-rows not aligned for 16-byte copies and odd sizes, tensor cores (16-bit storage) and the
-16-bit FMA fallback. Exits non-zero on any mismatch.
+rows not aligned for 16-byte copies and odd sizes, tensor cores (16-bit storage and TF32)
+and the 16-bit FMA fallback. Exits non-zero on any mismatch.
 """
 
 import sys
@@ -30,6 +30,8 @@ GRID = [
     (LSTMSpec(6, 1024, "float16", "double", True), Problem(3, 9, True, True, 9)),    # tensor cores, 2 m tiles
     (LSTMSpec(7, 1056, "bfloat16", "single", True), Problem(2, 70, True, True, 11)), # tensor cores, 3 chunks
     (LSTMSpec(3, 333, "bfloat16", "none", False), Problem(3, 5, True, True, 12)),    # odd H: unaligned staging
+    (LSTMSpec(4, 37, "float32", "double", True, allow_tf32=True), Problem(3, 3, True, True, 13)),  # TF32, padded k tile
+    (LSTMSpec(5, 576, "float32", "single", True, allow_tf32=True), Problem(2, 70, True, True, 14)),  # TF32 at its limit
     (LSTMSpec(5, 1400, "float16", "single", False), Problem(2, 3, True, True, 10)),  # 16-bit FMA, shared memory
 ]
 

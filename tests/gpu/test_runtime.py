@@ -67,6 +67,28 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
     assert not report, "\n".join(report)
 
 
+@pytest.mark.parametrize("dtype, hidden, sm_count, forward_m_tiles, items_per_thread", [
+    ("float16", 420, 28, 4, 2),    # 15 units per block: 4 forward m tiles, 2 (unit, row) pairs a thread
+    ("bfloat16", 256, 8, 8, 4),    # 32 units: a warp per forward m tile, 2 backward m tiles
+])
+def test_tensor_core_shapes_of_gpus_with_fewer_sms(monkeypatch, dtype, hidden, sm_count, forward_m_tiles,
+                                                   items_per_thread):
+    # The H200's 132 SMs leave at most 8 units per block; smaller GPUs give the tensor-core
+    # kernels more m tiles and more (unit, row) pairs per thread, which this runs here.
+    from dataclasses import replace
+
+    from lstmgen.runtime import compile as compile_module
+
+    target = replace(compile_module.current_target(), sm_count=sm_count)
+    monkeypatch.setattr(compile_module, "current_target", lambda: target)
+    spec = LSTMSpec(input_size=11, hidden_size=hidden, dtype=dtype)  # input_size 11: no other test's kernels
+    plan = load_kernels(spec).plan
+    assert plan.math == "mma" and plan.num_blocks <= sm_count
+    assert (plan.forward_mma.m_tiles, plan.forward_mma.items_per_thread) == (forward_m_tiles, items_per_thread)
+    report = check_layer(Layer(spec, seed=5), Problem(3, 37, True, True, seed=6))
+    assert not report, "\n".join(report)
+
+
 def test_batch_of_several_staged_chunks():
     spec = LSTMSpec(input_size=4, hidden_size=40, dtype="float32")
     chunk = load_kernels(spec).plan.forward_chunk_rows
