@@ -88,9 +88,9 @@ class TensorCoreStep:
     k_tiles: int           # tiles of K, 16 wide (8 for TF32), zero-padded
     k_tiles_per_warp: int  # fragments a warp keeps: 4 registers each (2 when rows <= 8)
     chunk_rows: int        # batch rows staged at once, a multiple of 8
-    stage_stride: int      # elements from one staged row to the next: K padded to whole k
-                           # tiles, plus 16 bytes, so that a fragment's 8 rows start in 8
-                           # different bank quads
+    stage_stride: int      # elements from one staged row to the next: K padded to every
+                           # warp's k tiles, plus 16 bytes, so that a fragment's 8 rows start
+                           # in 8 different bank quads
     partial_stride: int    # floats from one row's partial sums to the next: rows padded, plus 4
     staged_bytes: int      # the staged rows; the partial sums follow them
     smem_bytes: int        # staged rows + k_split * chunk_rows * partial_stride floats
@@ -233,8 +233,9 @@ def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, r
     k_tiles_per_warp = -(-k_tiles // k_split)
     if k_tiles_per_warp * (4 if rows > _MMA_M // 2 else 2) > _MMA_FRAGMENT_REGISTERS:
         return None
+    # Every warp's k tiles staged (zeros past K), so that no k tile needs a bounds check; then
     # 16 bytes of padding: 4 banks, so that the 8 rows of a fragment start 4 banks apart.
-    stage_stride = k_tiles * k_tile + 16 // element
+    stage_stride = k_tiles_per_warp * k_split * k_tile + 16 // element
     partial_stride = m_tiles * _MMA_M + 4
 
     def sizes(chunk: int) -> tuple[int, int]:

@@ -115,9 +115,9 @@ def test_tensor_core_steps_cover_the_block_and_fit_registers_and_shared_memory(s
         assert step.k_tiles_per_warp * step.k_split >= step.k_tiles  # every k tile has a warp
         assert step.k_tiles_per_warp * (4 if rows > 8 else 2) <= 72
         assert step.chunk_rows % 8 == 0 and step.chunk_rows >= 8
-        # Staged rows padded to whole k tiles, plus 16 bytes so that a fragment's rows change banks.
+        # Staged rows padded to every warp's k tiles, plus 16 bytes so that a fragment's rows change banks.
         element = DTYPES[spec.dtype]["bytes"]
-        assert step.stage_stride * element == step.k_tiles * k_tile * element + 16
+        assert step.stage_stride * element == step.k_tiles_per_warp * step.k_split * k_tile * element + 16
         assert step.staged_bytes % 16 == 0 and step.staged_bytes >= step.chunk_rows * step.stage_stride * element
         assert step.partial_stride % 4 == 0 and step.partial_stride >= step.m_tiles * 16  # float4 reads
         assert step.smem_bytes == step.staged_bytes + step.k_split * step.chunk_rows * step.partial_stride * 4

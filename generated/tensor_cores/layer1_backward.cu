@@ -34,7 +34,6 @@ __device__ __forceinline__ size_t weight_index(int, int unit, int r) { return (s
 #define M_ROWS 8                      // weight rows of the block
 #define M_TILES 1
 #define K_SPLIT 8                     // warps per m tile
-#define K_TILES 256
 #define K_TILES_PER_WARP 32
 #define N_TILES (CHUNK_ROWS / 8)
 #define STAGE_STRIDE 4104
@@ -96,41 +95,42 @@ __device__ __forceinline__ void stage_rows(storage_t* dst, const storage_t* src,
 // at partial[(k_part * CHUNK_ROWS + b) * PARTIAL_STRIDE + m]. Lane l holds fragment rows
 // l / 4 and l / 4 + 8, k from (l % 4) * PER_REGISTER and K_TILE / 2 on, and output
 // columns 2 (l % 4) + {0, 1}, so its B loads and partial stores fall in 32 different banks
-// (the strides' padding sees to that).
+// (the strides' padding sees to that). The staged rows are zero-padded to every warp's
+// last k tile, so no k tile needs a bounds check.
 __device__ __forceinline__ void block_product(const unsigned (&fragments)[K_TILES_PER_WARP][4], const storage_t* staged,
                                               float* partial, int n_tiles, int m_tile, int k_part, int lane) {
-  // Even and odd k tiles accumulate apart, so that back-to-back mma.sync on one n tile
-  // need not wait for each other.
-  float acc[2][N_TILES][4];
-#pragma unroll
-  for (int s = 0; s < 2; ++s)
-#pragma unroll
-    for (int n = 0; n < N_TILES; ++n)
-#pragma unroll
-      for (int v = 0; v < 4; ++v) acc[s][n][v] = 0.0f;
+  // B fragments are loaded LOAD_BATCH k tiles at a time, so that a warp waits for shared
+  // memory once per batch rather than once per k tile, and CHAINS accumulators take turns,
+  // so that consecutive mma.sync need not wait for each other's results.
+  constexpr int LOAD_BATCH = 8, CHAINS = 4;
   const int group = lane / 4, col = (lane % 4) * 2, k_lane = (lane % 4) * PER_REGISTER;
-#pragma unroll
-  for (int j = 0; j < K_TILES_PER_WARP; ++j) {
-    const int k_tile = k_part + j * K_SPLIT;
-    if (k_tile < K_TILES) {
-#pragma unroll
-      for (int n = 0; n < N_TILES; ++n) {
-        if (n < n_tiles) {
-          const storage_t* in = staged + (n * 8 + group) * STAGE_STRIDE + k_tile * K_TILE + k_lane;
-          mma(acc[j % 2][n], fragments[j], fragment(in), fragment(in + K_TILE / 2));
-        }
-      }
-    }
-  }
 #pragma unroll
   for (int n = 0; n < N_TILES; ++n) {
     if (n < n_tiles) {
+      const storage_t* in = staged + (n * 8 + group) * STAGE_STRIDE + k_part * K_TILE + k_lane;
+      float acc[CHAINS][4] = {};
+#pragma unroll
+      for (int first = 0; first < K_TILES_PER_WARP; first += LOAD_BATCH) {
+        unsigned b[LOAD_BATCH][2];
+#pragma unroll
+        for (int j = 0; j < LOAD_BATCH && first + j < K_TILES_PER_WARP; ++j) {
+          const storage_t* tile = in + (first + j) * K_SPLIT * K_TILE;
+          b[j][0] = fragment(tile);
+          b[j][1] = fragment(tile + K_TILE / 2);
+        }
+#pragma unroll
+        for (int j = 0; j < LOAD_BATCH && first + j < K_TILES_PER_WARP; ++j)
+          mma(acc[(first + j) % CHAINS], fragments[first + j], b[j][0], b[j][1]);
+      }
+      float sum[4];
+#pragma unroll
+      for (int v = 0; v < 4; ++v) sum[v] = (acc[0][v] + acc[1][v]) + (acc[2][v] + acc[3][v]);
       float* out = partial + (k_part * CHUNK_ROWS + n * 8 + col) * PARTIAL_STRIDE + m_tile * 16 + group;
-      out[0] = acc[0][n][0] + acc[1][n][0];
-      out[PARTIAL_STRIDE] = acc[0][n][1] + acc[1][n][1];
+      out[0] = sum[0];
+      out[PARTIAL_STRIDE] = sum[1];
       if (M_ROWS > 8) {
-        out[8] = acc[0][n][2] + acc[1][n][2];
-        out[PARTIAL_STRIDE + 8] = acc[0][n][3] + acc[1][n][3];
+        out[8] = sum[2];
+        out[PARTIAL_STRIDE + 8] = sum[3];
       }
     }
   }
