@@ -54,8 +54,9 @@ _MMA_WARPS = 8
 # step needs about 60; past 72 the backward kernel spills (tests/test_nvrtc.py checks the
 # limits: 16-bit layers up to 8 units per block, H = 1056 on the H200; TF32 to H = 576).
 _MMA_FRAGMENT_REGISTERS = 72
-# Fewer rows than the FMA path: each 8 rows are 8 more float32 accumulators per lane.
-_MMA_MAX_CHUNK_ROWS = 32
+# As the FMA path: a warp runs the chunk's n tiles one after another, so more rows cost no
+# registers, only (unit, row) pairs per thread in the epilogue.
+_MMA_MAX_CHUNK_ROWS = _MAX_CHUNK_ROWS
 
 
 @dataclass(frozen=True)
