@@ -68,8 +68,8 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
 
 
 @pytest.mark.parametrize("dtype, hidden, sm_count, forward_m_tiles, items_per_thread", [
-    ("float16", 420, 28, 4, 2),    # 15 units per block: 4 forward m tiles, 2 (unit, row) pairs a thread
-    ("bfloat16", 256, 8, 8, 4),    # 32 units: a warp per forward m tile, 2 backward m tiles
+    ("float16", 420, 28, 4, 4),    # 15 units per block: 4 forward m tiles, 4 (unit, row) pairs a thread
+    ("bfloat16", 256, 8, 8, 8),    # 32 units: a warp per forward m tile, 2 backward m tiles
 ])
 def test_tensor_core_shapes_of_gpus_with_fewer_sms(monkeypatch, dtype, hidden, sm_count, forward_m_tiles,
                                                    items_per_thread):
