@@ -27,6 +27,27 @@ typedef float acc_t;      // dot products and cell state
 #define CHUNK_ROWS 64
 
 __device__ __forceinline__ acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) + exp(-x)); }
+
+// Copies 16 bytes that another block wrote during this launch from global to shared memory.
+// Through L2 (.cg): L1 is not coherent across SMs, so a line cached in an earlier step could
+// be stale. From sm_80 on the copy is asynchronous (cp.async): a thread issues all of its
+// copies before any lands, the step's staging costs one L2 round trip, and no registers hold
+// the data on its way; staging_arrived() waits for them.
+__device__ __forceinline__ void stage_vector(storage_t* dst, const storage_t* src) {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;"
+               :: "r"(static_cast<unsigned>(__cvta_generic_to_shared(dst))), "l"(src) : "memory");
+#else
+  *reinterpret_cast<int4*>(dst) = __ldcg(reinterpret_cast<const int4*>(src));
+#endif
+}
+
+// This thread's staged copies have landed; a __syncthreads() after it shows them to the block.
+__device__ __forceinline__ void staging_arrived() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
+}
 #define K_PER_LANE ((K_LEN + 31) / 32)
 #define FULL_WARP 0xffffffffu
 
@@ -62,27 +83,15 @@ __device__ __forceinline__ acc_t warp_sum_spread(acc_t (&v)[V], int lane) {
   return v[0];
 }
 
-// Copies `count` elements that other blocks wrote during this launch into shared memory.
-// Loads go through L2 (.cg): L1 is not coherent across SMs, so a line cached in an earlier
-// step could be stale. 16-byte loads, several in flight per thread, when the source is
-// aligned: the copy's latency, not its bandwidth, is on every step's critical path.
+// Starts copying `count` elements that other blocks wrote during this launch into shared
+// memory; staging_arrived() waits for them. See stage_vector() for the 16-byte path.
 __device__ __forceinline__ void stage(storage_t* dst, const storage_t* src, int count) {
-  constexpr int IN_FLIGHT = 8;
   constexpr int PER_VECTOR = 16 / sizeof(storage_t);
   int copied = 0;
   if ((reinterpret_cast<size_t>(src) & 15) == 0) {
     const int vectors = count / PER_VECTOR;
-    const int4* from = reinterpret_cast<const int4*>(src);
-    int4* to = reinterpret_cast<int4*>(dst);
-    for (int base = threadIdx.x; base < vectors; base += IN_FLIGHT * THREADS) {
-      int4 v[IN_FLIGHT];
-#pragma unroll
-      for (int i = 0; i < IN_FLIGHT; ++i)
-        if (base + i * THREADS < vectors) v[i] = __ldcg(from + base + i * THREADS);
-#pragma unroll
-      for (int i = 0; i < IN_FLIGHT; ++i)
-        if (base + i * THREADS < vectors) to[base + i * THREADS] = v[i];
-    }
+#pragma unroll 4
+    for (int e = threadIdx.x; e < vectors; e += THREADS) stage_vector(dst + e * PER_VECTOR, src + e * PER_VECTOR);
     copied = vectors * PER_VECTOR;
   }
   for (int e = copied + threadIdx.x; e < count; e += THREADS) dst[e] = __ldcg(src + e);
@@ -217,6 +226,7 @@ lstm_backward_recurrence(
       if (d_gates_next != nullptr) {
         if (chunk > 0) __syncthreads();  // every warp is done with the previous chunk
         stage(staged, d_gates_next + (size_t)chunk * K_LEN, chunk_rows * K_LEN);
+        staging_arrived();
         __syncthreads();
       }
       const int items = (chunk_rows + ROWS_PER_PASS - 1) / ROWS_PER_PASS * UNITS_PER_BLOCK;
