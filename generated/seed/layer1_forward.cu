@@ -26,26 +26,6 @@ typedef float acc_t;      // dot products and cell state
 
 __device__ __forceinline__ acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) + exp(-x)); }
 
-// Copies 16 bytes that another block wrote during this launch from global to shared memory.
-// Through L2 (.cg): L1 is not coherent across SMs, so a line cached in an earlier step could
-// be stale. From sm_80 on the copy is asynchronous (cp.async): a thread issues all of its
-// copies before any lands, the step's staging costs one L2 round trip, and no registers hold
-// the data on its way; staging_arrived() waits for them.
-__device__ __forceinline__ void stage_vector(storage_t* dst, const storage_t* src) {
-#if __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;"
-               :: "r"(static_cast<unsigned>(__cvta_generic_to_shared(dst))), "l"(src) : "memory");
-#else
-  *reinterpret_cast<int4*>(dst) = __ldcg(reinterpret_cast<const int4*>(src));
-#endif
-}
-
-// This thread's staged copies have landed; a __syncthreads() after it shows them to the block.
-__device__ __forceinline__ void staging_arrived() {
-#if __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_all;" ::: "memory");
-#endif
-}
 #define K_PER_LANE ((K_LEN + 31) / 32)
 #define FULL_WARP 0xffffffffu
 
@@ -79,6 +59,27 @@ __device__ __forceinline__ acc_t warp_sum_spread(acc_t (&v)[V], int lane) {
     }
   }
   return v[0];
+}
+
+// Copies 16 bytes that another block wrote during this launch from global to shared memory.
+// Through L2 (.cg): L1 is not coherent across SMs, so a line cached in an earlier step could
+// be stale. From sm_80 on the copy is asynchronous (cp.async): a thread issues all of its
+// copies before any lands, the step's staging costs one L2 round trip, and no registers hold
+// the data on its way; staging_arrived() waits for them.
+__device__ __forceinline__ void stage_vector(storage_t* dst, const storage_t* src) {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;"
+               :: "r"(static_cast<unsigned>(__cvta_generic_to_shared(dst))), "l"(src) : "memory");
+#else
+  *reinterpret_cast<int4*>(dst) = __ldcg(reinterpret_cast<const int4*>(src));
+#endif
+}
+
+// This thread's staged copies have landed; a __syncthreads() after it shows them to the block.
+__device__ __forceinline__ void staging_arrived() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
 }
 
 // Starts copying `count` elements that other blocks wrote during this launch into shared

@@ -28,26 +28,6 @@ typedef float acc_t;      // dot products and cell state
 
 __device__ __forceinline__ acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) + exp(-x)); }
 
-// Copies 16 bytes that another block wrote during this launch from global to shared memory.
-// Through L2 (.cg): L1 is not coherent across SMs, so a line cached in an earlier step could
-// be stale. From sm_80 on the copy is asynchronous (cp.async): a thread issues all of its
-// copies before any lands, the step's staging costs one L2 round trip, and no registers hold
-// the data on its way; staging_arrived() waits for them.
-__device__ __forceinline__ void stage_vector(storage_t* dst, const storage_t* src) {
-#if __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;"
-               :: "r"(static_cast<unsigned>(__cvta_generic_to_shared(dst))), "l"(src) : "memory");
-#else
-  *reinterpret_cast<int4*>(dst) = __ldcg(reinterpret_cast<const int4*>(src));
-#endif
-}
-
-// This thread's staged copies have landed; a __syncthreads() after it shows them to the block.
-__device__ __forceinline__ void staging_arrived() {
-#if __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_all;" ::: "memory");
-#endif
-}
 
 
 // W_hh[r][unit]: read once, when the block loads its weights on chip.
@@ -85,17 +65,30 @@ __device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], unsig
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Starts copying `rows` rows of K_LEN elements, which other blocks wrote during this launch,
-// into shared memory STAGE_STRIDE elements apart; staging_arrived() waits for them. As
-// stage(): 16-byte copies through L2 where the rows allow.
+// Copies `rows` rows of K_LEN elements, which other blocks wrote during this launch, into
+// shared memory STAGE_STRIDE elements apart: through L2 (.cg; L1 is not coherent across SMs),
+// 16-byte loads with several in flight per thread where the rows allow. Not through cp.async
+// as the FMA kernels stage: measured against this loop in one run (bench/NOTES.md, v3),
+// cp.async made the tensor-core step 15-20% slower at B >= 8, H = 1024.
 __device__ __forceinline__ void stage_rows(storage_t* dst, const storage_t* src, int rows) {
+  constexpr int IN_FLIGHT = 8;
   constexpr int PER_VECTOR = 16 / sizeof(storage_t);
   // Rows shorter than a vector never take the vector path; 1 keeps its arithmetic defined.
   constexpr int ROW_VECTORS = K_LEN >= PER_VECTOR ? K_LEN / PER_VECTOR : 1;
   if (K_LEN % PER_VECTOR == 0 && (reinterpret_cast<size_t>(src) & 15) == 0) {
-#pragma unroll 4
-    for (int e = threadIdx.x; e < rows * ROW_VECTORS; e += THREADS)
-      stage_vector(dst + e / ROW_VECTORS * STAGE_STRIDE + e % ROW_VECTORS * PER_VECTOR, src + e * PER_VECTOR);
+    const int vectors = rows * ROW_VECTORS;
+    const int4* from = reinterpret_cast<const int4*>(src);
+    for (int base = threadIdx.x; base < vectors; base += IN_FLIGHT * THREADS) {
+      int4 v[IN_FLIGHT];
+#pragma unroll
+      for (int i = 0; i < IN_FLIGHT; ++i)
+        if (base + i * THREADS < vectors) v[i] = __ldcg(from + base + i * THREADS);
+#pragma unroll
+      for (int i = 0; i < IN_FLIGHT; ++i) {
+        const int e = base + i * THREADS;
+        if (e < vectors) *reinterpret_cast<int4*>(dst + e / ROW_VECTORS * STAGE_STRIDE + e % ROW_VECTORS * PER_VECTOR) = v[i];
+      }
+    }
   } else {
     for (int e = threadIdx.x; e < rows * K_LEN; e += THREADS) dst[e / K_LEN * STAGE_STRIDE + e % K_LEN] = __ldcg(src + e);
   }
@@ -259,8 +252,6 @@ lstm_backward_recurrence(
 
     for (int chunk = 0; chunk < batch; chunk += CHUNK_ROWS) {
       const int chunk_rows = min(CHUNK_ROWS, batch - chunk);
-      if (d_gates_next != nullptr) stage_rows(staged, d_gates_next + (size_t)chunk * K_LEN, chunk_rows);
-
       Pending pending[ITEMS_PER_THREAD];
 #pragma unroll
       for (int n = 0; n < ITEMS_PER_THREAD; ++n) {
@@ -268,7 +259,7 @@ lstm_backward_recurrence(
         if (item / UNITS_PER_BLOCK < chunk_rows && unit < HIDDEN) pending[n] = load_pending(chunk + item / UNITS_PER_BLOCK, unit);
       }
       if (d_gates_next != nullptr) {
-        staging_arrived();
+        stage_rows(staged, d_gates_next + (size_t)chunk * K_LEN, chunk_rows);
         __syncthreads();
         block_product(fragments, staged, partial, (chunk_rows + 7) / 8, m_tile, k_part, lane);
         __syncthreads();  // the partial sums are complete; the staged rows may be overwritten
