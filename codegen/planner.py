@@ -16,8 +16,7 @@ themselves where that is the storage type), so one launch serves any batch size.
 
 16-bit layers, and float32 ones that allow TF32, run the same step on tensor cores where
 their fragments fit (TensorCoreStep): the block's weights are the A operand of mma.sync,
-held in registers, the staged rows its B operand, 8 batch rows per instruction. Those
-blocks own at least 8 units where H has them, so a small layer takes fewer blocks than SMs.
+held in registers, the staged rows its B operand, 8 batch rows per instruction.
 """
 
 from __future__ import annotations
@@ -55,12 +54,6 @@ _MMA_WARPS = 8
 # step needs about 60; past 72 the backward kernel spills (tests/test_nvrtc.py checks the
 # limits: 16-bit layers up to 8 units per block, H = 1056 on the H200; TF32 to H = 576).
 _MMA_FRAGMENT_REGISTERS = 72
-# Units per block the tensor-core step takes at least, where H has them: 8 units fill the
-# forward step's two m tiles (4 gates x 8 units = 32 weight rows), and fewer blocks of more
-# units suit the small-H layers that have units to spare: fewer blocks meet at each grid
-# barrier and read h from L2, and a warp that finishes a step reads and writes 8 consecutive
-# units of each row, not 1 (bench/NOTES.md, v3).
-_MMA_MIN_UNITS = 8
 # As the FMA path: a warp runs the chunk's n tiles one after another, so more rows cost no
 # registers, only (unit, row) pairs per thread in the epilogue.
 _MMA_MAX_CHUNK_ROWS = _MAX_CHUNK_ROWS
@@ -172,16 +165,14 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
             f"lower hidden_size to {largest} or less"
             + (", or use float16" if element > 2 else "")
         )
-    layout = dict(target=target, storage_type=types["storage"], accumulate_type=types["accumulate"])
+    layout = dict(target=target, storage_type=types["storage"], accumulate_type=types["accumulate"],
+                  units_per_block=units, num_blocks=num_blocks)
     mma_type = _tensor_core_type(spec, target)
-    mma_units = max(units, min(_MMA_MIN_UNITS, hidden))
-    tensor_core = mma_type and _plan_tensor_cores(spec, target, mma_units, mma_type)
+    tensor_core = mma_type and _plan_tensor_cores(spec, target, units, mma_type)
     if tensor_core:
         forward, backward = tensor_core
         return Plan(
             **layout,
-            units_per_block=mma_units,
-            num_blocks=-(-hidden // mma_units),
             warps=_MMA_WARPS,
             threads=_MMA_WARPS * WARP,
             weights_in="registers",
@@ -199,8 +190,6 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
     backward_chunk = _chunk_rows(staging // backward_row)
     return Plan(
         **layout,
-        units_per_block=units,
-        num_blocks=num_blocks,
         warps=warps,
         threads=threads,
         weights_in=weights_in,

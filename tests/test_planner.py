@@ -136,13 +136,6 @@ def test_16_bit_layers_run_on_tensor_cores_up_to_8_units_per_block_on_h200(dtype
     assert ("as mma.sync fragments" in plan.summary()) == (math == "mma")
 
 
-@pytest.mark.parametrize("hidden, blocks, units", [(1, 1, 1), (37, 5, 8), (128, 16, 8), (512, 64, 8), (1024, 128, 8),
-                                                  (1056, 132, 8)])
-def test_tensor_core_blocks_take_at_least_8_units_where_hidden_has_them(hidden, blocks, units):
-    plan = plan_layer(LSTMSpec(input_size=8, hidden_size=hidden, dtype="float16"), SM90_H200)
-    assert plan.math == "mma" and (plan.num_blocks, plan.units_per_block) == (blocks, units)
-
-
 def test_float32_and_float64_stay_on_fma():
     for dtype in ("float32", "float64"):
         assert plan_layer(LSTMSpec(input_size=8, hidden_size=256, dtype=dtype), SM90_H200).math == "fma"
