@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 
 pytest.importorskip("cupy", reason="NVRTC comes with CuPy: pip install 'lstmgen[cuda13]'")
 
-from lstmgen.codegen import LSTMSpec, load_spec, render_layer  # noqa: E402
+from lstmgen.codegen import LSTMSpec, Target, load_spec, render_layer  # noqa: E402
 from lstmgen.errors import KernelCompileError  # noqa: E402
 from lstmgen.runtime.compile import compile_for_arch  # noqa: E402
 from lstmgen.strategies import layer_specs  # noqa: E402
@@ -32,6 +32,17 @@ def test_spec_kernels_compile_for_sm90(spec_path):
 @given(layer_specs())
 def test_drawn_spec_kernels_compile_for_sm90(spec):
     _compile_all(spec)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
+def test_kernels_for_gpus_before_ampere_compile_without_cp_async(dtype):
+    # sm_75 (T4) has no cp.async: the FMA kernels stage through registers there.
+    turing = Target(arch="sm_75", sm_count=40, max_smem_per_block=65536)
+    spec = LSTMSpec(input_size=8, hidden_size=300, dtype=dtype)
+    for direction, source in render_layer(spec, turing).items():
+        assert source.plan.math == "fma" and "cp.async" in source.text
+        cubin = compile_for_arch(spec, direction, source.text, "sm_75")
+        assert cubin[:4] == b"\x7fELF", f"{direction}: NVRTC returned no ELF cubin"
 
 
 def test_compile_failure_shows_log_spec_and_numbered_source():

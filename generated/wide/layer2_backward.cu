@@ -63,20 +63,6 @@ __device__ __forceinline__ acc_t warp_sum_spread(acc_t (&v)[V], int lane) {
   return v[0];
 }
 
-// Copies 16 bytes that another block wrote during this launch from global to shared memory.
-// Through L2 (.cg): L1 is not coherent across SMs, so a line cached in an earlier step could
-// be stale. From sm_80 on the copy is asynchronous (cp.async): a thread issues all of its
-// copies before any lands, the step's staging costs one L2 round trip, and no registers hold
-// the data on its way; staging_arrived() waits for them.
-__device__ __forceinline__ void stage_vector(storage_t* dst, const storage_t* src) {
-#if __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;"
-               :: "r"(static_cast<unsigned>(__cvta_generic_to_shared(dst))), "l"(src) : "memory");
-#else
-  *reinterpret_cast<int4*>(dst) = __ldcg(reinterpret_cast<const int4*>(src));
-#endif
-}
-
 // This thread's staged copies have landed; a __syncthreads() after it shows them to the block.
 __device__ __forceinline__ void staging_arrived() {
 #if __CUDA_ARCH__ >= 800
@@ -85,14 +71,36 @@ __device__ __forceinline__ void staging_arrived() {
 }
 
 // Starts copying `count` elements that other blocks wrote during this launch into shared
-// memory; staging_arrived() waits for them. See stage_vector() for the 16-byte path.
+// memory; staging_arrived() waits for them. Through L2 (.cg): L1 is not coherent across SMs,
+// so a line cached in an earlier step could be stale. 16-byte copies where the source is
+// aligned: from sm_80 on asynchronous (cp.async), so a thread issues all of its copies before
+// any lands and no registers hold the data on its way; before, through registers, several
+// loads in flight per thread. The copy's latency is on every step's critical path.
 __device__ __forceinline__ void stage(storage_t* dst, const storage_t* src, int count) {
   constexpr int PER_VECTOR = 16 / sizeof(storage_t);
   int copied = 0;
   if ((reinterpret_cast<size_t>(src) & 15) == 0) {
     const int vectors = count / PER_VECTOR;
+#if __CUDA_ARCH__ >= 800
 #pragma unroll 4
-    for (int e = threadIdx.x; e < vectors; e += THREADS) stage_vector(dst + e * PER_VECTOR, src + e * PER_VECTOR);
+    for (int e = threadIdx.x; e < vectors; e += THREADS)
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;"
+                   :: "r"(static_cast<unsigned>(__cvta_generic_to_shared(dst + e * PER_VECTOR))), "l"(src + e * PER_VECTOR)
+                   : "memory");
+#else
+    constexpr int IN_FLIGHT = 8;
+    const int4* from = reinterpret_cast<const int4*>(src);
+    int4* to = reinterpret_cast<int4*>(dst);
+    for (int base = threadIdx.x; base < vectors; base += IN_FLIGHT * THREADS) {
+      int4 v[IN_FLIGHT];
+#pragma unroll
+      for (int i = 0; i < IN_FLIGHT; ++i)
+        if (base + i * THREADS < vectors) v[i] = __ldcg(from + base + i * THREADS);
+#pragma unroll
+      for (int i = 0; i < IN_FLIGHT; ++i)
+        if (base + i * THREADS < vectors) to[base + i * THREADS] = v[i];
+    }
+#endif
     copied = vectors * PER_VECTOR;
   }
   for (int e = copied + threadIdx.x; e < count; e += THREADS) dst[e] = __ldcg(src + e);
