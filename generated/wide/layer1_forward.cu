@@ -61,19 +61,12 @@ __device__ __forceinline__ acc_t warp_sum_spread(acc_t (&v)[V], int lane) {
   return v[0];
 }
 
-// This thread's staged copies have landed; a __syncthreads() after it shows them to the block.
-__device__ __forceinline__ void staging_arrived() {
-#if __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_all;" ::: "memory");
-#endif
-}
-
-// Starts copying `count` elements that other blocks wrote during this launch into shared
-// memory; staging_arrived() waits for them. Through L2 (.cg): L1 is not coherent across SMs,
-// so a line cached in an earlier step could be stale. 16-byte copies where the source is
-// aligned: from sm_80 on asynchronous (cp.async), so a thread issues all of its copies before
-// any lands and no registers hold the data on its way; before, through registers, several
-// loads in flight per thread. The copy's latency is on every step's critical path.
+// Copies `count` elements that other blocks wrote during this launch into shared memory; a
+// __syncthreads() after it shows them to the block. Through L2 (.cg): L1 is not coherent
+// across SMs, so a line cached in an earlier step could be stale. 16-byte copies where the
+// source is aligned: from sm_80 on asynchronous (cp.async), so a thread issues all of its
+// copies before any lands and no registers hold the data on its way; before, through
+// registers, several loads in flight per thread. The latency is on every step's critical path.
 __device__ __forceinline__ void stage(storage_t* dst, const storage_t* src, int count) {
   constexpr int PER_VECTOR = 16 / sizeof(storage_t);
   int copied = 0;
@@ -102,6 +95,9 @@ __device__ __forceinline__ void stage(storage_t* dst, const storage_t* src, int 
     copied = vectors * PER_VECTOR;
   }
   for (int e = copied + threadIdx.x; e < count; e += THREADS) dst[e] = __ldcg(src + e);
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_all;" ::: "memory");  // this thread's copies have landed
+#endif
 }
 
 
@@ -235,7 +231,6 @@ lstm_forward_recurrence(
       if (h_prev != nullptr) {
         if (chunk > 0) __syncthreads();  // every warp is done with the previous chunk
         stage(staged, h_prev + (size_t)chunk * K_LEN, chunk_rows * K_LEN);
-        staging_arrived();
         __syncthreads();
       }
       const int items = (chunk_rows + ROWS_PER_PASS - 1) / ROWS_PER_PASS * UNITS_PER_BLOCK;
