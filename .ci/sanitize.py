@@ -6,8 +6,8 @@
 
 Covers every dtype, every bias mode, both return_sequences, weights in registers, in shared
 memory and streamed from L2, batches of several staged chunks, row passes of 8, 4, 2 and 1,
-rows not aligned for 16-byte copies and odd sizes, tensor cores (16-bit storage and TF32)
-and the 16-bit FMA fallback. Exits non-zero on any mismatch.
+rows not aligned for 16-byte copies and odd sizes, tensor cores (16-bit storage and TF32),
+batch-sliced tensor-core blocks and the 16-bit FMA fallback. Exits non-zero on any mismatch.
 """
 
 import sys
@@ -33,6 +33,9 @@ GRID = [
     (LSTMSpec(4, 37, "float32", "double", True, allow_tf32=True), Problem(3, 3, True, True, 13)),  # TF32, padded k tile
     (LSTMSpec(5, 576, "float32", "single", True, allow_tf32=True), Problem(2, 70, True, True, 14)),  # TF32 at its limit
     (LSTMSpec(5, 1400, "float16", "single", False), Problem(2, 3, True, True, 10)),  # 16-bit FMA, shared memory
+    (LSTMSpec(6, 64, "float16", "double", True), Problem(3, 37, True, True, 15)),     # batch-sliced, 3 blocks
+    (LSTMSpec(3, 5, "bfloat16", "none", False), Problem(3, 70, False, True, 16)),     # batch-sliced, groups of 64
+    (LSTMSpec(4, 32, "float32", "single", True, allow_tf32=True), Problem(2, 9, True, False, 17)),  # sliced TF32
 ]
 
 failures = 0

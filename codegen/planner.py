@@ -17,6 +17,12 @@ themselves where that is the storage type), so one launch serves any batch size.
 16-bit layers, and float32 ones that allow TF32, run the same step on tensor cores where
 their fragments fit (TensorCoreStep): the block's weights are the A operand of mma.sync,
 held in registers, the staged rows its B operand, 8 batch rows per instruction.
+
+Batch-sliced kernels: where one block's registers hold all of W_hh as tensor-core fragments
+(H <= 64), each block owns every unit and its own groups of batch rows,
+so no step waits for another block: the grid barrier becomes a block barrier, and h_t (dG_t
+backward) goes from the epilogue straight into the staged rows of the next step, never
+through L2. The grid is sized by the batch at launch (Plan.blocks).
 """
 
 from __future__ import annotations
@@ -49,6 +55,13 @@ _MMA_M, _MMA_N = 16, 8
 _MMA_K = {"f16": 16, "bf16": 16, "tf32": 8}
 _MMA_TYPES = {"__half": "f16", "__nv_bfloat16": "bf16"}
 _MMA_WARPS = 8
+# Batch-sliced blocks keep the whole W_hh as fragments within the same register budget: up
+# to H = 64 (32 registers a lane). H = 128 would take 128 with 8 warps, and the 4 (unit, row)
+# pairs each thread then finishes push ptxas past 255 (216 bytes of spills forward); 16 warps
+# halve the fragments but also the registers a thread may have (bench/NOTES.md, next).
+# (unit, row) pairs a thread of a batch-sliced block finishes per step, at most: each holds
+# its Gx and cell (forward) or gates, cells and gradients (backward) in registers meanwhile.
+_SLICED_ITEMS_PER_THREAD = 4
 # 32-bit registers per lane for the weight fragments, kept for the whole launch. ptxas
 # spends about one more per fragment on staged inputs it loads ahead, and the rest of the
 # step needs about 60; past 72 the backward kernel spills (tests/test_nvrtc.py checks the
@@ -85,9 +98,11 @@ class TensorCoreStep:
 
     rows: int              # M: weight rows the block multiplies
     m_tiles: int           # 16-row tiles of them (zero-padded)
-    k_split: int           # warps per m tile; warp w takes k tiles w // m_tiles + j * k_split
+    m_tiles_per_warp: int  # consecutive m tiles a warp multiplies (more than 1 only batch-sliced)
+    k_split: int           # warps per group of m tiles; warp w takes the m tiles of group
+                           # w % (m_tiles / m_tiles_per_warp) and k tiles w // that + j * k_split
     k_tiles: int           # tiles of K, 16 wide (8 for TF32), zero-padded
-    k_tiles_per_warp: int  # fragments a warp keeps: 4 registers each (2 when rows <= 8)
+    k_tiles_per_warp: int  # fragments a warp keeps per m tile: 4 registers each (2 when rows <= 8)
     chunk_rows: int        # batch rows staged at once, a multiple of 8
     stage_stride: int      # elements from one staged row to the next: K padded to every
                            # warp's k tiles, plus 16 bytes, so that a fragment's 8 rows start
@@ -106,7 +121,7 @@ class Plan:
     storage_type: str        # C type of tensors in memory
     accumulate_type: str     # C type of dot products and the cell state
     units_per_block: int     # U: hidden units (each with 4 gates) a block owns
-    num_blocks: int          # blocks in the cooperative grid
+    num_blocks: int          # blocks in the cooperative grid (batch-sliced: at most; see blocks())
     warps: int               # warps per block: FMA, U x row groups, at most 32; tensor cores, 8
     threads: int             # threads per block = 32 * warps
     weights_in: str          # "registers", "shared" (block slice) or "global" (streamed from L2)
@@ -120,12 +135,22 @@ class Plan:
     mma_type: str = ""       # the PTX type of mma.sync's inputs ("f16", "bf16", "tf32") when math == "mma"
     forward_mma: TensorCoreStep | None = None
     backward_mma: TensorCoreStep | None = None
+    batch_sliced: bool = False  # each block owns every unit and groups of chunk_rows batch rows
+
+    def blocks(self, batch: int) -> int:
+        """Blocks to launch for `batch` rows: num_blocks, or for batch-sliced kernels one per
+        group of rows, up to one per SM (a block then takes several groups in turn)."""
+        if not self.batch_sliced:
+            return self.num_blocks
+        return min(self.num_blocks, -(-batch // self.forward_chunk_rows))
 
     def summary(self) -> str:
         where = {"registers": "registers", "shared": "shared memory",
                  "global": "global memory (L2)"}[self.weights_in]
         how = " as mma.sync fragments" if self.math == "mma" else ""
-        return (f"{self.target.arch}: {self.num_blocks} blocks x {self.threads} threads, "
+        blocks = (f"up to {self.num_blocks} blocks of {self.forward_chunk_rows} batch rows"
+                  if self.batch_sliced else f"{self.num_blocks} blocks")
+        return (f"{self.target.arch}: {blocks} x {self.threads} threads, "
                 f"{self.units_per_block} units/block, W_hh slice in {where}{how}, staging "
                 f"{self.forward_chunk_rows} rows forward / {self.backward_chunk_rows} backward "
                 f"({self.smem_bytes} B smem)")
@@ -165,14 +190,16 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
             f"lower hidden_size to {largest} or less"
             + (", or use float16" if element > 2 else "")
         )
-    layout = dict(target=target, storage_type=types["storage"], accumulate_type=types["accumulate"],
-                  units_per_block=units, num_blocks=num_blocks)
+    layout = dict(target=target, storage_type=types["storage"], accumulate_type=types["accumulate"])
     mma_type = _tensor_core_type(spec, target)
-    tensor_core = mma_type and _plan_tensor_cores(spec, target, units, mma_type)
+    sliced = mma_type and _plan_tensor_cores(spec, target, hidden, mma_type, sliced=True)
+    tensor_core = sliced or (mma_type and _plan_tensor_cores(spec, target, units, mma_type, sliced=False))
     if tensor_core:
         forward, backward = tensor_core
         return Plan(
             **layout,
+            units_per_block=hidden if sliced else units,
+            num_blocks=target.sm_count if sliced else num_blocks,
             warps=_MMA_WARPS,
             threads=_MMA_WARPS * WARP,
             weights_in="registers",
@@ -185,11 +212,14 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
             mma_type=mma_type,
             forward_mma=forward,
             backward_mma=backward,
+            batch_sliced=bool(sliced),
         )
     forward_chunk = _chunk_rows(staging // forward_row)
     backward_chunk = _chunk_rows(staging // backward_row)
     return Plan(
         **layout,
+        units_per_block=units,
+        num_blocks=num_blocks,
         warps=warps,
         threads=threads,
         weights_in=weights_in,
@@ -213,26 +243,45 @@ def _tensor_core_type(spec: LSTMSpec, target: Target) -> str | None:
     return "tf32" if spec.allow_tf32 else None
 
 
-def _plan_tensor_cores(spec: LSTMSpec, target: Target, units: int, mma_type: str) -> tuple[TensorCoreStep, TensorCoreStep] | None:
-    """Both directions' tensor-core steps, or None where the FMA kernels must run instead: a
-    tile count that does not divide the warps, fragments beyond the register budget or not
-    even 8 staged rows in shared memory."""
+def _plan_tensor_cores(spec: LSTMSpec, target: Target, units: int, mma_type: str,
+                       sliced: bool) -> tuple[TensorCoreStep, TensorCoreStep] | None:
+    """Both directions' tensor-core steps for blocks of `units` units, or None where they do
+    not fit: m tiles that do not share out evenly over the warps, fragments beyond the
+    register budget or not even 8 staged rows in shared memory. Batch-sliced (units == H),
+    both directions stage the same groups of rows, few enough for _SLICED_ITEMS_PER_THREAD."""
     hidden, element = spec.hidden_size, DTYPES[spec.dtype]["bytes"]
-    steps = (_tensor_core_step(target, units, mma_type, element, rows=4 * units, k_len=hidden),
-             _tensor_core_step(target, units, mma_type, element, rows=units, k_len=4 * hidden))
-    return None if None in steps else steps
-
-
-def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, rows: int,
-                      k_len: int) -> TensorCoreStep | None:
-    m_tiles = -(-rows // _MMA_M)
-    if _MMA_WARPS % m_tiles:
+    max_chunk = _MMA_MAX_CHUNK_ROWS
+    if sliced:
+        max_chunk = min(max_chunk, _SLICED_ITEMS_PER_THREAD * _MMA_WARPS * WARP // units // _MMA_N * _MMA_N)
+    shapes = ((4 * units, hidden), (units, 4 * hidden))  # (rows, k_len): forward, backward
+    steps = [_tensor_core_step(target, units, mma_type, element, sliced, max_chunk, rows, k_len)
+             for rows, k_len in shapes]
+    if None in steps:
         return None
-    k_split = _MMA_WARPS // m_tiles
+    if sliced:
+        chunk = min(step.chunk_rows for step in steps)
+        steps = [_tensor_core_step(target, units, mma_type, element, sliced, chunk, rows, k_len)
+                 for rows, k_len in shapes]
+    return steps[0], steps[1]
+
+
+def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, sliced: bool, max_chunk: int,
+                      rows: int, k_len: int) -> TensorCoreStep | None:
+    if max_chunk < _MMA_N:
+        return None
+    m_tiles = -(-rows // _MMA_M)
+    # Warps share each m tile's K, or (batch-sliced, where the block has every unit's gate
+    # rows) split the m tiles.
+    if sliced and m_tiles >= _MMA_WARPS and m_tiles % _MMA_WARPS == 0:
+        m_tiles_per_warp, k_split = m_tiles // _MMA_WARPS, 1
+    elif _MMA_WARPS % m_tiles == 0:
+        m_tiles_per_warp, k_split = 1, _MMA_WARPS // m_tiles
+    else:
+        return None
     k_tile = _MMA_K[mma_type]
     k_tiles = -(-k_len // k_tile)
     k_tiles_per_warp = -(-k_tiles // k_split)
-    if k_tiles_per_warp * (4 if rows > _MMA_M // 2 else 2) > _MMA_FRAGMENT_REGISTERS:
+    if m_tiles_per_warp * k_tiles_per_warp * (4 if rows > _MMA_M // 2 else 2) > _MMA_FRAGMENT_REGISTERS:
         return None
     # Every warp's k tiles staged (zeros past K), so that no k tile needs a bounds check; then
     # 16 bytes of padding: 4 banks, so that the 8 rows of a fragment start 4 banks apart.
@@ -243,14 +292,14 @@ def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, r
         staged = _round16(chunk * stage_stride * element)
         return staged, staged + k_split * chunk * partial_stride * 4
 
-    chunk = _MMA_MAX_CHUNK_ROWS
+    chunk = max_chunk
     while chunk >= _MMA_N and sizes(chunk)[1] > target.max_smem_per_block:
         chunk -= _MMA_N
     if chunk < _MMA_N:
         return None
     staged_bytes, smem_bytes = sizes(chunk)
     return TensorCoreStep(
-        rows=rows, m_tiles=m_tiles, k_split=k_split, k_tiles=k_tiles,
+        rows=rows, m_tiles=m_tiles, m_tiles_per_warp=m_tiles_per_warp, k_split=k_split, k_tiles=k_tiles,
         k_tiles_per_warp=k_tiles_per_warp, chunk_rows=chunk, stage_stride=stage_stride,
         partial_stride=partial_stride, staged_bytes=staged_bytes, smem_bytes=smem_bytes,
         items_per_thread=-(-units * chunk // (_MMA_WARPS * WARP)),

@@ -190,7 +190,7 @@ class Layer:
             # (unit, row) before writing the gates there, so nothing is lost.
             _pointer(gx if training else None), _pointer(c_seq),
             np.int32(steps), np.int32(batch),
-        ))
+        ), batch)
 
         self._cache = (dict(x=x, h0=h0, c0=c0, h_seq=h_buf, gates=gx, c_seq=c_seq, batch_first=batch_first)
                        if training else None)
@@ -238,9 +238,9 @@ class Layer:
     def _state_buffer(self, batch: int, what: str, advice: str):
         return new_buffer((batch, self.spec.hidden_size), DTYPES[self.spec.dtype]["accumulate_dtype"], what, advice)
 
-    def _launch(self, kernel, args: tuple) -> None:
+    def _launch(self, kernel, args: tuple, batch: int) -> None:
         plan = self.kernels.plan
-        kernel((plan.num_blocks,), (plan.threads,), args, shared_mem=plan.smem_bytes)
+        kernel((plan.blocks(batch),), (plan.threads,), args, shared_mem=plan.smem_bytes)
 
     # ----------------------------------------------------------------- backward
     def backward(self, dy, dh_T=None, dc_T=None) -> dict:
@@ -294,7 +294,7 @@ class Layer:
             _pointer(dy), _pointer(dh_T), _pointer(dc_T),
             _pointer(gates), _pointer(dh0), _pointer(dc0), _pointer(d_cell),
             np.int32(steps), np.int32(batch),
-        ))
+        ), batch)
 
         d_gates = gates.reshape(steps * batch, 4 * hidden)
         dx = self._buffer((steps, batch, input_size), "dx", _BACKWARD_ADVICE)

@@ -37,8 +37,12 @@ def test_every_unit_has_one_block_and_no_block_is_empty(spec, target):
     assume(spec.hidden_size <= _largest_hidden(target, spec.dtype))
     plan = plan_layer(spec, target)
     assert 1 <= plan.num_blocks <= target.sm_count
+    if plan.batch_sliced:  # every block owns every unit; the batch decides how many run
+        assert plan.units_per_block == spec.hidden_size and plan.num_blocks == target.sm_count
+        return
     assert plan.num_blocks * plan.units_per_block >= spec.hidden_size
     assert (plan.num_blocks - 1) * plan.units_per_block < spec.hidden_size
+    assert plan.blocks(batch=1) == plan.blocks(batch=10**6) == plan.num_blocks
 
 
 @given(specs, targets)
@@ -109,11 +113,13 @@ def test_tensor_core_steps_cover_the_block_and_fit_registers_and_shared_memory(s
     for step, rows, k_len in ((plan.forward_mma, 4 * units, spec.hidden_size),
                               (plan.backward_mma, units, 4 * spec.hidden_size)):
         assert step.rows == rows and step.m_tiles * 16 >= rows > (step.m_tiles - 1) * 16
-        assert step.m_tiles * step.k_split == plan.warps  # one (m tile, k part) per warp
+        # One (group of m tiles, k part) per warp; only batch-sliced warps take several m tiles.
+        assert step.m_tiles % step.m_tiles_per_warp == 0 and (step.m_tiles_per_warp == 1 or plan.batch_sliced)
+        assert step.m_tiles // step.m_tiles_per_warp * step.k_split == plan.warps
         k_tile = 8 if plan.mma_type == "tf32" else 16
         assert step.k_tiles * k_tile >= k_len > (step.k_tiles - 1) * k_tile
         assert step.k_tiles_per_warp * step.k_split >= step.k_tiles  # every k tile has a warp
-        assert step.k_tiles_per_warp * (4 if rows > 8 else 2) <= 72
+        assert step.m_tiles_per_warp * step.k_tiles_per_warp * (4 if rows > 8 else 2) <= 72
         assert step.chunk_rows % 8 == 0 and step.chunk_rows >= 8
         # Staged rows padded to every warp's k tiles, plus 16 bytes so that a fragment's rows change banks.
         element = DTYPES[spec.dtype]["bytes"]
@@ -123,6 +129,39 @@ def test_tensor_core_steps_cover_the_block_and_fit_registers_and_shared_memory(s
         assert step.smem_bytes == step.staged_bytes + step.k_split * step.chunk_rows * step.partial_stride * 4
         assert step.smem_bytes <= plan.smem_bytes <= target.max_smem_per_block
         assert step.items_per_thread * plan.threads >= units * step.chunk_rows
+
+
+@given(specs, targets)
+def test_batch_sliced_blocks_stage_the_same_groups_both_ways_and_hold_every_unit(spec, target):
+    assume(spec.hidden_size <= _largest_hidden(target, spec.dtype))
+    plan = plan_layer(spec, target)
+    if not plan.batch_sliced:
+        return
+    assert plan.math == "mma" and plan.units_per_block == spec.hidden_size
+    group = plan.forward_chunk_rows
+    assert group == plan.backward_chunk_rows == plan.forward_mma.chunk_rows == plan.backward_mma.chunk_rows
+    assert max(plan.forward_mma.items_per_thread, plan.backward_mma.items_per_thread) <= 4
+    for batch in (1, group, group + 1, 1000, 10**6):
+        blocks = plan.blocks(batch)
+        assert blocks == min(target.sm_count, -(-batch // group))
+        assert blocks * group >= batch or blocks == target.sm_count  # then blocks take groups in turn
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "tf32"])
+@pytest.mark.parametrize("hidden, sliced", [(1, True), (8, True), (9, False), (16, True), (32, True), (64, True),
+                                            (65, False), (128, False)])
+def test_small_tensor_core_layers_are_batch_sliced_on_h200(dtype, hidden, sliced):
+    spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype,
+                    allow_tf32=dtype == "tf32")
+    plan = plan_layer(spec, SM90_H200)
+    assert plan.math == "mma" and plan.batch_sliced == sliced
+    assert ("batch rows x" in plan.summary()) == sliced
+    if sliced:
+        assert plan.blocks(batch=8) == -(-8 // plan.forward_chunk_rows) and plan.blocks(batch=10**5) == 132
+
+
+def test_float32_without_tf32_is_never_batch_sliced():
+    assert not plan_layer(LSTMSpec(input_size=8, hidden_size=64), SM90_H200).batch_sliced
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

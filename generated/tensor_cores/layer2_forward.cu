@@ -34,7 +34,9 @@ __device__ __forceinline__ size_t weight_index(int gate, int unit, int k) {
 }
 #define M_ROWS 8                      // weight rows of the block
 #define M_TILES 1
-#define K_SPLIT 8                     // warps per m tile
+#define M_TILES_PER_WARP 1
+#define M_GROUPS (M_TILES / M_TILES_PER_WARP)        // a warp's m tiles are one group
+#define K_SPLIT 8                     // warps per group of m tiles
 #define K_TILES_PER_WARP 2
 #define N_TILES (CHUNK_ROWS / 8)
 #define STAGE_STRIDE 264
@@ -42,7 +44,7 @@ __device__ __forceinline__ size_t weight_index(int gate, int unit, int k) {
 #define STAGED_BYTES 33792
 #define ITEMS_PER_THREAD 1
 #define MMA_TYPE "bf16"
-static_assert(M_TILES * K_SPLIT == WARPS, "each warp owns one (m tile, k part)");
+static_assert(M_GROUPS * K_SPLIT == WARPS, "each warp owns one (group of m tiles, k part)");
 static_assert(CHUNK_ROWS % 8 == 0, "a chunk is whole n tiles of 8 rows");
 static_assert(ITEMS_PER_THREAD * THREADS >= UNITS_PER_BLOCK * CHUNK_ROWS, "every (unit, row) is finished");
 
@@ -94,24 +96,27 @@ __device__ __forceinline__ void stage_rows(storage_t* dst, const storage_t* src,
   }
 }
 
-// The warp's share of out[b][m] for the first n_tiles * 8 staged rows, left in shared memory
+// The warp's share of out[b][m] for the first n_tiles * 8 staged rows, over its m tiles
+// m_group * M_TILES_PER_WARP + [0, M_TILES_PER_WARP), left in shared memory
 // at partial[(k_part * CHUNK_ROWS + b) * PARTIAL_STRIDE + m]. Lane l holds fragment rows
 // l / 4 and l / 4 + 8, k from (l % 4) * PER_REGISTER and K_TILE / 2 on, and output
 // columns 2 (l % 4) + {0, 1}, so its B loads and partial stores fall in 32 different banks
 // (the strides' padding sees to that). The staged rows are zero-padded to every warp's
 // last k tile, so no k tile needs a bounds check.
-__device__ __forceinline__ void block_product(const unsigned (&fragments)[K_TILES_PER_WARP][4], const storage_t* staged,
-                                              float* partial, int n_tiles, int m_tile, int k_part, int lane) {
+__device__ __forceinline__ void block_product(const unsigned (&fragments)[M_TILES_PER_WARP][K_TILES_PER_WARP][4],
+                                              const storage_t* staged, float* partial, int n_tiles, int m_group,
+                                              int k_part, int lane) {
   // B fragments are loaded LOAD_BATCH k tiles at a time, so that a warp waits for shared
-  // memory once per batch rather than once per k tile, and CHAINS accumulators take turns,
-  // so that consecutive mma.sync need not wait for each other's results.
-  constexpr int LOAD_BATCH = 8, CHAINS = 4;
+  // memory once per batch rather than once per k tile, and CHAINS accumulators per m tile
+  // take turns, so that consecutive mma.sync need not wait for each other's results (4 in
+  // flight in all).
+  constexpr int LOAD_BATCH = 8, CHAINS = M_TILES_PER_WARP >= 4 ? 1 : 4 / M_TILES_PER_WARP;
   const int group = lane / 4, col = (lane % 4) * 2, k_lane = (lane % 4) * PER_REGISTER;
 #pragma unroll
   for (int n = 0; n < N_TILES; ++n) {
     if (n < n_tiles) {
       const storage_t* in = staged + (n * 8 + group) * STAGE_STRIDE + k_part * K_TILE + k_lane;
-      float acc[CHAINS][4] = {};
+      float acc[M_TILES_PER_WARP][CHAINS][4] = {};
 #pragma unroll
       for (int first = 0; first < K_TILES_PER_WARP; first += LOAD_BATCH) {
         unsigned b[LOAD_BATCH][2];
@@ -123,17 +128,28 @@ __device__ __forceinline__ void block_product(const unsigned (&fragments)[K_TILE
         }
 #pragma unroll
         for (int j = 0; j < LOAD_BATCH && first + j < K_TILES_PER_WARP; ++j)
-          mma(acc[(first + j) % CHAINS], fragments[first + j], b[j][0], b[j][1]);
-      }
-      float sum[4];
 #pragma unroll
-      for (int v = 0; v < 4; ++v) sum[v] = (acc[0][v] + acc[1][v]) + (acc[2][v] + acc[3][v]);
-      float* out = partial + (k_part * CHUNK_ROWS + n * 8 + col) * PARTIAL_STRIDE + m_tile * 16 + group;
-      out[0] = sum[0];
-      out[PARTIAL_STRIDE] = sum[1];
-      if (M_ROWS > 8) {
-        out[8] = sum[2];
-        out[PARTIAL_STRIDE + 8] = sum[3];
+          for (int mt = 0; mt < M_TILES_PER_WARP; ++mt)
+            mma(acc[mt][(first + j) % CHAINS], fragments[mt][first + j], b[j][0], b[j][1]);
+      }
+#pragma unroll
+      for (int mt = 0; mt < M_TILES_PER_WARP; ++mt) {
+        float sum[4];
+#pragma unroll
+        for (int v = 0; v < 4; ++v) {
+          const float (&a)[CHAINS][4] = acc[mt];
+          if constexpr (CHAINS == 4) sum[v] = (a[0][v] + a[1][v]) + (a[2][v] + a[3][v]);
+          else if constexpr (CHAINS == 2) sum[v] = a[0][v] + a[1][v];
+          else sum[v] = a[0][v];
+        }
+        float* out = partial + (k_part * CHUNK_ROWS + n * 8 + col) * PARTIAL_STRIDE
+                     + (m_group * M_TILES_PER_WARP + mt) * 16 + group;
+        out[0] = sum[0];
+        out[PARTIAL_STRIDE] = sum[1];
+        if (M_ROWS > 8) {
+          out[8] = sum[2];
+          out[PARTIAL_STRIDE + 8] = sum[3];
+        }
       }
     }
   }
@@ -147,24 +163,29 @@ __device__ __forceinline__ storage_t weight_at(const storage_t* weights, int fir
   return m < M_ROWS && unit < HIDDEN && k < HIDDEN ? weights[weight_index(m % 4, unit, k)] : storage_t(0.0f);
 }
 
-// The warp's fragments of A: rows m_tile * 16 + [0, 16), k tiles k_part + j * K_SPLIT.
-__device__ __forceinline__ void load_fragments(unsigned (&fragments)[K_TILES_PER_WARP][4], const storage_t* weights,
-                                               int first_unit, int m_tile, int k_part, int lane) {
-  const int row = m_tile * 16 + lane / 4;
+// The warp's fragments of A: rows 16 m + [0, 16) of each of its m tiles m, k tiles
+// k_part + j * K_SPLIT.
+__device__ __forceinline__ void load_fragments(unsigned (&fragments)[M_TILES_PER_WARP][K_TILES_PER_WARP][4],
+                                               const storage_t* weights, int first_unit, int m_group, int k_part,
+                                               int lane) {
 #pragma unroll
-  for (int j = 0; j < K_TILES_PER_WARP; ++j) {
-    const int k = (k_part + j * K_SPLIT) * K_TILE + (lane % 4) * PER_REGISTER;
-    auto at = [&](int m, int k0) {
-      alignas(4) storage_t values[PER_REGISTER];  // read as one 32-bit register
+  for (int mt = 0; mt < M_TILES_PER_WARP; ++mt) {
+    const int row = (m_group * M_TILES_PER_WARP + mt) * 16 + lane / 4;
 #pragma unroll
-      for (int e = 0; e < PER_REGISTER; ++e) values[e] = weight_at(weights, first_unit, m, k0 + e);
-      return fragment(values);
-    };
-    fragments[j][0] = at(row, k);
-    fragments[j][2] = at(row, k + K_TILE / 2);
-    // With at most 8 rows the lower half of the tile is zero padding: constants, not registers.
-    fragments[j][1] = M_ROWS > 8 ? at(row + 8, k) : 0u;
-    fragments[j][3] = M_ROWS > 8 ? at(row + 8, k + K_TILE / 2) : 0u;
+    for (int j = 0; j < K_TILES_PER_WARP; ++j) {
+      const int k = (k_part + j * K_SPLIT) * K_TILE + (lane % 4) * PER_REGISTER;
+      auto at = [&](int m, int k0) {
+        alignas(4) storage_t values[PER_REGISTER];  // read as one 32-bit register
+#pragma unroll
+        for (int e = 0; e < PER_REGISTER; ++e) values[e] = weight_at(weights, first_unit, m, k0 + e);
+        return fragment(values);
+      };
+      fragments[mt][j][0] = at(row, k);
+      fragments[mt][j][2] = at(row, k + K_TILE / 2);
+      // With at most 8 rows the lower half of the tile is zero padding: constants, not registers.
+      fragments[mt][j][1] = M_ROWS > 8 ? at(row + 8, k) : 0u;
+      fragments[mt][j][3] = M_ROWS > 8 ? at(row + 8, k + K_TILE / 2) : 0u;
+    }
   }
 }
 
@@ -191,9 +212,9 @@ lstm_forward_recurrence(
   extern __shared__ __align__(16) unsigned char smem_raw[];
   storage_t* staged = reinterpret_cast<storage_t*>(smem_raw);
   float* partial = reinterpret_cast<float*>(smem_raw + STAGED_BYTES);
-  const int m_tile = warp % M_TILES, k_part = warp / M_TILES;
-  unsigned fragments[K_TILES_PER_WARP][4];
-  load_fragments(fragments, weights, first_unit, m_tile, k_part, lane);
+  const int m_group = warp % M_GROUPS, k_part = warp / M_GROUPS;
+  unsigned fragments[M_TILES_PER_WARP][K_TILES_PER_WARP][4];
+  load_fragments(fragments, weights, first_unit, m_group, k_part, lane);
   // The padding past K_LEN is never staged but is multiplied (by zero weights): keep it finite.
   for (int e = threadIdx.x; e < CHUNK_ROWS * STAGE_STRIDE; e += THREADS) staged[e] = storage_t(0.0f);
 
@@ -255,7 +276,7 @@ lstm_forward_recurrence(
       if (h_prev != nullptr) {
         stage_rows(staged, h_prev + (size_t)chunk * K_LEN, chunk_rows);
         __syncthreads();
-        block_product(fragments, staged, partial, (chunk_rows + 7) / 8, m_tile, k_part, lane);
+        block_product(fragments, staged, partial, (chunk_rows + 7) / 8, m_group, k_part, lane);
         __syncthreads();  // the partial sums are complete; the staged rows may be overwritten
       }
 

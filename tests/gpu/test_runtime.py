@@ -67,6 +67,31 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
     assert not report, "\n".join(report)
 
 
+@pytest.mark.parametrize("dtype, hidden, batch, initial_state", [
+    ("float16", 64, 9, True),        # the limit: one group of 16 rows, partly filled; 2 m tiles a warp
+    ("bfloat16", 64, 37, False),     # three blocks, zero initial state (no product at t = 0)
+    ("float16", 8, 130, True),       # groups of 64 rows, the last of 2
+    ("tf32", 32, 5, True),           # TF32, 4 m tiles forward
+    ("bfloat16", 3, 2, False),       # fragments mostly padding, rows shorter than a vector
+])
+def test_batch_sliced_layers(dtype, hidden, batch, initial_state):
+    spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype,
+                    bias="double", allow_tf32=dtype == "tf32")
+    assert load_kernels(spec).plan.batch_sliced
+    report = check_layer(Layer(spec, seed=7), Problem(6, batch, initial_state, initial_state, seed=8))
+    assert not report, "\n".join(report)
+
+
+def test_batch_sliced_blocks_take_several_groups_in_turn():
+    # More groups of rows than SMs: each block runs its groups one after another.
+    spec = LSTMSpec(input_size=5, hidden_size=64, dtype="float16")
+    plan = load_kernels(spec).plan
+    batch = plan.num_blocks * plan.forward_chunk_rows + 5
+    assert plan.batch_sliced and plan.blocks(batch) == plan.num_blocks
+    report = check_layer(Layer(spec, seed=9), Problem(3, batch, True, True, seed=10))
+    assert not report, "\n".join(report)
+
+
 @pytest.mark.parametrize("dtype, hidden, sm_count, forward_m_tiles, items_per_thread", [
     ("float16", 420, 28, 4, 4),    # 15 units per block: 4 forward m tiles, 4 (unit, row) pairs a thread
     ("bfloat16", 256, 8, 8, 8),    # 32 units: a warp per forward m tile, 2 backward m tiles
