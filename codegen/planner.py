@@ -19,7 +19,8 @@ their fragments fit (TensorCoreStep): the block's weights are the A operand of m
 held in registers, the staged rows its B operand, 8 batch rows per instruction.
 
 Batch-sliced kernels: where one block's registers hold all of W_hh as tensor-core fragments
-(H <= 64), each block owns every unit and its own groups of batch rows,
+and its gate rows share out evenly over the warps (H = 1-8, 13-16, 29-32 and 61-64), each
+block owns every unit and its own groups of batch rows,
 so no step waits for another block: the grid barrier becomes a block barrier, and h_t (dG_t
 backward) goes from the epilogue straight into the staged rows of the next step, never
 through L2. The grid is sized by the batch at launch (Plan.blocks).

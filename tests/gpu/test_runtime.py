@@ -71,7 +71,7 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
     ("float16", 64, 9, True),        # the limit: one group of 16 rows, partly filled; 2 m tiles a warp
     ("bfloat16", 64, 37, False),     # three blocks, zero initial state (no product at t = 0)
     ("float16", 8, 130, True),       # groups of 64 rows, the last of 2
-    ("tf32", 32, 5, True),           # TF32, 4 m tiles forward
+    ("tf32", 32, 5, True),           # TF32: 8 forward m tiles, K split 4 ways backward
     ("bfloat16", 3, 2, False),       # fragments mostly padding, rows shorter than a vector
 ])
 def test_batch_sliced_layers(dtype, hidden, batch, initial_state):
