@@ -19,8 +19,7 @@ their fragments fit (TensorCoreStep): the block's weights are the A operand of m
 held in registers, the staged rows its B operand, 8 batch rows per instruction.
 
 Batch-sliced kernels: where one block's registers hold all of W_hh as tensor-core fragments
-and its gate rows share out evenly over the warps (H = 1-8, 13-16, 29-32 and 61-64), each
-block owns every unit and its own groups of batch rows,
+(H <= 72 in 16 bits, 64 in TF32), each block owns every unit and its own groups of batch rows,
 so no step waits for another block: the grid barrier becomes a block barrier, and h_t (dG_t
 backward) goes from the epilogue straight into the staged rows of the next step, never
 through L2. The grid is sized by the batch at launch (Plan.blocks).
@@ -57,7 +56,7 @@ _MMA_K = {"f16": 16, "bf16": 16, "tf32": 8}
 _MMA_TYPES = {"__half": "f16", "__nv_bfloat16": "bf16"}
 _MMA_WARPS = 8
 # Batch-sliced blocks keep the whole W_hh as fragments within the same register budget: up
-# to H = 64 (32 registers a lane). H = 128 would take 128 with 8 warps, and the 4 (unit, row)
+# to H = 72 in 16 bits (backward, 18 k tiles a warp) and 64 in TF32. H = 128 would take 128 with 8 warps, and the 4 (unit, row)
 # pairs each thread then finishes push ptxas past 255 (216 bytes of spills forward); 16 warps
 # halve the fragments but also the registers a thread may have (bench/NOTES.md, next).
 # (unit, row) pairs a thread of a batch-sliced block finishes per step, at most: each holds
@@ -271,6 +270,11 @@ def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, s
     if max_chunk < _MMA_N:
         return None
     m_tiles = -(-rows // _MMA_M)
+    if sliced:
+        # Zero tiles pad the count to one that shares out over the warps (3 -> 4, 9 -> 16):
+        # a little more arithmetic, no grid barrier.
+        while not (_MMA_WARPS % m_tiles == 0 or m_tiles % _MMA_WARPS == 0):
+            m_tiles += 1
     # Warps share each m tile's K, or (batch-sliced, where the block has every unit's gate
     # rows) split the m tiles.
     if sliced and m_tiles >= _MMA_WARPS and m_tiles % _MMA_WARPS == 0:

@@ -73,6 +73,8 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
     ("float16", 8, 130, True),       # groups of 64 rows, the last of 2
     ("tf32", 32, 5, True),           # TF32: 8 forward m tiles, K split 4 ways backward
     ("bfloat16", 3, 2, False),       # fragments mostly padding, rows shorter than a vector
+    ("float16", 72, 20, True),       # the 16-bit limit: 18 m tiles padded to 24, 3 a warp; groups of 8, 8, 4
+    ("bfloat16", 11, 17, True),      # 3 forward m tiles padded to 4
 ])
 def test_batch_sliced_layers(dtype, hidden, batch, initial_state):
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype,
