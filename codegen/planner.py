@@ -18,8 +18,9 @@ themselves where that is the storage type), so one launch serves any batch size.
 their fragments fit (TensorCoreStep): the block's weights are the A operand of mma.sync,
 held in registers, the staged rows its B operand, 8 batch rows per instruction.
 
-Batch-sliced kernels: where one block's registers hold all of W_hh as tensor-core fragments
-(H <= 72 in 16 bits, 64 in TF32), each block owns every unit and its own groups of batch rows,
+Batch-sliced kernels: where one block holds all of W_hh as tensor-core fragments, in
+registers and up to 64 KiB of shared memory (H <= 112 in 16 bits, 64 in TF32), each block
+owns every unit and its own groups of batch rows,
 so no step waits for another block: the grid barrier becomes a block barrier, and h_t (dG_t
 backward) goes from the epilogue straight into the staged rows of the next step, never
 through L2. The grid is sized by the batch at launch (Plan.blocks).
@@ -55,10 +56,16 @@ _MMA_M, _MMA_N = 16, 8
 _MMA_K = {"f16": 16, "bf16": 16, "tf32": 8}
 _MMA_TYPES = {"__half": "f16", "__nv_bfloat16": "bf16"}
 _MMA_WARPS = 8
-# Batch-sliced blocks keep the whole W_hh as fragments within the same register budget: up
-# to H = 72 in 16 bits (backward, 18 k tiles a warp) and 64 in TF32. H = 128 would take 128 with 8 warps, and the 4 (unit, row)
-# pairs each thread then finishes push ptxas past 255 (216 bytes of spills forward); 16 warps
-# halve the fragments but also the registers a thread may have (bench/NOTES.md, next).
+# Batch-sliced blocks keep the whole W_hh as fragments: within the same register budget, and
+# the rest in shared memory up to this much, which every warp reads once a step (64 KiB at
+# 128 B a clock is about 0.26 us).
+_SLICED_SHARED_FRAGMENT_BYTES = 64 * 1024
+# ... and at most this many 16 x k tiles a warp, registers and shared memory together. Past
+# it ptxas spills: forward at H = 116-128 (4 m tiles of 8 k tiles a warp) spills 48-108 bytes
+# whether 64 or 48 registers a lane hold fragments; the 4 (unit, row) pairs each thread
+# finishes need the rest. 16 warps would halve the fragments but also the registers a thread
+# may have (128).
+_SLICED_TILES_PER_WARP = 28
 # (unit, row) pairs a thread of a batch-sliced block finishes per step, at most: each holds
 # its Gx and cell (forward) or gates, cells and gradients (backward) in registers meanwhile.
 _SLICED_ITEMS_PER_THREAD = 4
@@ -103,6 +110,8 @@ class TensorCoreStep:
                            # w % (m_tiles / m_tiles_per_warp) and k tiles w // that + j * k_split
     k_tiles: int           # tiles of K, 16 wide (8 for TF32), zero-padded
     k_tiles_per_warp: int  # fragments a warp keeps per m tile: 4 registers each (2 when rows <= 8)
+    k_tiles_in_registers: int  # the first of them, in registers; the rest (batch-sliced only)
+                               # in shared memory after the partial sums, 16 bytes a lane each
     chunk_rows: int        # batch rows staged at once, a multiple of 8
     stage_stride: int      # elements from one staged row to the next: K padded to every
                            # warp's k tiles, plus 16 bytes, so that a fragment's 8 rows start
@@ -110,6 +119,7 @@ class TensorCoreStep:
     partial_stride: int    # floats from one row's partial sums to the next: rows padded, plus 4
     staged_bytes: int      # the staged rows; the partial sums follow them
     smem_bytes: int        # staged rows + k_split * chunk_rows * partial_stride floats
+                           # + the fragments kept in shared memory
     items_per_thread: int  # (unit, batch row) pairs of a chunk that each thread finishes
 
 
@@ -286,7 +296,12 @@ def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, s
     k_tile = _MMA_K[mma_type]
     k_tiles = -(-k_len // k_tile)
     k_tiles_per_warp = -(-k_tiles // k_split)
-    if m_tiles_per_warp * k_tiles_per_warp * (4 if rows > _MMA_M // 2 else 2) > _MMA_FRAGMENT_REGISTERS:
+    registers_per_tile = m_tiles_per_warp * (4 if rows > _MMA_M // 2 else 2)
+    k_tiles_in_registers = min(k_tiles_per_warp, _MMA_FRAGMENT_REGISTERS // registers_per_tile)
+    shared_fragment_bytes = _MMA_WARPS * m_tiles_per_warp * (k_tiles_per_warp - k_tiles_in_registers) * WARP * 16
+    if k_tiles_in_registers == 0 or shared_fragment_bytes > (_SLICED_SHARED_FRAGMENT_BYTES if sliced else 0):
+        return None
+    if sliced and m_tiles_per_warp * k_tiles_per_warp > _SLICED_TILES_PER_WARP:
         return None
     # Every warp's k tiles staged (zeros past K), so that no k tile needs a bounds check; then
     # 16 bytes of padding: 4 banks, so that the 8 rows of a fragment start 4 banks apart.
@@ -295,7 +310,7 @@ def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, s
 
     def sizes(chunk: int) -> tuple[int, int]:
         staged = _round16(chunk * stage_stride * element)
-        return staged, staged + k_split * chunk * partial_stride * 4
+        return staged, staged + k_split * chunk * partial_stride * 4 + shared_fragment_bytes
 
     chunk = max_chunk
     while chunk >= _MMA_N and sizes(chunk)[1] > target.max_smem_per_block:
@@ -305,7 +320,7 @@ def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, s
     staged_bytes, smem_bytes = sizes(chunk)
     return TensorCoreStep(
         rows=rows, m_tiles=m_tiles, m_tiles_per_warp=m_tiles_per_warp, k_split=k_split, k_tiles=k_tiles,
-        k_tiles_per_warp=k_tiles_per_warp, chunk_rows=chunk, stage_stride=stage_stride,
+        k_tiles_per_warp=k_tiles_per_warp, k_tiles_in_registers=k_tiles_in_registers, chunk_rows=chunk, stage_stride=stage_stride,
         partial_stride=partial_stride, staged_bytes=staged_bytes, smem_bytes=smem_bytes,
         items_per_thread=-(-units * chunk // (_MMA_WARPS * WARP)),
     )

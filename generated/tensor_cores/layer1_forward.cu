@@ -38,6 +38,8 @@ __device__ __forceinline__ size_t weight_index(int gate, int unit, int k) {
 #define M_GROUPS (M_TILES / M_TILES_PER_WARP)        // a warp's m tiles are one group
 #define K_SPLIT 4                     // warps per group of m tiles
 #define K_TILES_PER_WARP 16
+#define K_TILES_IN_REGISTERS 16
+#define SHARED_K_TILES (K_TILES_PER_WARP - K_TILES_IN_REGISTERS)  // the rest, in shared memory
 #define N_TILES (CHUNK_ROWS / 8)
 #define STAGE_STRIDE 1032
 #define PARTIAL_STRIDE 36
@@ -103,9 +105,9 @@ __device__ __forceinline__ void stage_rows(storage_t* dst, const storage_t* src,
 // columns 2 (l % 4) + {0, 1}, so its B loads and partial stores fall in 32 different banks
 // (the strides' padding sees to that). The staged rows are zero-padded to every warp's
 // last k tile, so no k tile needs a bounds check.
-__device__ __forceinline__ void block_product(const unsigned (&fragments)[M_TILES_PER_WARP][K_TILES_PER_WARP][4],
-                                              const storage_t* staged, float* partial, int n_tiles, int m_group,
-                                              int k_part, int lane) {
+__device__ __forceinline__ void block_product(const unsigned (&fragments)[M_TILES_PER_WARP][K_TILES_IN_REGISTERS][4],
+                                              const uint4* shared_fragments, const storage_t* staged, float* partial,
+                                              int n_tiles, int m_group, int k_part, int lane) {
   // B fragments are loaded LOAD_BATCH k tiles at a time, so that a warp waits for shared
   // memory once per batch rather than once per k tile, and CHAINS accumulators per m tile
   // take turns, so that consecutive mma.sync need not wait for each other's results (4 in
@@ -129,8 +131,15 @@ __device__ __forceinline__ void block_product(const unsigned (&fragments)[M_TILE
 #pragma unroll
         for (int j = 0; j < LOAD_BATCH && first + j < K_TILES_PER_WARP; ++j)
 #pragma unroll
-          for (int mt = 0; mt < M_TILES_PER_WARP; ++mt)
-            mma(acc[mt][(first + j) % CHAINS], fragments[mt][first + j], b[j][0], b[j][1]);
+          for (int mt = 0; mt < M_TILES_PER_WARP; ++mt) {
+            if (first + j < K_TILES_IN_REGISTERS) {
+              mma(acc[mt][(first + j) % CHAINS], fragments[mt][first + j], b[j][0], b[j][1]);
+            } else if constexpr (SHARED_K_TILES > 0) {
+              const uint4 a = shared_fragments[(mt * SHARED_K_TILES + first + j - K_TILES_IN_REGISTERS) * 32 + lane];
+              const unsigned tile[4] = {a.x, a.y, a.z, a.w};
+              mma(acc[mt][(first + j) % CHAINS], tile, b[j][0], b[j][1]);
+            }
+          }
       }
 #pragma unroll
       for (int mt = 0; mt < M_TILES_PER_WARP; ++mt) {
@@ -164,10 +173,11 @@ __device__ __forceinline__ storage_t weight_at(const storage_t* weights, int fir
 }
 
 // The warp's fragments of A: rows 16 m + [0, 16) of each of its m tiles m, k tiles
-// k_part + j * K_SPLIT.
-__device__ __forceinline__ void load_fragments(unsigned (&fragments)[M_TILES_PER_WARP][K_TILES_PER_WARP][4],
-                                               const storage_t* weights, int first_unit, int m_group, int k_part,
-                                               int lane) {
+// k_part + j * K_SPLIT; the first K_TILES_IN_REGISTERS in registers, the rest in shared
+// memory, [m tile][k tile][lane] so that a warp reads 512 consecutive bytes per tile.
+__device__ __forceinline__ void load_fragments(unsigned (&fragments)[M_TILES_PER_WARP][K_TILES_IN_REGISTERS][4],
+                                               uint4* shared_fragments, const storage_t* weights, int first_unit,
+                                               int m_group, int k_part, int lane) {
 #pragma unroll
   for (int mt = 0; mt < M_TILES_PER_WARP; ++mt) {
     const int row = (m_group * M_TILES_PER_WARP + mt) * 16 + lane / 4;
@@ -180,11 +190,17 @@ __device__ __forceinline__ void load_fragments(unsigned (&fragments)[M_TILES_PER
         for (int e = 0; e < PER_REGISTER; ++e) values[e] = weight_at(weights, first_unit, m, k0 + e);
         return fragment(values);
       };
-      fragments[mt][j][0] = at(row, k);
-      fragments[mt][j][2] = at(row, k + K_TILE / 2);
-      // With at most 8 rows the lower half of the tile is zero padding: constants, not registers.
-      fragments[mt][j][1] = M_ROWS > 8 ? at(row + 8, k) : 0u;
-      fragments[mt][j][3] = M_ROWS > 8 ? at(row + 8, k + K_TILE / 2) : 0u;
+      if (j < K_TILES_IN_REGISTERS) {
+        fragments[mt][j][0] = at(row, k);
+        fragments[mt][j][2] = at(row, k + K_TILE / 2);
+        // With at most 8 rows the lower half of the tile is zero padding: constants, not registers.
+        fragments[mt][j][1] = M_ROWS > 8 ? at(row + 8, k) : 0u;
+        fragments[mt][j][3] = M_ROWS > 8 ? at(row + 8, k + K_TILE / 2) : 0u;
+      } else if constexpr (SHARED_K_TILES > 0) {
+        shared_fragments[(mt * SHARED_K_TILES + j - K_TILES_IN_REGISTERS) * 32 + lane] = make_uint4(
+            at(row, k), M_ROWS > 8 ? at(row + 8, k) : 0u, at(row, k + K_TILE / 2),
+            M_ROWS > 8 ? at(row + 8, k + K_TILE / 2) : 0u);
+      }
     }
   }
 }
@@ -213,8 +229,11 @@ lstm_forward_recurrence(
   storage_t* staged = reinterpret_cast<storage_t*>(smem_raw);
   float* partial = reinterpret_cast<float*>(smem_raw + STAGED_BYTES);
   const int m_group = warp % M_GROUPS, k_part = warp / M_GROUPS;
-  unsigned fragments[M_TILES_PER_WARP][K_TILES_PER_WARP][4];
-  load_fragments(fragments, weights, first_unit, m_group, k_part, lane);
+  unsigned fragments[M_TILES_PER_WARP][K_TILES_IN_REGISTERS][4];
+  // This warp's fragments past K_TILES_IN_REGISTERS, after the partial sums (batch-sliced).
+  uint4* shared_fragments = reinterpret_cast<uint4*>(smem_raw + STAGED_BYTES + K_SPLIT * CHUNK_ROWS * PARTIAL_STRIDE * 4)
+                            + warp * M_TILES_PER_WARP * SHARED_K_TILES * 32;
+  load_fragments(fragments, shared_fragments, weights, first_unit, m_group, k_part, lane);
   // The padding past K_LEN is never staged but is multiplied (by zero weights): keep it finite.
   for (int e = threadIdx.x; e < CHUNK_ROWS * STAGE_STRIDE; e += THREADS) staged[e] = storage_t(0.0f);
 
@@ -276,7 +295,7 @@ lstm_forward_recurrence(
       if (h_prev != nullptr) {
         stage_rows(staged, h_prev + (size_t)chunk * K_LEN, chunk_rows);
         __syncthreads();
-        block_product(fragments, staged, partial, (chunk_rows + 7) / 8, m_group, k_part, lane);
+        block_product(fragments, shared_fragments, staged, partial, (chunk_rows + 7) / 8, m_group, k_part, lane);
         __syncthreads();  // the partial sums are complete; the staged rows may be overwritten
       }
 
