@@ -19,7 +19,7 @@ their fragments fit (TensorCoreStep): the block's weights are the A operand of m
 held in registers, the staged rows its B operand, 8 batch rows per instruction.
 
 Batch-sliced kernels: where one block holds all of W_hh as tensor-core fragments, in
-registers and up to 64 KiB of shared memory (H <= 112 in 16 bits, 64 in TF32), each block
+registers and up to 64 KiB of shared memory (H <= 128 in 16 bits, 64 in TF32), each block
 owns every unit and its own groups of batch rows,
 so no step waits for another block: the grid barrier becomes a block barrier, and h_t (dG_t
 backward) goes from the epilogue straight into the staged rows of the next step, never
@@ -60,12 +60,12 @@ _MMA_WARPS = 8
 # the rest in shared memory up to this much, which every warp reads once a step (64 KiB at
 # 128 B a clock is about 0.26 us).
 _SLICED_SHARED_FRAGMENT_BYTES = 64 * 1024
-# ... and at most this many 16 x k tiles a warp, registers and shared memory together. Past
-# it ptxas spills: forward at H = 116-128 (4 m tiles of 8 k tiles a warp) spills 48-108 bytes
-# whether 64 or 48 registers a lane hold fragments; the 4 (unit, row) pairs each thread
-# finishes need the rest. 16 warps would halve the fragments but also the registers a thread
-# may have (128).
-_SLICED_TILES_PER_WARP = 28
+# ... and at most this many 16 x k tiles a warp, registers and shared memory together: up to
+# H = 128 in 16 bits. From H = 116 the forward kernel (4 m tiles of 8 k tiles a warp) spills
+# 36-108 bytes, all of them while it loads its fragments at the start: the SASS (nvdisasm)
+# has every spill store before the first block barrier and reads each spilled value once
+# after it, none in the step loop. Past 32, the step itself would be short of registers.
+_SLICED_TILES_PER_WARP = 32
 # (unit, row) pairs a thread of a batch-sliced block finishes per step, at most: each holds
 # its Gx and cell (forward) or gates, cells and gradients (backward) in registers meanwhile.
 _SLICED_ITEMS_PER_THREAD = 4

@@ -73,16 +73,20 @@ def test_weights_in_registers_do_not_spill_at_the_planners_limit(dtype, hidden, 
         assert "0 bytes spill stores, 0 bytes spill loads" in log, f"{direction}:\n{log}"
 
 
-@pytest.mark.parametrize("dtype, hidden, allow_tf32", [("float16", 112, False), ("bfloat16", 112, False),
-                                                      ("float32", 64, True)])
-def test_batch_sliced_kernels_do_not_spill_at_their_limit(dtype, hidden, allow_tf32):
-    # The whole W_hh as fragments in one block: at H = 112, 4 m tiles of 7 k tiles a warp
-    # forward, 3 of them in shared memory.
+@pytest.mark.parametrize("dtype, hidden, allow_tf32, forward_spill", [
+    ("float16", 112, False, 0), ("bfloat16", 112, False, 0), ("float32", 64, True, 0),
+    # 4 m tiles of 8 k tiles a warp forward, 4 of them in shared memory. ptxas spills while
+    # the kernel loads its fragments at the start (nvdisasm: no local memory access after the
+    # group's first barrier), never in the step loop; more would mean the step is short too.
+    ("float16", 128, False, 108), ("bfloat16", 128, False, 108)])
+def test_batch_sliced_kernels_keep_their_step_loop_in_registers_at_their_limit(dtype, hidden, allow_tf32,
+                                                                               forward_spill):
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype=dtype, allow_tf32=allow_tf32)
     for direction, source in render_layer(spec).items():
         assert source.plan.batch_sliced
         log = _ptxas_log(source.text, direction)
-        assert "0 bytes spill stores, 0 bytes spill loads" in log, f"{direction}:\n{log}"
+        spilled = int(re.search(r"(\d+) bytes spill stores", log).group(1))
+        assert spilled <= (forward_spill if direction == "forward" else 0), f"{direction}:\n{log}"
 
 
 @pytest.mark.parametrize("dtype, allow_tf32", [("float16", False), ("bfloat16", False), ("float32", True), ("float64", False)])

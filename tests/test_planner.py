@@ -102,7 +102,7 @@ def test_where_the_weights_live_on_h200(dtype, hidden, place):
 
 # Batch-sliced plans that random H rarely reach: padded m tiles, fragments in shared memory.
 _SLICED_EXAMPLES = [LSTMSpec(input_size=1, hidden_size=hidden, dtype=dtype)
-                    for hidden in (11, 72, 73, 112) for dtype in ("float16", "bfloat16")]
+                    for hidden in (11, 72, 73, 112, 128) for dtype in ("float16", "bfloat16")]
 
 
 def _with_sliced_examples(test):
@@ -166,7 +166,7 @@ def test_batch_sliced_blocks_stage_the_same_groups_both_ways_and_hold_every_unit
     assert group == plan.backward_chunk_rows == plan.forward_mma.chunk_rows == plan.backward_mma.chunk_rows
     assert max(plan.forward_mma.items_per_thread, plan.backward_mma.items_per_thread) <= 4
     for step in (plan.forward_mma, plan.backward_mma):
-        assert step.m_tiles_per_warp * step.k_tiles_per_warp <= 28  # past that ptxas spills
+        assert step.m_tiles_per_warp * step.k_tiles_per_warp <= 32  # past that the step is short of registers
         shared = 8 * step.m_tiles_per_warp * (step.k_tiles_per_warp - step.k_tiles_in_registers) * 32 * 16
         assert shared <= 64 * 1024
     for batch in (1, group, group + 1, 1000, 10**6):
@@ -175,8 +175,8 @@ def test_batch_sliced_blocks_stage_the_same_groups_both_ways_and_hold_every_unit
         assert blocks * group >= batch or blocks == target.sm_count  # then blocks take groups in turn
 
 
-@pytest.mark.parametrize("dtype, limit", [("float16", 112), ("bfloat16", 112), ("tf32", 64)])
-@pytest.mark.parametrize("hidden", [1, 8, 9, 16, 33, 64, 65, 72, 73, 112, 113, 128])
+@pytest.mark.parametrize("dtype, limit", [("float16", 128), ("bfloat16", 128), ("tf32", 64)])
+@pytest.mark.parametrize("hidden", [1, 8, 9, 16, 33, 64, 65, 72, 73, 112, 113, 128, 129])
 def test_small_tensor_core_layers_are_batch_sliced_on_h200(dtype, limit, hidden):
     # Up to the limit the whole W_hh fits one block as fragments, in registers and shared
     # memory (m tiles padded so that the warps share them out).

@@ -74,8 +74,9 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
     ("tf32", 32, 5, True),           # TF32: 8 forward m tiles, K split 4 ways backward
     ("bfloat16", 3, 2, False),       # fragments mostly padding, rows shorter than a vector
     ("float16", 72, 20, True),       # 18 m tiles padded to 24, 3 a warp; groups of 8, 8, 4
-    ("bfloat16", 112, 11, True),     # the 16-bit limit: fragments past 4 (forward) and 18 (backward)
-                                     # k tiles a warp in shared memory
+    ("bfloat16", 112, 11, True),     # fragments past 4 (forward) and 18 (backward) k tiles a warp
+                                     # in shared memory
+    ("float16", 128, 9, True),       # the 16-bit limit, the bench's smallest H
     ("bfloat16", 11, 17, True),      # 3 forward m tiles padded to 4
 ])
 def test_batch_sliced_layers(dtype, hidden, batch, initial_state):
