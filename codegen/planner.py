@@ -61,10 +61,10 @@ _MMA_WARPS = 8
 # 128 B a clock is about 0.26 us).
 _SLICED_SHARED_FRAGMENT_BYTES = 64 * 1024
 # ... and at most this many 16 x k tiles a warp, registers and shared memory together: up to
-# H = 128 in 16 bits. From H = 116 the forward kernel (4 m tiles of 8 k tiles a warp) spills
-# 36-108 bytes, all of them while it loads its fragments at the start: the SASS (nvdisasm)
-# has every spill store before the first block barrier and reads each spilled value once
-# after it, none in the step loop. Past 32, the step itself would be short of registers.
+# H = 128 in 16 bits. From H = 116 the kernels (4 m tiles of 8 k tiles a warp forward) spill
+# up to 132 bytes, all of them while they load their fragments at the start: the SASS
+# (nvdisasm) has every spill store before the first block barrier and reads each spilled
+# value once after it, none in the step loop. Past 32, the step itself would be short of registers.
 _SLICED_TILES_PER_WARP = 32
 # (unit, row) pairs a thread of a batch-sliced block finishes per step, at most: each holds
 # its Gx and cell (forward) or gates, cells and gradients (backward) in registers meanwhile.

@@ -24,6 +24,7 @@ typedef float acc_t;      // dot products and cell state
 #define OUTPUTS_PER_UNIT 4           // the unit's i, f, g, o pre-activations
 #define CHUNK_ROWS 64
 
+__device__ __forceinline__ acc_t tanh_of(acc_t x) { return tanh(x); }
 __device__ __forceinline__ acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) + exp(-x)); }
 
 #define K_PER_LANE ((K_LEN + 31) / 32)
@@ -148,30 +149,31 @@ lstm_forward_recurrence(
   __syncthreads();
   const size_t slot_stride = (size_t)batch * HIDDEN;
 
+  // What a (unit, row) needs at step t besides h_{t-1} W_hh^T, loaded before the dot
+  // products so that their latency hides behind them: its Gx[t], and c_{t-1}.
+  struct Pending { acc_t gx[4]; acc_t c_prev; };
+  auto load_pending = [=](int t, int row, int unit, acc_t c_prev) {
+    Pending p;
+    const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
+#pragma unroll
+    for (int gate = 0; gate < 4; ++gate) p.gx[gate] = acc_t(gx[gate_base + gate * HIDDEN]);
+    p.c_prev = c_prev;
+    return p;
+  };
+
   for (int t = 0; t < steps; ++t) {
     const storage_t* h_prev = t == 0 ? h0 : h_buf + (size_t)((t - 1) % h_buf_steps) * slot_stride;
     storage_t* h_out = h_buf + (size_t)(t % h_buf_steps) * slot_stride;
 
-    // What a (unit, row) needs besides h_{t-1} W_hh^T, loaded before the dot products so
-    // that their latency hides behind them.
-    struct Pending { acc_t gx[4]; acc_t c_prev; };
-    auto load_pending = [=](int row, int unit) {
-      Pending p;
-      const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
-#pragma unroll
-      for (int gate = 0; gate < 4; ++gate) p.gx[gate] = acc_t(gx[gate_base + gate * HIDDEN]);
-      p.c_prev = cell[(size_t)row * HIDDEN + unit];
-      return p;
-    };
     // Activates a (unit, row)'s gates, given h_{t-1} W_hh^T, advances its cell and writes
-    // h_t and what backward needs.
+    // h_t and what backward needs; returns c_t.
     auto finish = [=](int row, int unit, Pending p, const acc_t (&recurrent)[4]) {
       const size_t own = (size_t)row * HIDDEN + unit;
       const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
       const acc_t i = sigmoid(p.gx[0] + recurrent[0]), f = sigmoid(p.gx[1] + recurrent[1]);
-      const acc_t g = tanh(p.gx[2] + recurrent[2]), o = sigmoid(p.gx[3] + recurrent[3]);
+      const acc_t g = tanh_of(p.gx[2] + recurrent[2]), o = sigmoid(p.gx[3] + recurrent[3]);
       const acc_t c = f * p.c_prev + i * g;
-      const acc_t h = o * tanh(c);
+      const acc_t h = o * tanh_of(c);
       cell[own] = c;
       h_out[own] = storage_t(h);
       if (gates_cache != nullptr) {
@@ -185,6 +187,7 @@ lstm_forward_recurrence(
         h_last[own] = storage_t(h);
         c_last[own] = storage_t(c);
       }
+      return c;
     };
 
     // One warp, one unit, NB rows: after the butterfly, lane l holds output l >> SHIFT,
@@ -198,7 +201,7 @@ lstm_forward_recurrence(
       const int row = row0 + output / 4;
       // Zeros for the other lanes: left undefined, they cost ptxas spills at the register limit.
       Pending pending = {{0, 0, 0, 0}, 0};
-      if (owner) pending = load_pending(row, unit);
+      if (owner) pending = load_pending(t, row, unit, cell[(size_t)row * HIDDEN + unit]);
       acc_t sum[4 * NB];
 #pragma unroll
       for (int v = 0; v < 4 * NB; ++v) sum[v] = 0;

@@ -26,7 +26,16 @@ typedef float acc_t;      // dot products and cell state
 #define OUTPUTS_PER_UNIT 1           // the unit's dh
 #define CHUNK_ROWS 24
 
-__device__ __forceinline__ acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) + exp(-x)); }
+// Tensor-core kernels round every product's inputs to an 11-bit significand (16-bit storage,
+// TF32), so the hardware tanh (tanh.approx.f32, relative error below 2^-10.9) costs them no
+// accuracy that matters, in one instruction where tanhf or expf and a division take dozens:
+// at small batches the step's epilogue is bound by the instructions it issues.
+__device__ __forceinline__ float tanh_of(float x) {
+  float y;
+  asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float sigmoid(float x) { return fmaf(0.5f, tanh_of(0.5f * x), 0.5f); }
 
 
 
@@ -245,58 +254,68 @@ lstm_backward_recurrence(
   __syncthreads();
   const size_t state_stride = (size_t)batch * HIDDEN;
 
+  // What a (unit, row) needs at step t besides dG_{t+1} W_hh, loaded before the dot
+  // products so that their latency hides behind them: the forward's gates and cells,
+  // dL/dh_t from outside the recurrence, and dL/dc_t (given). At t = -1 only dc.
+  struct Pending { acc_t i, f, g, o, c, c_prev, dh, dc; };
+  auto load_pending = [=](int t, int row, int unit, acc_t dc) {
+    Pending p = {0, 0, 0, 0, 0, 0, 0, dc};
+    if (t < 0) return p;
+    const size_t own = (size_t)row * HIDDEN + unit;
+    const size_t state = (size_t)t * state_stride + own;
+    const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
+    p.i = acc_t(gates[gate_base + 0 * HIDDEN]);
+    p.f = acc_t(gates[gate_base + 1 * HIDDEN]);
+    p.g = acc_t(gates[gate_base + 2 * HIDDEN]);
+    p.o = acc_t(gates[gate_base + 3 * HIDDEN]);
+    p.c = acc_t(c_seq[state]);
+    p.c_prev = t > 0 ? acc_t(c_seq[state - state_stride]) : (c0 != nullptr ? acc_t(c0[own]) : acc_t(0));
+    if (dy_seq != nullptr) p.dh += acc_t(dy_seq[state]);
+    if (t + 1 == steps && dh_last != nullptr) p.dh += acc_t(dh_last[own]);
+    return p;
+  };
+  // Where the batch is one chunk (always, batch-sliced), a thread finishes the same (unit,
+  // row) items at every step: it carries their dL/dc in registers, and each item loads what
+  // its next step needs as soon as it is finished, so that those loads fly during the
+  // barrier and the next step's products. Otherwise each chunk loads its items' as it starts.
+  const bool carried = batch <= CHUNK_ROWS;
+  Pending pending[ITEMS_PER_THREAD];
+
   // t = -1 only gathers dh0 from dG[0].
   for (int t = steps - 1; t >= -1; --t) {
     const storage_t* d_gates_next = t + 1 < steps ? d_gates + (size_t)(t + 1) * batch * GATES : nullptr;
 
-    // What a (unit, row) needs besides dG_{t+1} W_hh, loaded before the dot products so
-    // that their latency hides behind them: the forward's gates and cells, dL/dh_t from
-    // outside the recurrence, dL/dc_t.
-    struct Pending { acc_t i, f, g, o, c, c_prev, dh, dc; };
-    auto load_pending = [=](int row, int unit) {
-      Pending p = {0, 0, 0, 0, 0, 0, 0, 0};
-      if (t < 0) return p;
-      const size_t own = (size_t)row * HIDDEN + unit;
-      const size_t state = (size_t)t * state_stride + own;
-      const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
-      p.i = acc_t(gates[gate_base + 0 * HIDDEN]);
-      p.f = acc_t(gates[gate_base + 1 * HIDDEN]);
-      p.g = acc_t(gates[gate_base + 2 * HIDDEN]);
-      p.o = acc_t(gates[gate_base + 3 * HIDDEN]);
-      p.c = acc_t(c_seq[state]);
-      p.c_prev = t > 0 ? acc_t(c_seq[state - state_stride]) : (c0 != nullptr ? acc_t(c0[own]) : acc_t(0));
-      if (dy_seq != nullptr) p.dh += acc_t(dy_seq[state]);
-      if (t + 1 == steps && dh_last != nullptr) p.dh += acc_t(dh_last[own]);
-      p.dc = d_cell[own];
-      return p;
-    };
-    // Turns a (unit, row)'s dh_t, given dG_{t+1} W_hh, into dG[t] and dL/dc_{t-1}; at
+    // Turns a (unit, row)'s dh_t, given dG_{t+1} W_hh, into dG[t]; returns dL/dc_{t-1}. At
     // t = -1 writes dh0 and dc0.
     auto finish = [=](int row, int unit, const Pending& p, acc_t recurrent) {
       const size_t own = (size_t)row * HIDDEN + unit;
       const acc_t dh = p.dh + recurrent;
       if (t < 0) {
         dh0[own] = storage_t(dh);
-        dc0[own] = storage_t(d_cell[own]);
-        return;
+        dc0[own] = storage_t(p.dc);
+        return p.dc;
       }
       const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
-      const acc_t tanh_c = tanh(p.c);
+      const acc_t tanh_c = tanh_of(p.c);
       const acc_t dc = p.dc + dh * p.o * (acc_t(1) - tanh_c * tanh_c);
       d_gates[gate_base + 0 * HIDDEN] = storage_t(dc * p.g * p.i * (acc_t(1) - p.i));
       d_gates[gate_base + 1 * HIDDEN] = storage_t(dc * p.c_prev * p.f * (acc_t(1) - p.f));
       d_gates[gate_base + 2 * HIDDEN] = storage_t(dc * p.i * (acc_t(1) - p.g * p.g));
       d_gates[gate_base + 3 * HIDDEN] = storage_t(dh * tanh_c * p.o * (acc_t(1) - p.o));
       d_cell[own] = dc * p.f;
+      return dc * p.f;
     };
 
     for (int chunk = 0; chunk < batch; chunk += CHUNK_ROWS) {
       const int chunk_rows = min(CHUNK_ROWS, batch - chunk);
-      Pending pending[ITEMS_PER_THREAD];
+      if (!carried || t + 1 == steps) {
 #pragma unroll
-      for (int n = 0; n < ITEMS_PER_THREAD; ++n) {
-        const int item = threadIdx.x + n * THREADS, unit = first_unit + item % UNITS_PER_BLOCK;
-        if (item / UNITS_PER_BLOCK < chunk_rows && unit < HIDDEN) pending[n] = load_pending(chunk + item / UNITS_PER_BLOCK, unit);
+        for (int n = 0; n < ITEMS_PER_THREAD; ++n) {
+          const int item = threadIdx.x + n * THREADS, unit = first_unit + item % UNITS_PER_BLOCK;
+          const int row = chunk + item / UNITS_PER_BLOCK;
+          if (item / UNITS_PER_BLOCK < chunk_rows && unit < HIDDEN)
+            pending[n] = load_pending(t, row, unit, d_cell[(size_t)row * HIDDEN + unit]);
+        }
       }
       if (d_gates_next != nullptr) {
         stage_rows(staged, d_gates_next + (size_t)chunk * K_LEN, chunk_rows);
@@ -314,7 +333,8 @@ lstm_backward_recurrence(
 #pragma unroll
           for (int part = 0; part < K_SPLIT; ++part) recurrent += partial[(part * CHUNK_ROWS + row) * PARTIAL_STRIDE + local_unit];
         }
-        finish(chunk + row, first_unit + local_unit, pending[n], recurrent);
+        const acc_t dc_prev = finish(chunk + row, first_unit + local_unit, pending[n], recurrent);
+        if (carried && t >= 0) pending[n] = load_pending(t - 1, chunk + row, first_unit + local_unit, dc_prev);
       }
     }
     // dh_{t-1} of a unit needs dG[t] of every unit.

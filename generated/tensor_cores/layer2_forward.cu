@@ -24,7 +24,16 @@ typedef float acc_t;      // dot products and cell state
 #define OUTPUTS_PER_UNIT 4           // the unit's i, f, g, o pre-activations
 #define CHUNK_ROWS 64
 
-__device__ __forceinline__ acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) + exp(-x)); }
+// Tensor-core kernels round every product's inputs to an 11-bit significand (16-bit storage,
+// TF32), so the hardware tanh (tanh.approx.f32, relative error below 2^-10.9) costs them no
+// accuracy that matters, in one instruction where tanhf or expf and a division take dozens:
+// at small batches the step's epilogue is bound by the instructions it issues.
+__device__ __forceinline__ float tanh_of(float x) {
+  float y;
+  asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float sigmoid(float x) { return fmaf(0.5f, tanh_of(0.5f * x), 0.5f); }
 
 
 
@@ -245,30 +254,37 @@ lstm_forward_recurrence(
   __syncthreads();
   const size_t slot_stride = (size_t)batch * HIDDEN;
 
+  // What a (unit, row) needs at step t besides h_{t-1} W_hh^T, loaded before the dot
+  // products so that their latency hides behind them: its Gx[t], and c_{t-1}.
+  struct Pending { acc_t gx[4]; acc_t c_prev; };
+  auto load_pending = [=](int t, int row, int unit, acc_t c_prev) {
+    Pending p;
+    const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
+#pragma unroll
+    for (int gate = 0; gate < 4; ++gate) p.gx[gate] = acc_t(gx[gate_base + gate * HIDDEN]);
+    p.c_prev = c_prev;
+    return p;
+  };
+  // Where the batch is one chunk (always, batch-sliced), a thread finishes the same (unit,
+  // row) items at every step: it carries their cells in registers, and each item loads its
+  // next Gx as soon as it is finished, so that those loads fly during the barrier and the
+  // next step's products. Otherwise each chunk loads its items' Gx and cells as it starts.
+  const bool carried = batch <= CHUNK_ROWS;
+  Pending pending[ITEMS_PER_THREAD];
+
   for (int t = 0; t < steps; ++t) {
     const storage_t* h_prev = t == 0 ? h0 : h_buf + (size_t)((t - 1) % h_buf_steps) * slot_stride;
     storage_t* h_out = h_buf + (size_t)(t % h_buf_steps) * slot_stride;
 
-    // What a (unit, row) needs besides h_{t-1} W_hh^T, loaded before the dot products so
-    // that their latency hides behind them.
-    struct Pending { acc_t gx[4]; acc_t c_prev; };
-    auto load_pending = [=](int row, int unit) {
-      Pending p;
-      const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
-#pragma unroll
-      for (int gate = 0; gate < 4; ++gate) p.gx[gate] = acc_t(gx[gate_base + gate * HIDDEN]);
-      p.c_prev = cell[(size_t)row * HIDDEN + unit];
-      return p;
-    };
     // Activates a (unit, row)'s gates, given h_{t-1} W_hh^T, advances its cell and writes
-    // h_t and what backward needs.
+    // h_t and what backward needs; returns c_t.
     auto finish = [=](int row, int unit, Pending p, const acc_t (&recurrent)[4]) {
       const size_t own = (size_t)row * HIDDEN + unit;
       const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
       const acc_t i = sigmoid(p.gx[0] + recurrent[0]), f = sigmoid(p.gx[1] + recurrent[1]);
-      const acc_t g = tanh(p.gx[2] + recurrent[2]), o = sigmoid(p.gx[3] + recurrent[3]);
+      const acc_t g = tanh_of(p.gx[2] + recurrent[2]), o = sigmoid(p.gx[3] + recurrent[3]);
       const acc_t c = f * p.c_prev + i * g;
-      const acc_t h = o * tanh(c);
+      const acc_t h = o * tanh_of(c);
       cell[own] = c;
       h_out[own] = storage_t(h);
       if (gates_cache != nullptr) {
@@ -282,15 +298,19 @@ lstm_forward_recurrence(
         h_last[own] = storage_t(h);
         c_last[own] = storage_t(c);
       }
+      return c;
     };
 
     for (int chunk = 0; chunk < batch; chunk += CHUNK_ROWS) {
       const int chunk_rows = min(CHUNK_ROWS, batch - chunk);
-      Pending pending[ITEMS_PER_THREAD];
+      if (!carried || t == 0) {
 #pragma unroll
-      for (int n = 0; n < ITEMS_PER_THREAD; ++n) {
-        const int item = threadIdx.x + n * THREADS, unit = first_unit + item % UNITS_PER_BLOCK;
-        if (item / UNITS_PER_BLOCK < chunk_rows && unit < HIDDEN) pending[n] = load_pending(chunk + item / UNITS_PER_BLOCK, unit);
+        for (int n = 0; n < ITEMS_PER_THREAD; ++n) {
+          const int item = threadIdx.x + n * THREADS, unit = first_unit + item % UNITS_PER_BLOCK;
+          const int row = chunk + item / UNITS_PER_BLOCK;
+          if (item / UNITS_PER_BLOCK < chunk_rows && unit < HIDDEN)
+            pending[n] = load_pending(t, row, unit, cell[(size_t)row * HIDDEN + unit]);
+        }
       }
       if (h_prev != nullptr) {
         stage_rows(staged, h_prev + (size_t)chunk * K_LEN, chunk_rows);
@@ -313,7 +333,8 @@ lstm_forward_recurrence(
             recurrent[0] += sums.x; recurrent[1] += sums.y; recurrent[2] += sums.z; recurrent[3] += sums.w;
           }
         }
-        finish(chunk + row, first_unit + local_unit, pending[n], recurrent);
+        const acc_t c = finish(chunk + row, first_unit + local_unit, pending[n], recurrent);
+        if (carried && t + 1 < steps) pending[n] = load_pending(t + 1, chunk + row, first_unit + local_unit, c);
       }
     }
     // Every block needs all of h_t before step t+1. The last step needs no barrier.

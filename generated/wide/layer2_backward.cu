@@ -26,6 +26,7 @@ typedef double acc_t;      // dot products and cell state
 #define OUTPUTS_PER_UNIT 1           // the unit's dh
 #define CHUNK_ROWS 4
 
+__device__ __forceinline__ acc_t tanh_of(acc_t x) { return tanh(x); }
 __device__ __forceinline__ acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) + exp(-x)); }
 
 #define K_PER_LANE ((K_LEN + 31) / 32)
@@ -136,49 +137,50 @@ lstm_backward_recurrence(
   __syncthreads();
   const size_t state_stride = (size_t)batch * HIDDEN;
 
+  // What a (unit, row) needs at step t besides dG_{t+1} W_hh, loaded before the dot
+  // products so that their latency hides behind them: the forward's gates and cells,
+  // dL/dh_t from outside the recurrence, and dL/dc_t (given). At t = -1 only dc.
+  struct Pending { acc_t i, f, g, o, c, c_prev, dh, dc; };
+  auto load_pending = [=](int t, int row, int unit, acc_t dc) {
+    Pending p = {0, 0, 0, 0, 0, 0, 0, dc};
+    if (t < 0) return p;
+    const size_t own = (size_t)row * HIDDEN + unit;
+    const size_t state = (size_t)t * state_stride + own;
+    const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
+    p.i = acc_t(gates[gate_base + 0 * HIDDEN]);
+    p.f = acc_t(gates[gate_base + 1 * HIDDEN]);
+    p.g = acc_t(gates[gate_base + 2 * HIDDEN]);
+    p.o = acc_t(gates[gate_base + 3 * HIDDEN]);
+    p.c = acc_t(c_seq[state]);
+    p.c_prev = t > 0 ? acc_t(c_seq[state - state_stride]) : (c0 != nullptr ? acc_t(c0[own]) : acc_t(0));
+    if (dy_seq != nullptr) p.dh += acc_t(dy_seq[state]);
+    if (t + 1 == steps && dh_last != nullptr) p.dh += acc_t(dh_last[own]);
+    return p;
+  };
+
   // t = -1 only gathers dh0 from dG[0].
   for (int t = steps - 1; t >= -1; --t) {
     const storage_t* d_gates_next = t + 1 < steps ? d_gates + (size_t)(t + 1) * batch * GATES : nullptr;
 
-    // What a (unit, row) needs besides dG_{t+1} W_hh, loaded before the dot products so
-    // that their latency hides behind them: the forward's gates and cells, dL/dh_t from
-    // outside the recurrence, dL/dc_t.
-    struct Pending { acc_t i, f, g, o, c, c_prev, dh, dc; };
-    auto load_pending = [=](int row, int unit) {
-      Pending p = {0, 0, 0, 0, 0, 0, 0, 0};
-      if (t < 0) return p;
-      const size_t own = (size_t)row * HIDDEN + unit;
-      const size_t state = (size_t)t * state_stride + own;
-      const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
-      p.i = acc_t(gates[gate_base + 0 * HIDDEN]);
-      p.f = acc_t(gates[gate_base + 1 * HIDDEN]);
-      p.g = acc_t(gates[gate_base + 2 * HIDDEN]);
-      p.o = acc_t(gates[gate_base + 3 * HIDDEN]);
-      p.c = acc_t(c_seq[state]);
-      p.c_prev = t > 0 ? acc_t(c_seq[state - state_stride]) : (c0 != nullptr ? acc_t(c0[own]) : acc_t(0));
-      if (dy_seq != nullptr) p.dh += acc_t(dy_seq[state]);
-      if (t + 1 == steps && dh_last != nullptr) p.dh += acc_t(dh_last[own]);
-      p.dc = d_cell[own];
-      return p;
-    };
-    // Turns a (unit, row)'s dh_t, given dG_{t+1} W_hh, into dG[t] and dL/dc_{t-1}; at
+    // Turns a (unit, row)'s dh_t, given dG_{t+1} W_hh, into dG[t]; returns dL/dc_{t-1}. At
     // t = -1 writes dh0 and dc0.
     auto finish = [=](int row, int unit, const Pending& p, acc_t recurrent) {
       const size_t own = (size_t)row * HIDDEN + unit;
       const acc_t dh = p.dh + recurrent;
       if (t < 0) {
         dh0[own] = storage_t(dh);
-        dc0[own] = storage_t(d_cell[own]);
-        return;
+        dc0[own] = storage_t(p.dc);
+        return p.dc;
       }
       const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
-      const acc_t tanh_c = tanh(p.c);
+      const acc_t tanh_c = tanh_of(p.c);
       const acc_t dc = p.dc + dh * p.o * (acc_t(1) - tanh_c * tanh_c);
       d_gates[gate_base + 0 * HIDDEN] = storage_t(dc * p.g * p.i * (acc_t(1) - p.i));
       d_gates[gate_base + 1 * HIDDEN] = storage_t(dc * p.c_prev * p.f * (acc_t(1) - p.f));
       d_gates[gate_base + 2 * HIDDEN] = storage_t(dc * p.i * (acc_t(1) - p.g * p.g));
       d_gates[gate_base + 3 * HIDDEN] = storage_t(dh * tanh_c * p.o * (acc_t(1) - p.o));
       d_cell[own] = dc * p.f;
+      return dc * p.f;
     };
 
     // One warp, one unit, NB rows: after the butterfly, lane l holds the recurrent part of
@@ -189,7 +191,7 @@ lstm_backward_recurrence(
       const bool owner = (lane & ((1 << SHIFT) - 1)) == 0;
       const int row = row0 + (lane >> SHIFT);
       Pending pending;
-      if (owner) pending = load_pending(row, unit);
+      if (owner) pending = load_pending(t, row, unit, d_cell[(size_t)row * HIDDEN + unit]);
       acc_t sum[NB];
 #pragma unroll
       for (int v = 0; v < NB; ++v) sum[v] = 0;
