@@ -56,11 +56,11 @@ _MMA_M, _MMA_N = 16, 8
 _MMA_K = {"f16": 16, "bf16": 16, "tf32": 8}
 _MMA_TYPES = {"__half": "f16", "__nv_bfloat16": "bf16"}
 _MMA_WARPS = 8
-# Batch-sliced blocks keep the whole W_hh as fragments: within the same register budget, and
-# the rest in shared memory up to this much, which every warp reads once a step (64 KiB at
-# 128 B a clock is about 0.26 us).
-_SLICED_SHARED_FRAGMENT_BYTES = 64 * 1024
-# ... and at most this many 16 x k tiles a warp, registers and shared memory together: up to
+# Fragments past the register budget go to shared memory, up to this much, which every warp
+# reads once per 8 staged rows (64 KiB at 128 B a clock is about 0.26 us): so batch-sliced
+# blocks keep all of W_hh on chip, and TF32 layers their slices up to H = 1024.
+_SHARED_FRAGMENT_BYTES = 64 * 1024
+# Batch-sliced blocks take at most this many 16 x k tiles a warp, registers and shared memory together: up to
 # H = 128 in 16 bits. From H = 116 the kernels (4 m tiles of 8 k tiles a warp forward) spill
 # up to 132 bytes, all of them while they load their fragments at the start: the SASS
 # (nvdisasm) has every spill store before the first block barrier and reads each spilled
@@ -111,7 +111,7 @@ class TensorCoreStep:
     k_tiles: int           # tiles of K, 16 wide (8 for TF32), zero-padded
     k_tiles_per_warp: int  # fragments a warp keeps per m tile: 4 registers each (2 when rows <= 8)
     k_tiles_in_registers: int  # the first of them, in registers; the rest (batch-sliced only)
-                               # in shared memory after the partial sums, 16 bytes a lane each
+                               # in shared memory after the partial sums, 16 bytes a lane each (8 when rows <= 8)
     chunk_rows: int        # batch rows staged at once, a multiple of 8
     stage_stride: int      # elements from one staged row to the next: K padded to every
                            # warp's k tiles, plus 16 bytes, so that a fragment's 8 rows start
@@ -157,6 +157,9 @@ class Plan:
     def summary(self) -> str:
         where = {"registers": "registers", "shared": "shared memory",
                  "global": "global memory (L2)"}[self.weights_in]
+        if any(step and step.k_tiles_in_registers < step.k_tiles_per_warp
+               for step in (self.forward_mma, self.backward_mma)):
+            where = "registers and shared memory"
         how = " as mma.sync fragments" if self.math == "mma" else ""
         blocks = (f"up to {self.num_blocks} blocks of {self.forward_chunk_rows} batch rows"
                   if self.batch_sliced else f"{self.num_blocks} blocks")
@@ -298,8 +301,10 @@ def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, s
     k_tiles_per_warp = -(-k_tiles // k_split)
     registers_per_tile = m_tiles_per_warp * (4 if rows > _MMA_M // 2 else 2)
     k_tiles_in_registers = min(k_tiles_per_warp, _MMA_FRAGMENT_REGISTERS // registers_per_tile)
-    shared_fragment_bytes = _MMA_WARPS * m_tiles_per_warp * (k_tiles_per_warp - k_tiles_in_registers) * WARP * 16
-    if k_tiles_in_registers == 0 or shared_fragment_bytes > (_SLICED_SHARED_FRAGMENT_BYTES if sliced else 0):
+    # A lane keeps 16 bytes of each tile in shared memory, 8 when the tile's rows 8-15 are padding.
+    lane_bytes = 16 if rows > _MMA_M // 2 else 8
+    shared_fragment_bytes = _MMA_WARPS * m_tiles_per_warp * (k_tiles_per_warp - k_tiles_in_registers) * WARP * lane_bytes
+    if k_tiles_in_registers == 0 or shared_fragment_bytes > _SHARED_FRAGMENT_BYTES:
         return None
     if sliced and m_tiles_per_warp * k_tiles_per_warp > _SLICED_TILES_PER_WARP:
         return None

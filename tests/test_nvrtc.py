@@ -60,7 +60,8 @@ def test_compile_failure_shows_log_spec_and_numbered_source():
 
 
 @pytest.mark.parametrize("dtype, hidden, allow_tf32", [
-    ("float32", 1024, False), ("float16", 1056, False), ("bfloat16", 1056, False), ("float32", 576, True)])
+    ("float32", 1024, False), ("float16", 1056, False), ("bfloat16", 1056, False), ("float32", 576, True),
+    ("float32", 1056, True)])
 def test_weights_in_registers_do_not_spill_at_the_planners_limit(dtype, hidden, allow_tf32):
     # The planner keeps W_hh in registers up to these hidden sizes (FMA lanes' shares for
     # float32, tensor-core fragments for 16 bits and TF32); a spill would put the weights in local

@@ -136,18 +136,22 @@ def test_tensor_core_steps_cover_the_block_and_fit_registers_and_shared_memory(s
         k_tile = 8 if plan.mma_type == "tf32" else 16
         assert step.k_tiles * k_tile >= k_len > (step.k_tiles - 1) * k_tile
         assert step.k_tiles_per_warp * step.k_split >= step.k_tiles  # every k tile has a warp
-        # Fragments within 72 registers a lane; only batch-sliced blocks keep more, in shared memory.
+        # Fragments within 72 registers a lane; only where they fill them, the rest in shared memory.
+        registers_per_tile = step.m_tiles_per_warp * (4 if rows > 8 else 2)
         assert 1 <= step.k_tiles_in_registers <= step.k_tiles_per_warp
-        assert step.k_tiles_in_registers == step.k_tiles_per_warp or plan.batch_sliced
-        assert step.m_tiles_per_warp * step.k_tiles_in_registers * (4 if rows > 8 else 2) <= 72
+        assert step.k_tiles_in_registers * registers_per_tile <= 72
+        assert step.k_tiles_in_registers == step.k_tiles_per_warp or (step.k_tiles_in_registers + 1) * registers_per_tile > 72
         assert step.chunk_rows % 8 == 0 and step.chunk_rows >= 8
         # Staged rows padded to every warp's k tiles, plus 16 bytes so that a fragment's rows change banks.
         element = DTYPES[spec.dtype]["bytes"]
         assert step.stage_stride * element == step.k_tiles_per_warp * step.k_split * k_tile * element + 16
         assert step.staged_bytes % 16 == 0 and step.staged_bytes >= step.chunk_rows * step.stage_stride * element
         assert step.partial_stride % 4 == 0 and step.partial_stride >= step.m_tiles * 16  # float4 reads
-        # Staged rows, partial sums, then the fragments kept in shared memory: 16 bytes a lane.
-        shared_fragments = plan.warps * step.m_tiles_per_warp * (step.k_tiles_per_warp - step.k_tiles_in_registers) * 32 * 16
+        # Staged rows, partial sums, then the fragments kept in shared memory (at most 64 KiB):
+        # 16 bytes a lane, 8 where rows 8-15 are padding.
+        shared_fragments = (plan.warps * step.m_tiles_per_warp * (step.k_tiles_per_warp - step.k_tiles_in_registers)
+                            * 32 * (16 if rows > 8 else 8))
+        assert shared_fragments <= 64 * 1024
         assert step.smem_bytes == (step.staged_bytes + step.k_split * step.chunk_rows * step.partial_stride * 4
                                    + shared_fragments)
         assert step.smem_bytes <= plan.smem_bytes <= target.max_smem_per_block
@@ -210,10 +214,22 @@ def test_float32_and_float64_stay_on_fma():
         assert plan_layer(LSTMSpec(input_size=8, hidden_size=256, dtype=dtype), SM90_H200).math == "fma"
 
 
-@pytest.mark.parametrize("hidden, math", [(1, "mma"), (512, "mma"), (576, "mma"), (577, "fma"), (1024, "fma")])
-def test_float32_with_tf32_allowed_runs_on_tensor_cores_up_to_576(hidden, math):
+@pytest.mark.parametrize("hidden, math, fragments_in", [
+    (1, "mma", "registers"), (576, "mma", "registers"),
+    # Past 576 a TF32 slice (k tiles of 8) no longer fits the register budget: the rest of it
+    # goes to shared memory, 57344 bytes at H = 1024 both ways (backward, 8 bytes a lane).
+    (577, "mma", "registers and shared memory"), (1024, "mma", "registers and shared memory"),
+    (1056, "mma", "registers and shared memory"), (1064, "fma", "")])
+def test_float32_with_tf32_allowed_runs_on_tensor_cores_up_to_1056(hidden, math, fragments_in):
     plan = plan_layer(LSTMSpec(input_size=8, hidden_size=hidden, allow_tf32=True), SM90_H200)
     assert plan.math == math and plan.mma_type == ("tf32" if math == "mma" else "")
+    if math == "mma":
+        assert f"W_hh slice in {fragments_in} as mma.sync fragments" in plan.summary()
+    if hidden == 1024:
+        for step in (plan.forward_mma, plan.backward_mma):
+            shared_tiles = step.k_tiles_per_warp - step.k_tiles_in_registers
+            lane_bytes = 16 if step.rows > 8 else 8
+            assert 8 * step.m_tiles_per_warp * shared_tiles * 32 * lane_bytes == 57344
 
 
 def test_tf32_needs_ampere():

@@ -68,6 +68,20 @@ __device__ __forceinline__ unsigned fragment(const storage_t* x) {
   return *reinterpret_cast<const unsigned*>(x);
 }
 
+// A lane's part of a fragment kept in shared memory: its 4 registers, or with at most 8 rows
+// the 2 that are not zero padding.
+#if M_ROWS > 8
+typedef uint4 shared_fragment_t;
+__device__ __forceinline__ void unpack(const uint4& a, unsigned (&tile)[4]) {
+  tile[0] = a.x; tile[1] = a.y; tile[2] = a.z; tile[3] = a.w;
+}
+#else
+typedef uint2 shared_fragment_t;
+__device__ __forceinline__ void unpack(const uint2& a, unsigned (&tile)[4]) {
+  tile[0] = a.x; tile[1] = 0u; tile[2] = a.y; tile[3] = 0u;
+}
+#endif
+
 // d += A B for a 16 x K_TILE weight tile A and a K_TILE x 8 tile B of staged rows (B[k][n]
 // is staged row n's element k), in float32 on the tensor cores.
 __device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
@@ -115,7 +129,7 @@ __device__ __forceinline__ void stage_rows(storage_t* dst, const storage_t* src,
 // (the strides' padding sees to that). The staged rows are zero-padded to every warp's
 // last k tile, so no k tile needs a bounds check.
 __device__ __forceinline__ void block_product(const unsigned (&fragments)[M_TILES_PER_WARP][K_TILES_IN_REGISTERS][4],
-                                              const uint4* shared_fragments, const storage_t* staged, float* partial,
+                                              const shared_fragment_t* shared_fragments, const storage_t* staged, float* partial,
                                               int n_tiles, int m_group, int k_part, int lane) {
   // B fragments are loaded LOAD_BATCH k tiles at a time, so that a warp waits for shared
   // memory once per batch rather than once per k tile, and CHAINS accumulators per m tile
@@ -144,8 +158,8 @@ __device__ __forceinline__ void block_product(const unsigned (&fragments)[M_TILE
             if (first + j < K_TILES_IN_REGISTERS) {
               mma(acc[mt][(first + j) % CHAINS], fragments[mt][first + j], b[j][0], b[j][1]);
             } else if constexpr (SHARED_K_TILES > 0) {
-              const uint4 a = shared_fragments[(mt * SHARED_K_TILES + first + j - K_TILES_IN_REGISTERS) * 32 + lane];
-              const unsigned tile[4] = {a.x, a.y, a.z, a.w};
+              unsigned tile[4];
+              unpack(shared_fragments[(mt * SHARED_K_TILES + first + j - K_TILES_IN_REGISTERS) * 32 + lane], tile);
               mma(acc[mt][(first + j) % CHAINS], tile, b[j][0], b[j][1]);
             }
           }
@@ -183,9 +197,10 @@ __device__ __forceinline__ storage_t weight_at(const storage_t* weights, int fir
 
 // The warp's fragments of A: rows 16 m + [0, 16) of each of its m tiles m, k tiles
 // k_part + j * K_SPLIT; the first K_TILES_IN_REGISTERS in registers, the rest in shared
-// memory, [m tile][k tile][lane] so that a warp reads 512 consecutive bytes per tile.
+// memory, [m tile][k tile][lane] so that a warp reads 512 consecutive bytes per tile (256
+// with at most 8 rows).
 __device__ __forceinline__ void load_fragments(unsigned (&fragments)[M_TILES_PER_WARP][K_TILES_IN_REGISTERS][4],
-                                               uint4* shared_fragments, const storage_t* weights, int first_unit,
+                                               shared_fragment_t* shared_fragments, const storage_t* weights, int first_unit,
                                                int m_group, int k_part, int lane) {
 #pragma unroll
   for (int mt = 0; mt < M_TILES_PER_WARP; ++mt) {
@@ -206,9 +221,12 @@ __device__ __forceinline__ void load_fragments(unsigned (&fragments)[M_TILES_PER
         fragments[mt][j][1] = M_ROWS > 8 ? at(row + 8, k) : 0u;
         fragments[mt][j][3] = M_ROWS > 8 ? at(row + 8, k + K_TILE / 2) : 0u;
       } else if constexpr (SHARED_K_TILES > 0) {
-        shared_fragments[(mt * SHARED_K_TILES + j - K_TILES_IN_REGISTERS) * 32 + lane] = make_uint4(
-            at(row, k), M_ROWS > 8 ? at(row + 8, k) : 0u, at(row, k + K_TILE / 2),
-            M_ROWS > 8 ? at(row + 8, k + K_TILE / 2) : 0u);
+        shared_fragment_t& shared = shared_fragments[(mt * SHARED_K_TILES + j - K_TILES_IN_REGISTERS) * 32 + lane];
+#if M_ROWS > 8
+        shared = make_uint4(at(row, k), at(row + 8, k), at(row, k + K_TILE / 2), at(row + 8, k + K_TILE / 2));
+#else
+        shared = make_uint2(at(row, k), at(row, k + K_TILE / 2));
+#endif
       }
     }
   }
@@ -239,8 +257,8 @@ lstm_forward_recurrence(
   float* partial = reinterpret_cast<float*>(smem_raw + STAGED_BYTES);
   const int m_group = warp % M_GROUPS, k_part = warp / M_GROUPS;
   unsigned fragments[M_TILES_PER_WARP][K_TILES_IN_REGISTERS][4];
-  // This warp's fragments past K_TILES_IN_REGISTERS, after the partial sums (batch-sliced).
-  uint4* shared_fragments = reinterpret_cast<uint4*>(smem_raw + STAGED_BYTES + K_SPLIT * CHUNK_ROWS * PARTIAL_STRIDE * 4)
+  // This warp's fragments past K_TILES_IN_REGISTERS, after the partial sums.
+  shared_fragment_t* shared_fragments = reinterpret_cast<shared_fragment_t*>(smem_raw + STAGED_BYTES + K_SPLIT * CHUNK_ROWS * PARTIAL_STRIDE * 4)
                             + warp * M_TILES_PER_WARP * SHARED_K_TILES * 32;
   load_fragments(fragments, shared_fragments, weights, first_unit, m_group, k_part, lane);
   // The padding past K_LEN is never staged but is multiplied (by zero weights): keep it finite.

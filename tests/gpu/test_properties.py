@@ -3,7 +3,7 @@ with the float64 reference (tolerances and their derivation: lstmgen/compare.py)
 
 One test item per (dtype, bias, return_sequences) so that pytest-xdist can spread the
 NVRTC compiles of the drawn hidden sizes over CPU cores; "tf32" stands for float32 with
-allow_tf32 (tensor cores up to H = 576, the FMA kernels above).
+allow_tf32 (tensor cores up to H = 1056, the FMA kernels above).
 """
 
 import os

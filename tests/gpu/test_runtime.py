@@ -57,6 +57,8 @@ def test_weights_outside_registers(dtype, hidden, place, batch):
     ("float16", 3, 1, "mma"),        # one unit per block: fragments mostly padding
     ("bfloat16", 1057, 5, "fma"),    # past the register limit: the FMA kernels in 16 bits
     ("tf32", 576, 70, "mma"),        # float32 with TF32 allowed, at its register limit
+    ("tf32", 1056, 19, "mma"),       # TF32 fragments partly in shared memory, at their limit
+    ("tf32", 1064, 3, "fma"),        # past it: strict float32 on the FMA kernels
     ("tf32", 37, 3, "mma"),          # K = 37: a zero-padded k tile of 8
 ])
 def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
