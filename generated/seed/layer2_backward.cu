@@ -151,22 +151,26 @@ lstm_backward_recurrence(
 
   // What a (unit, row) needs at step t besides dG_{t+1} W_hh, loaded before the dot
   // products so that their latency hides behind them: the forward's gates and cells,
-  // dL/dh_t from outside the recurrence, and dL/dc_t (given). At t = -1 only dc.
-  struct Pending { acc_t i, f, g, o, c, c_prev, dh, dc; };
+  // dL/dh_t from outside the recurrence (dy_t, and dh_T at the last step), and dL/dc_t
+  // (given). At t = -1 only dc. The loads stay in storage_t until finish() uses them:
+  // converting them here would wait for the loads.
+  struct Pending { storage_t i, f, g, o, c, c_prev, dy, dh_last; acc_t dc; };
   auto load_pending = [=](int t, int row, int unit, acc_t dc) {
-    Pending p = {0, 0, 0, 0, 0, 0, 0, dc};
+    const storage_t zero(0.0f);
+    Pending p = {zero, zero, zero, zero, zero, zero, zero, zero, dc};
     if (t < 0) return p;
     const size_t own = (size_t)row * HIDDEN + unit;
     const size_t state = (size_t)t * state_stride + own;
     const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
-    p.i = acc_t(gates[gate_base + 0 * HIDDEN]);
-    p.f = acc_t(gates[gate_base + 1 * HIDDEN]);
-    p.g = acc_t(gates[gate_base + 2 * HIDDEN]);
-    p.o = acc_t(gates[gate_base + 3 * HIDDEN]);
-    p.c = acc_t(c_seq[state]);
-    p.c_prev = t > 0 ? acc_t(c_seq[state - state_stride]) : (c0 != nullptr ? acc_t(c0[own]) : acc_t(0));
-    if (dy_seq != nullptr) p.dh += acc_t(dy_seq[state]);
-    if (t + 1 == steps && dh_last != nullptr) p.dh += acc_t(dh_last[own]);
+    p.i = gates[gate_base + 0 * HIDDEN];
+    p.f = gates[gate_base + 1 * HIDDEN];
+    p.g = gates[gate_base + 2 * HIDDEN];
+    p.o = gates[gate_base + 3 * HIDDEN];
+    p.c = c_seq[state];
+    if (t > 0) p.c_prev = c_seq[state - state_stride];
+    else if (c0 != nullptr) p.c_prev = c0[own];
+    if (dy_seq != nullptr) p.dy = dy_seq[state];
+    if (t + 1 == steps && dh_last != nullptr) p.dh_last = dh_last[own];
     return p;
   };
 
@@ -178,21 +182,22 @@ lstm_backward_recurrence(
     // t = -1 writes dh0 and dc0.
     auto finish = [=](int row, int unit, const Pending& p, acc_t recurrent) {
       const size_t own = (size_t)row * HIDDEN + unit;
-      const acc_t dh = p.dh + recurrent;
+      const acc_t dh = (acc_t(p.dy) + acc_t(p.dh_last)) + recurrent;
       if (t < 0) {
         dh0[own] = storage_t(dh);
         dc0[own] = storage_t(p.dc);
         return p.dc;
       }
       const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
-      const acc_t tanh_c = tanh_of(p.c);
-      const acc_t dc = p.dc + dh * p.o * (acc_t(1) - tanh_c * tanh_c);
-      d_gates[gate_base + 0 * HIDDEN] = storage_t(dc * p.g * p.i * (acc_t(1) - p.i));
-      d_gates[gate_base + 1 * HIDDEN] = storage_t(dc * p.c_prev * p.f * (acc_t(1) - p.f));
-      d_gates[gate_base + 2 * HIDDEN] = storage_t(dc * p.i * (acc_t(1) - p.g * p.g));
-      d_gates[gate_base + 3 * HIDDEN] = storage_t(dh * tanh_c * p.o * (acc_t(1) - p.o));
-      d_cell[own] = dc * p.f;
-      return dc * p.f;
+      const acc_t i = acc_t(p.i), f = acc_t(p.f), g = acc_t(p.g), o = acc_t(p.o), c_prev = acc_t(p.c_prev);
+      const acc_t tanh_c = tanh_of(acc_t(p.c));
+      const acc_t dc = p.dc + dh * o * (acc_t(1) - tanh_c * tanh_c);
+      d_gates[gate_base + 0 * HIDDEN] = storage_t(dc * g * i * (acc_t(1) - i));
+      d_gates[gate_base + 1 * HIDDEN] = storage_t(dc * c_prev * f * (acc_t(1) - f));
+      d_gates[gate_base + 2 * HIDDEN] = storage_t(dc * i * (acc_t(1) - g * g));
+      d_gates[gate_base + 3 * HIDDEN] = storage_t(dh * tanh_c * o * (acc_t(1) - o));
+      d_cell[own] = dc * f;
+      return dc * f;
     };
 
     // One warp, one unit, NB rows: after the butterfly, lane l holds the recurrent part of

@@ -273,13 +273,14 @@ lstm_forward_recurrence(
   const size_t slot_stride = (size_t)batch * HIDDEN;
 
   // What a (unit, row) needs at step t besides h_{t-1} W_hh^T, loaded before the dot
-  // products so that their latency hides behind them: its Gx[t], and c_{t-1}.
-  struct Pending { acc_t gx[4]; acc_t c_prev; };
+  // products so that their latency hides behind them: its Gx[t], and c_{t-1}. Gx stays in
+  // storage_t until finish() uses it: converting it here would wait for the load.
+  struct Pending { storage_t gx[4]; acc_t c_prev; };
   auto load_pending = [=](int t, int row, int unit, acc_t c_prev) {
     Pending p;
     const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
 #pragma unroll
-    for (int gate = 0; gate < 4; ++gate) p.gx[gate] = acc_t(gx[gate_base + gate * HIDDEN]);
+    for (int gate = 0; gate < 4; ++gate) p.gx[gate] = gx[gate_base + gate * HIDDEN];
     p.c_prev = c_prev;
     return p;
   };
@@ -299,8 +300,8 @@ lstm_forward_recurrence(
     auto finish = [=](int row, int unit, Pending p, const acc_t (&recurrent)[4]) {
       const size_t own = (size_t)row * HIDDEN + unit;
       const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
-      const acc_t i = sigmoid(p.gx[0] + recurrent[0]), f = sigmoid(p.gx[1] + recurrent[1]);
-      const acc_t g = tanh_of(p.gx[2] + recurrent[2]), o = sigmoid(p.gx[3] + recurrent[3]);
+      const acc_t i = sigmoid(acc_t(p.gx[0]) + recurrent[0]), f = sigmoid(acc_t(p.gx[1]) + recurrent[1]);
+      const acc_t g = tanh_of(acc_t(p.gx[2]) + recurrent[2]), o = sigmoid(acc_t(p.gx[3]) + recurrent[3]);
       const acc_t c = f * p.c_prev + i * g;
       const acc_t h = o * tanh_of(c);
       cell[own] = c;
