@@ -62,7 +62,7 @@ _MMA_WARPS = 8
 _SHARED_FRAGMENT_BYTES = 64 * 1024
 # Batch-sliced blocks take at most this many 16 x k tiles a warp, registers and shared memory together: up to
 # H = 128 in 16 bits. From H = 116 the kernels (4 m tiles of 8 k tiles a warp forward) spill
-# up to 132 bytes, all of them while they load their fragments at the start: the SASS
+# up to 32 bytes, all of them while they load their fragments at the start: the SASS
 # (nvdisasm) has every spill store before the first block barrier and reads each spilled
 # value once after it, none in the step loop. Past 32, the step itself would be short of registers.
 _SLICED_TILES_PER_WARP = 32

@@ -356,8 +356,18 @@ lstm_backward_recurrence(
 #pragma unroll
           for (int part = 0; part < K_SPLIT; ++part) recurrent += partial[(part * CHUNK_ROWS + row) * PARTIAL_STRIDE + local_unit];
         }
-        const acc_t dc_prev = finish(chunk + row, first_unit + local_unit, pending[n], recurrent);
-        if (carried && t >= 0) pending[n] = load_pending(t - 1, chunk + row, first_unit + local_unit, dc_prev);
+        pending[n].dc = finish(chunk + row, first_unit + local_unit, pending[n], recurrent);  // dL/dc_{t-1}
+      }
+      // Only after every item is finished: a warp waits for a load through one of a few
+      // scoreboards that later loads share, so an item finished after these loads went out
+      // would wait for them (ncu: a full memory latency per item at B = 8).
+      if (carried && t >= 0) {
+#pragma unroll
+        for (int n = 0; n < ITEMS_PER_THREAD; ++n) {
+          const int item = threadIdx.x + n * THREADS, unit = first_unit + item % UNITS_PER_BLOCK;
+          if (item / UNITS_PER_BLOCK < chunk_rows && unit < HIDDEN)
+            pending[n] = load_pending(t - 1, chunk + item / UNITS_PER_BLOCK, unit, pending[n].dc);
+        }
       }
     }
     // dh_{t-1} of a unit needs dG[t] of every unit.

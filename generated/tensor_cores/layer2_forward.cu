@@ -352,8 +352,18 @@ lstm_forward_recurrence(
             recurrent[0] += sums.x; recurrent[1] += sums.y; recurrent[2] += sums.z; recurrent[3] += sums.w;
           }
         }
-        const acc_t c = finish(chunk + row, first_unit + local_unit, pending[n], recurrent);
-        if (carried && t + 1 < steps) pending[n] = load_pending(t + 1, chunk + row, first_unit + local_unit, c);
+        pending[n].c_prev = finish(chunk + row, first_unit + local_unit, pending[n], recurrent);
+      }
+      // Only after every item is finished: a warp waits for a load through one of a few
+      // scoreboards that later loads share, so an item finished after these loads went out
+      // would wait for them (ncu: a full memory latency per item at B = 8).
+      if (carried && t + 1 < steps) {
+#pragma unroll
+        for (int n = 0; n < ITEMS_PER_THREAD; ++n) {
+          const int item = threadIdx.x + n * THREADS, unit = first_unit + item % UNITS_PER_BLOCK;
+          if (item / UNITS_PER_BLOCK < chunk_rows && unit < HIDDEN)
+            pending[n] = load_pending(t + 1, chunk + item / UNITS_PER_BLOCK, unit, pending[n].c_prev);
+        }
       }
     }
     // Every block needs all of h_t before step t+1. The last step needs no barrier.
