@@ -2,8 +2,8 @@
 
 All arithmetic about warps, tiles and bytes lives here so the templates only print it.
 
-Shape of the recurrence kernels (DESIGN.md section 4): a persistent cooperative grid, one
-block per SM, in which block k owns hidden units [k*U, (k+1)*U). Each step is a small
+Shape of the recurrence kernels (DESIGN.md section 4; batch-sliced ones below): a
+persistent cooperative grid, one block per SM, in which block k owns hidden units [k*U, (k+1)*U). Each step is a small
 matrix product per block, out[b][o] = sum_k in[b][k] * W[o][k]: forward, `in` is h_{t-1}
 and the outputs are the 4 gate rows of each owned unit (k over H); backward, `in` is
 dG_{t+1} and the output is dh of each owned unit (k over the 4H gate rows, W transposed).
@@ -58,7 +58,7 @@ _MMA_TYPES = {"__half": "f16", "__nv_bfloat16": "bf16"}
 _MMA_WARPS = 8
 # Fragments past the register budget go to shared memory, up to this much, which every warp
 # reads once per 8 staged rows (64 KiB at 128 B a clock is about 0.26 us): so batch-sliced
-# blocks keep all of W_hh on chip, and TF32 layers their slices up to H = 1024.
+# blocks keep all of W_hh on chip, and TF32 layers their slices up to H = 1056.
 _SHARED_FRAGMENT_BYTES = 64 * 1024
 # Batch-sliced blocks take at most this many 16 x k tiles a warp, registers and shared memory together: up to
 # H = 128 in 16 bits. From H = 116 the kernels (4 m tiles of 8 k tiles a warp forward) spill
@@ -110,8 +110,8 @@ class TensorCoreStep:
                            # w % (m_tiles / m_tiles_per_warp) and k tiles w // that + j * k_split
     k_tiles: int           # tiles of K, 16 wide (8 for TF32), zero-padded
     k_tiles_per_warp: int  # fragments a warp keeps per m tile: 4 registers each (2 when rows <= 8)
-    k_tiles_in_registers: int  # the first of them, in registers; the rest (batch-sliced only)
-                               # in shared memory after the partial sums, 16 bytes a lane each (8 when rows <= 8)
+    k_tiles_in_registers: int  # the first of them, in registers; the rest in shared memory
+                               # after the partial sums, 16 bytes a lane each (8 when rows <= 8)
     chunk_rows: int        # batch rows staged at once, a multiple of 8
     stage_stride: int      # elements from one staged row to the next: K padded to every
                            # warp's k tiles, plus 16 bytes, so that a fragment's 8 rows start

@@ -97,7 +97,8 @@ def _load(spec: LSTMSpec, device_id: int) -> LayerKernels:
     sources = render_layer(spec, current_target())
     kernels = {}
     for direction, source in sources.items():
-        # Cooperative launches: the kernels cross a grid-wide barrier every step.
+        # Cooperative launches: the kernels cross a grid-wide barrier every step (batch-sliced
+        # ones only block barriers, but they launch the same way).
         module = cupy.RawModule(code=source.text, options=compile_options(), enable_cooperative_groups=True)
         try:
             kernel = module.get_function(source.entry)

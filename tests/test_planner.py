@@ -171,8 +171,6 @@ def test_batch_sliced_blocks_stage_the_same_groups_both_ways_and_hold_every_unit
     assert max(plan.forward_mma.items_per_thread, plan.backward_mma.items_per_thread) <= 4
     for step in (plan.forward_mma, plan.backward_mma):
         assert step.m_tiles_per_warp * step.k_tiles_per_warp <= 32  # past that the step is short of registers
-        shared = 8 * step.m_tiles_per_warp * (step.k_tiles_per_warp - step.k_tiles_in_registers) * 32 * 16
-        assert shared <= 64 * 1024
     for batch in (1, group, group + 1, 1000, 10**6):
         blocks = plan.blocks(batch)
         assert blocks == min(target.sm_count, -(-batch // group))

@@ -5,7 +5,7 @@
 
 // Backward recurrence of one LSTM layer, steps in reverse. Per step the owner lane of each
 // (unit, batch row) turns dh_t and dc_t into the four pre-activation gate gradients dG[t];
-// after a grid barrier every block gathers, for its units,
+// after a grid barrier (a block barrier where batch-sliced) every block gathers, for its units,
 //   dh_{t-1}[unit] = sum_r dG[t][r] * W_hh[r][unit]
 // over all 4H gate rows; with the weights streamed from L2 it reads W_hh^T, so that the
 // lanes of a warp read consecutive r.
@@ -29,7 +29,9 @@ typedef float acc_t;      // dot products and cell state
 // Tensor-core kernels round every product's inputs to an 11-bit significand (16-bit storage,
 // TF32), so the hardware tanh (tanh.approx.f32, relative error below 2^-10.9) costs them no
 // accuracy that matters, in one instruction where tanhf or expf and a division take dozens:
-// at small batches the step's epilogue is bound by the instructions it issues.
+// at small batches the step's epilogue is bound by the instructions it issues. sigmoid
+// through it is off by up to about 2^-12 absolutely, so relatively more where it is tiny
+// (x below about -8); the tolerances scale with each output's largest value.
 __device__ __forceinline__ float tanh_of(float x) {
   float y;
   asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
@@ -134,7 +136,7 @@ __device__ __forceinline__ void block_product(const unsigned (&fragments)[M_TILE
   // B fragments are loaded LOAD_BATCH k tiles at a time, so that a warp waits for shared
   // memory once per batch rather than once per k tile, and CHAINS accumulators per m tile
   // take turns, so that consecutive mma.sync need not wait for each other's results (4 in
-  // flight in all).
+  // flight in all; 3 with 3 m tiles a warp).
   constexpr int LOAD_BATCH = 8, CHAINS = M_TILES_PER_WARP >= 4 ? 1 : 4 / M_TILES_PER_WARP;
   const int group = lane / 4, col = (lane % 4) * 2, k_lane = (lane % 4) * PER_REGISTER;
 #pragma unroll
@@ -297,9 +299,9 @@ lstm_backward_recurrence(
     return p;
   };
   // Where the batch is one chunk (always, batch-sliced), a thread finishes the same (unit,
-  // row) items at every step: it carries their dL/dc in registers, and each item loads what
-  // its next step needs as soon as it is finished, so that those loads fly during the
-  // barrier and the next step's products. Otherwise each chunk loads its items' as it starts.
+  // row) items at every step: it carries their dL/dc in registers and, once all of them are
+  // finished, loads what their next step needs, so that those loads fly during the barrier
+  // and the next step's products. Otherwise each chunk loads its items' as it starts.
   const bool carried = batch <= CHUNK_ROWS;
   Pending pending[ITEMS_PER_THREAD];
 

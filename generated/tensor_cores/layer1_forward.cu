@@ -7,7 +7,8 @@
 // is one GEMM done before this launch; this persistent kernel runs every step:
 //   gates = Gx[t] + h_{t-1} W_hh^T;  i,f,o = sigmoid, g = tanh (gate order i, f, g, o)
 //   c_t = f * c_{t-1} + i * g;        h_t = o * tanh(c_t)
-// with one grid barrier per step, after which every block can read all of h_t.
+// with one grid barrier per step, after which every block can read all of h_t (a block
+// barrier where the kernel is batch-sliced: the block then owns every unit of its rows).
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
 namespace cg = cooperative_groups;
@@ -27,7 +28,9 @@ typedef float acc_t;      // dot products and cell state
 // Tensor-core kernels round every product's inputs to an 11-bit significand (16-bit storage,
 // TF32), so the hardware tanh (tanh.approx.f32, relative error below 2^-10.9) costs them no
 // accuracy that matters, in one instruction where tanhf or expf and a division take dozens:
-// at small batches the step's epilogue is bound by the instructions it issues.
+// at small batches the step's epilogue is bound by the instructions it issues. sigmoid
+// through it is off by up to about 2^-12 absolutely, so relatively more where it is tiny
+// (x below about -8); the tolerances scale with each output's largest value.
 __device__ __forceinline__ float tanh_of(float x) {
   float y;
   asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
@@ -134,7 +137,7 @@ __device__ __forceinline__ void block_product(const unsigned (&fragments)[M_TILE
   // B fragments are loaded LOAD_BATCH k tiles at a time, so that a warp waits for shared
   // memory once per batch rather than once per k tile, and CHAINS accumulators per m tile
   // take turns, so that consecutive mma.sync need not wait for each other's results (4 in
-  // flight in all).
+  // flight in all; 3 with 3 m tiles a warp).
   constexpr int LOAD_BATCH = 8, CHAINS = M_TILES_PER_WARP >= 4 ? 1 : 4 / M_TILES_PER_WARP;
   const int group = lane / 4, col = (lane % 4) * 2, k_lane = (lane % 4) * PER_REGISTER;
 #pragma unroll
@@ -285,8 +288,8 @@ lstm_forward_recurrence(
     return p;
   };
   // Where the batch is one chunk (always, batch-sliced), a thread finishes the same (unit,
-  // row) items at every step: it carries their cells in registers, and each item loads its
-  // next Gx as soon as it is finished, so that those loads fly during the barrier and the
+  // row) items at every step: it carries their cells in registers and, once all of them
+  // are finished, loads their next Gx, so that those loads fly during the barrier and the
   // next step's products. Otherwise each chunk loads its items' Gx and cells as it starts.
   const bool carried = batch <= CHUNK_ROWS;
   Pending pending[ITEMS_PER_THREAD];

@@ -54,23 +54,25 @@ def test_weights_outside_registers(dtype, hidden, place, batch):
     ("float16", 1056, 70, "mma"),    # the register limit; 3 staged chunks each way, the last partial
     ("bfloat16", 1024, 8, "mma"),    # two m tiles forward, one n tile
     ("bfloat16", 333, 41, "mma"),    # odd H: rows not aligned for 16-byte staging, zero-padded k tiles
-    ("float16", 3, 1, "mma"),        # one unit per block: fragments mostly padding
+    ("float16", 130, 1, "mma"),      # one unit per block: fragments mostly padding
     ("bfloat16", 1057, 5, "fma"),    # past the register limit: the FMA kernels in 16 bits
     ("tf32", 576, 70, "mma"),        # float32 with TF32 allowed, at its register limit
     ("tf32", 1056, 19, "mma"),       # TF32 fragments partly in shared memory, at their limit
     ("tf32", 1064, 3, "fma"),        # past it: strict float32 on the FMA kernels
-    ("tf32", 37, 3, "mma"),          # K = 37: a zero-padded k tile of 8
+    ("tf32", 100, 3, "mma"),         # K = 100: a zero-padded k tile of 8
 ])
 def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
+    # Cooperative kernels, one grid barrier a step (smaller H is batch-sliced: below).
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype,
                     bias="double", allow_tf32=dtype == "tf32")
-    assert load_kernels(spec).plan.math == math
+    plan = load_kernels(spec).plan
+    assert plan.math == math and not plan.batch_sliced
     report = check_layer(Layer(spec, seed=3), Problem(5, batch, True, True, seed=4))
     assert not report, "\n".join(report)
 
 
 @pytest.mark.parametrize("dtype, hidden, batch, initial_state", [
-    ("float16", 64, 9, True),        # the limit: one group of 16 rows, partly filled; 2 m tiles a warp
+    ("float16", 64, 9, True),        # one group of 16 rows, partly filled; 2 m tiles a warp
     ("bfloat16", 64, 37, False),     # three blocks, zero initial state (no product at t = 0)
     ("float16", 8, 130, True),       # groups of 64 rows, the last of 2
     ("tf32", 32, 5, True),           # TF32: 8 forward m tiles, K split 4 ways backward
@@ -80,6 +82,7 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
                                      # in shared memory
     ("float16", 128, 9, True),       # the 16-bit limit, the bench's smallest H
     ("bfloat16", 11, 17, True),      # 3 forward m tiles padded to 4
+    ("tf32", 37, 3, True),           # K = 37: a zero-padded k tile of 8
 ])
 def test_batch_sliced_layers(dtype, hidden, batch, initial_state):
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype,
@@ -89,13 +92,15 @@ def test_batch_sliced_layers(dtype, hidden, batch, initial_state):
     assert not report, "\n".join(report)
 
 
-def test_batch_sliced_blocks_take_several_groups_in_turn():
-    # More groups of rows than SMs: each block runs its groups one after another.
+@pytest.mark.parametrize("steps, initial_state", [(3, True), (3, False), (1, True)])
+def test_batch_sliced_blocks_take_several_groups_in_turn(steps, initial_state):
+    # More groups of rows than SMs: each block runs its groups one after another, each from
+    # its given or a zero state; at T = 1 backward's first step is also its last.
     spec = LSTMSpec(input_size=5, hidden_size=64, dtype="float16")
     plan = load_kernels(spec).plan
     batch = plan.num_blocks * plan.forward_chunk_rows + 5
     assert plan.batch_sliced and plan.blocks(batch) == plan.num_blocks
-    report = check_layer(Layer(spec, seed=9), Problem(3, batch, True, True, seed=10))
+    report = check_layer(Layer(spec, seed=9), Problem(steps, batch, initial_state, initial_state, seed=10))
     assert not report, "\n".join(report)
 
 
