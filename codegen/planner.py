@@ -23,7 +23,12 @@ registers and up to 64 KiB of shared memory (H <= 128 in 16 bits, 64 in TF32), e
 owns every unit and its own groups of batch rows,
 so no step waits for another block: the grid barrier becomes a block barrier, and h_t (dG_t
 backward) goes from the epilogue straight into the staged rows of the next step, never
-through L2. The grid is sized by the batch at launch (Plan.blocks).
+through L2. Where one block is too small, a thread-block cluster of 2, 4 or 8 blocks takes
+its place (H = 256 in 16 bits, 128 and 256 in TF32): the cluster owns every unit and its
+groups of rows, each block a slice of the units as in the cooperative grid, and each block
+writes h_t (dG_t) into the staged rows of every block of its cluster through distributed
+shared memory, then meets them at the cluster's barrier (0.19 us to the grid's 1 us). The
+launch sizes the grid and the rows of a group by the batch (Plan.blocks, Plan.group_rows).
 """
 
 from __future__ import annotations
@@ -66,6 +71,9 @@ _SHARED_FRAGMENT_BYTES = 64 * 1024
 # (nvdisasm) has every spill store before the first block barrier and reads each spilled
 # value once after it, none in the step loop. Past 32, the step itself would be short of registers.
 _SLICED_TILES_PER_WARP = 32
+# Blocks in a batch-sliced cluster, tried in this order: up to 8, the size every GPU with
+# clusters (sm_90 on) must be able to schedule.
+_CLUSTER_SIZES = (1, 2, 4, 8)
 # (unit, row) pairs a thread of a batch-sliced block finishes per step, at most: each holds
 # its Gx and cell (forward) or gates, cells and gradients (backward) in registers meanwhile.
 _SLICED_ITEMS_PER_THREAD = 4
@@ -121,6 +129,7 @@ class TensorCoreStep:
     smem_bytes: int        # staged rows + k_split * chunk_rows * partial_stride floats
                            # + the fragments kept in shared memory
     items_per_thread: int  # (unit, batch row) pairs of a chunk that each thread finishes
+    stage_buffers: int     # 2 in clusters: blocks write step t's rows while others still read t - 1's
 
 
 @dataclass(frozen=True)
@@ -145,14 +154,23 @@ class Plan:
     mma_type: str = ""       # the PTX type of mma.sync's inputs ("f16", "bf16", "tf32") when math == "mma"
     forward_mma: TensorCoreStep | None = None
     backward_mma: TensorCoreStep | None = None
-    batch_sliced: bool = False  # each block owns every unit and groups of chunk_rows batch rows
+    batch_sliced: bool = False  # each cluster of blocks owns every unit and groups of batch rows
+    cluster_blocks: int = 1     # blocks of a batch-sliced cluster, each owning units_per_block units
+
+    def group_rows(self, batch: int) -> int:
+        """Batch rows of a batch-sliced group: few enough that every cluster the GPU holds
+        takes a group (each thread then finishes fewer rows a step), at most chunk_rows."""
+        clusters = self.num_blocks // self.cluster_blocks
+        rows = -(-batch // clusters)
+        return min(self.forward_chunk_rows, -(-rows // _MMA_N) * _MMA_N)
 
     def blocks(self, batch: int) -> int:
-        """Blocks to launch for `batch` rows: num_blocks, or for batch-sliced kernels one per
-        group of rows, up to one per SM (a block then takes several groups in turn)."""
+        """Blocks to launch for `batch` rows: num_blocks, or for batch-sliced kernels a
+        cluster per group of rows, up to num_blocks (a cluster then takes several groups in turn)."""
         if not self.batch_sliced:
             return self.num_blocks
-        return min(self.num_blocks, -(-batch // self.forward_chunk_rows))
+        groups = -(-batch // self.group_rows(batch))
+        return min(self.num_blocks, groups * self.cluster_blocks)
 
     def summary(self) -> str:
         where = {"registers": "registers", "shared": "shared memory",
@@ -161,8 +179,13 @@ class Plan:
                for step in (self.forward_mma, self.backward_mma)):
             where = "registers and shared memory"
         how = " as mma.sync fragments" if self.math == "mma" else ""
-        blocks = (f"up to {self.num_blocks} blocks of {self.forward_chunk_rows} batch rows"
-                  if self.batch_sliced else f"{self.num_blocks} blocks")
+        if self.batch_sliced and self.cluster_blocks > 1:
+            blocks = (f"up to {self.num_blocks // self.cluster_blocks} clusters of {self.cluster_blocks} "
+                      f"blocks of up to {self.forward_chunk_rows} batch rows")
+        elif self.batch_sliced:
+            blocks = f"up to {self.num_blocks} blocks of up to {self.forward_chunk_rows} batch rows"
+        else:
+            blocks = f"{self.num_blocks} blocks"
         return (f"{self.target.arch}: {blocks} x {self.threads} threads, "
                 f"{self.units_per_block} units/block, W_hh slice in {where}{how}, staging "
                 f"{self.forward_chunk_rows} rows forward / {self.backward_chunk_rows} backward "
@@ -205,14 +228,14 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
         )
     layout = dict(target=target, storage_type=types["storage"], accumulate_type=types["accumulate"])
     mma_type = _tensor_core_type(spec, target)
-    sliced = mma_type and _plan_tensor_cores(spec, target, hidden, mma_type, sliced=True)
+    cluster, sliced = _plan_batch_sliced(spec, target, mma_type) if mma_type else (1, None)
     tensor_core = sliced or (mma_type and _plan_tensor_cores(spec, target, units, mma_type, sliced=False))
     if tensor_core:
         forward, backward = tensor_core
         return Plan(
             **layout,
-            units_per_block=hidden if sliced else units,
-            num_blocks=target.sm_count if sliced else num_blocks,
+            units_per_block=-(-hidden // cluster) if sliced else units,
+            num_blocks=target.sm_count // cluster * cluster if sliced else num_blocks,
             warps=_MMA_WARPS,
             threads=_MMA_WARPS * WARP,
             weights_in="registers",
@@ -226,6 +249,7 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
             forward_mma=forward,
             backward_mma=backward,
             batch_sliced=bool(sliced),
+            cluster_blocks=cluster,
         )
     forward_chunk = _chunk_rows(staging // forward_row)
     backward_chunk = _chunk_rows(staging // backward_row)
@@ -256,8 +280,34 @@ def _tensor_core_type(spec: LSTMSpec, target: Target) -> str | None:
     return "tf32" if spec.allow_tf32 else None
 
 
+def _plan_batch_sliced(spec: LSTMSpec, target: Target, mma_type: str
+                       ) -> tuple[int, tuple[TensorCoreStep, TensorCoreStep] | None]:
+    """Blocks per cluster and both directions' steps of a batch-sliced plan, or (1, None).
+    One block wherever it fits: its barrier is the cheapest. Else the smallest cluster whose
+    blocks keep all their fragments in registers, or failing that the smallest that fits:
+    fragments read from shared memory cost every step more than a larger cluster's barrier."""
+    hidden = spec.hidden_size
+    sizes = _CLUSTER_SIZES if int(target.arch.removeprefix("sm_")) >= 90 else (1,)
+    fitting = {}
+    for cluster in sizes:
+        units = -(-hidden // cluster)
+        if -(-hidden // units) < cluster:
+            break  # some block of the cluster would own no unit
+        steps = _plan_tensor_cores(spec, target, units, mma_type, sliced=True, stage_buffers=1 if cluster == 1 else 2)
+        if steps and cluster == 1:
+            return 1, steps
+        if steps:
+            fitting[cluster] = steps
+    in_registers = [cluster for cluster, steps in fitting.items()
+                    if all(step.k_tiles_in_registers == step.k_tiles_per_warp for step in steps)]
+    if not fitting:
+        return 1, None
+    cluster = min(in_registers or fitting)
+    return cluster, fitting[cluster]
+
+
 def _plan_tensor_cores(spec: LSTMSpec, target: Target, units: int, mma_type: str,
-                       sliced: bool) -> tuple[TensorCoreStep, TensorCoreStep] | None:
+                       sliced: bool, stage_buffers: int = 1) -> tuple[TensorCoreStep, TensorCoreStep] | None:
     """Both directions' tensor-core steps for blocks of `units` units, or None where they do
     not fit: m tiles that do not share out evenly over the warps, fragments beyond the
     register budget or not even 8 staged rows in shared memory. Batch-sliced (units == H),
@@ -267,19 +317,19 @@ def _plan_tensor_cores(spec: LSTMSpec, target: Target, units: int, mma_type: str
     if sliced:
         max_chunk = min(max_chunk, _SLICED_ITEMS_PER_THREAD * _MMA_WARPS * WARP // units // _MMA_N * _MMA_N)
     shapes = ((4 * units, hidden), (units, 4 * hidden))  # (rows, k_len): forward, backward
-    steps = [_tensor_core_step(target, units, mma_type, element, sliced, max_chunk, rows, k_len)
+    steps = [_tensor_core_step(target, units, mma_type, element, sliced, max_chunk, stage_buffers, rows, k_len)
              for rows, k_len in shapes]
     if None in steps:
         return None
     if sliced:
         chunk = min(step.chunk_rows for step in steps)
-        steps = [_tensor_core_step(target, units, mma_type, element, sliced, chunk, rows, k_len)
+        steps = [_tensor_core_step(target, units, mma_type, element, sliced, chunk, stage_buffers, rows, k_len)
                  for rows, k_len in shapes]
     return steps[0], steps[1]
 
 
 def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, sliced: bool, max_chunk: int,
-                      rows: int, k_len: int) -> TensorCoreStep | None:
+                      stage_buffers: int, rows: int, k_len: int) -> TensorCoreStep | None:
     if max_chunk < _MMA_N:
         return None
     m_tiles = -(-rows // _MMA_M)
@@ -314,7 +364,7 @@ def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, s
     partial_stride = m_tiles * _MMA_M + 4
 
     def sizes(chunk: int) -> tuple[int, int]:
-        staged = _round16(chunk * stage_stride * element)
+        staged = _round16(stage_buffers * chunk * stage_stride * element)
         return staged, staged + k_split * chunk * partial_stride * 4 + shared_fragment_bytes
 
     chunk = max_chunk
@@ -327,7 +377,7 @@ def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, s
         rows=rows, m_tiles=m_tiles, m_tiles_per_warp=m_tiles_per_warp, k_split=k_split, k_tiles=k_tiles,
         k_tiles_per_warp=k_tiles_per_warp, k_tiles_in_registers=k_tiles_in_registers, chunk_rows=chunk, stage_stride=stage_stride,
         partial_stride=partial_stride, staged_bytes=staged_bytes, smem_bytes=smem_bytes,
-        items_per_thread=-(-units * chunk // (_MMA_WARPS * WARP)),
+        items_per_thread=-(-units * chunk // (_MMA_WARPS * WARP)), stage_buffers=stage_buffers,
     )
 
 

@@ -97,9 +97,10 @@ def _load(spec: LSTMSpec, device_id: int) -> LayerKernels:
     sources = render_layer(spec, current_target())
     kernels = {}
     for direction, source in sources.items():
-        # Cooperative launches: the kernels cross a grid-wide barrier every step (batch-sliced
-        # ones only block barriers, but they launch the same way).
-        module = cupy.RawModule(code=source.text, options=compile_options(), enable_cooperative_groups=True)
+        # Cooperative launches where the kernels cross a grid-wide barrier every step;
+        # batch-sliced ones meet only within a block or cluster, which any launch keeps together.
+        module = cupy.RawModule(code=source.text, options=compile_options(),
+                                enable_cooperative_groups=not source.plan.batch_sliced)
         try:
             kernel = module.get_function(source.entry)
         except cupy.cuda.compiler.CompileException as error:

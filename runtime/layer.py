@@ -240,6 +240,8 @@ class Layer:
 
     def _launch(self, kernel, args: tuple, batch: int) -> None:
         plan = self.kernels.plan
+        if plan.batch_sliced:
+            args += (np.int32(plan.group_rows(batch)),)
         kernel((plan.blocks(batch),), (plan.threads,), args, shared_mem=plan.smem_bytes)
 
     # ----------------------------------------------------------------- backward
