@@ -37,8 +37,11 @@ def test_every_unit_has_one_block_and_no_block_is_empty(spec, target):
     assume(spec.hidden_size <= _largest_hidden(target, spec.dtype))
     plan = plan_layer(spec, target)
     assert 1 <= plan.num_blocks <= target.sm_count
-    if plan.batch_sliced:  # every block owns every unit; the batch decides how many run
-        assert plan.units_per_block == spec.hidden_size and plan.num_blocks == target.sm_count
+    if plan.batch_sliced:  # every cluster owns every unit; the batch decides how many run
+        cluster = plan.cluster_blocks
+        assert cluster in (1, 2, 4, 8) and (cluster == 1 or int(target.arch.removeprefix("sm_")) >= 90)
+        assert cluster * plan.units_per_block >= spec.hidden_size > (cluster - 1) * plan.units_per_block
+        assert plan.num_blocks == target.sm_count // cluster * cluster
         return
     assert plan.num_blocks * plan.units_per_block >= spec.hidden_size
     assert (plan.num_blocks - 1) * plan.units_per_block < spec.hidden_size
@@ -102,7 +105,7 @@ def test_where_the_weights_live_on_h200(dtype, hidden, place):
 
 # Batch-sliced plans that random H rarely reach: padded m tiles, fragments in shared memory.
 _SLICED_EXAMPLES = [LSTMSpec(input_size=1, hidden_size=hidden, dtype=dtype)
-                    for hidden in (11, 72, 73, 112, 128) for dtype in ("float16", "bfloat16")]
+                    for hidden in (11, 72, 73, 112, 128, 129, 200, 256) for dtype in ("float16", "bfloat16")]
 
 
 def _with_sliced_examples(test):
@@ -165,31 +168,47 @@ def test_batch_sliced_blocks_stage_the_same_groups_both_ways_and_hold_every_unit
     plan = plan_layer(spec, target)
     if not plan.batch_sliced:
         return
-    assert plan.math == "mma" and plan.units_per_block == spec.hidden_size
-    group = plan.forward_chunk_rows
-    assert group == plan.backward_chunk_rows == plan.forward_mma.chunk_rows == plan.backward_mma.chunk_rows
+    cluster = plan.cluster_blocks
+    assert plan.math == "mma" and plan.units_per_block == -(-spec.hidden_size // cluster)
+    chunk = plan.forward_chunk_rows
+    assert chunk == plan.backward_chunk_rows == plan.forward_mma.chunk_rows == plan.backward_mma.chunk_rows
     assert max(plan.forward_mma.items_per_thread, plan.backward_mma.items_per_thread) <= 4
     for step in (plan.forward_mma, plan.backward_mma):
         assert step.m_tiles_per_warp * step.k_tiles_per_warp <= 32  # past that the step is short of registers
-    for batch in (1, group, group + 1, 1000, 10**6):
-        blocks = plan.blocks(batch)
-        assert blocks == min(target.sm_count, -(-batch // group))
-        assert blocks * group >= batch or blocks == target.sm_count  # then blocks take groups in turn
+        # Clusters double-buffer the staged rows: others write step t's while one reads t - 1's.
+        assert step.stage_buffers == (1 if cluster == 1 else 2)
+    clusters = plan.num_blocks // cluster
+    for batch in (1, 8, chunk, chunk + 1, 8 * clusters + 1, 1000, 10**6):
+        rows, blocks = plan.group_rows(batch), plan.blocks(batch)
+        assert rows <= chunk and (rows % 8 == 0 or rows == chunk)
+        assert blocks % cluster == 0 and 1 <= blocks // cluster <= clusters
+        if blocks < plan.num_blocks:
+            assert blocks // cluster * rows >= batch  # every group has its own cluster
+        # The rows spread over every cluster the GPU holds before a group grows past 8.
+        assert rows == 8 or batch > 8 * (clusters - 1)
 
 
-@pytest.mark.parametrize("dtype, limit", [("float16", 128), ("bfloat16", 128), ("tf32", 64)])
-@pytest.mark.parametrize("hidden", [1, 8, 9, 16, 33, 64, 65, 72, 73, 112, 113, 128, 129])
-def test_small_tensor_core_layers_are_batch_sliced_on_h200(dtype, limit, hidden):
-    # Up to the limit the whole W_hh fits one block as fragments, in registers and shared
-    # memory (m tiles padded so that the warps share them out).
+# Blocks per batch-sliced cluster on the H200 from each hidden size on, to the next (to 256):
+# one block while all of W_hh fits it as fragments, in registers and shared memory; past
+# that, the smallest cluster whose blocks keep every fragment in registers, or else the
+# smallest that fits (TF32 from 145).
+_CLUSTERS_FROM = {"float16": {1: 1, 129: 4, 145: 8}, "bfloat16": {1: 1, 129: 4, 145: 8},
+                  "tf32": {1: 1, 65: 2, 73: 4, 129: 8}}
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "tf32"])
+@pytest.mark.parametrize("hidden", [1, 8, 9, 16, 33, 64, 65, 72, 73, 112, 113, 128, 129, 144, 145, 200, 256, 257])
+def test_small_tensor_core_layers_are_batch_sliced_on_h200(dtype, hidden):
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype,
                     allow_tf32=dtype == "tf32")
     plan = plan_layer(spec, SM90_H200)
-    sliced = hidden <= limit
+    sliced = hidden <= 256
     assert plan.math == "mma" and plan.batch_sliced == sliced
     assert ("batch rows x" in plan.summary()) == sliced
     if sliced:
-        assert plan.blocks(batch=8) == -(-8 // plan.forward_chunk_rows) and plan.blocks(batch=10**5) == 132
+        cluster = _CLUSTERS_FROM[dtype][max(h for h in _CLUSTERS_FROM[dtype] if h <= hidden)]
+        assert plan.cluster_blocks == cluster and ("clusters of" in plan.summary()) == (cluster > 1)
+        assert plan.blocks(batch=8) == cluster and plan.blocks(batch=10**5) == 132 // cluster * cluster
 
 
 def test_float32_without_tf32_is_never_batch_sliced():

@@ -5,7 +5,7 @@
 
 // Backward recurrence of one LSTM layer, steps in reverse. Per step the owner lane of each
 // (unit, batch row) turns dh_t and dc_t into the four pre-activation gate gradients dG[t];
-// after a grid barrier (a block barrier where batch-sliced) every block gathers, for its units,
+// after a grid barrier (the block's or cluster's where batch-sliced) every block gathers, for its units,
 //   dh_{t-1}[unit] = sum_r dG[t][r] * W_hh[r][unit]
 // over all 4H gate rows; with the weights streamed from L2 it reads W_hh^T, so that the
 // lanes of a warp read consecutive r.
@@ -56,6 +56,7 @@ __device__ __forceinline__ size_t weight_index(int, int unit, int r) { return (s
 #define PARTIAL_STRIDE 20
 #define STAGED_BYTES 196992
 #define ITEMS_PER_THREAD 1
+#define STAGE_BUFFERS 1
 #define MMA_TYPE "bf16"
 static_assert(M_GROUPS * K_SPLIT == WARPS, "each warp owns one (group of m tiles, k part)");
 static_assert(CHUNK_ROWS % 8 == 0, "a chunk is whole n tiles of 8 rows");
@@ -83,6 +84,7 @@ __device__ __forceinline__ void unpack(const uint2& a, unsigned (&tile)[4]) {
   tile[0] = a.x; tile[1] = 0u; tile[2] = a.y; tile[3] = 0u;
 }
 #endif
+
 
 // d += A B for a 16 x K_TILE weight tile A and a K_TILE x 8 tile B of staged rows (B[k][n]
 // is staged row n's element k), in float32 on the tensor cores.
@@ -264,7 +266,7 @@ lstm_backward_recurrence(
                             + warp * M_TILES_PER_WARP * SHARED_K_TILES * 32;
   load_fragments(fragments, shared_fragments, weights, first_unit, m_group, k_part, lane);
   // The padding past K_LEN is never staged but is multiplied (by zero weights): keep it finite.
-  for (int e = threadIdx.x; e < CHUNK_ROWS * STAGE_STRIDE; e += THREADS) staged[e] = storage_t(0.0f);
+  for (int e = threadIdx.x; e < STAGE_BUFFERS * CHUNK_ROWS * STAGE_STRIDE; e += THREADS) staged[e] = storage_t(0.0f);
 
   for (int e = threadIdx.x; e < batch * UNITS_PER_BLOCK; e += THREADS) {
     const int unit = first_unit + e % UNITS_PER_BLOCK;

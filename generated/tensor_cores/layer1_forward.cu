@@ -7,8 +7,8 @@
 // is one GEMM done before this launch; this persistent kernel runs every step:
 //   gates = Gx[t] + h_{t-1} W_hh^T;  i,f,o = sigmoid, g = tanh (gate order i, f, g, o)
 //   c_t = f * c_{t-1} + i * g;        h_t = o * tanh(c_t)
-// with one grid barrier per step, after which every block can read all of h_t (a block
-// barrier where the kernel is batch-sliced: the block then owns every unit of its rows).
+// with one grid barrier per step, after which every block can read all of h_t (where the
+// kernel is batch-sliced, the barrier of the block or cluster that owns every unit of its rows).
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
 namespace cg = cooperative_groups;
@@ -57,6 +57,7 @@ __device__ __forceinline__ size_t weight_index(int gate, int unit, int k) {
 #define PARTIAL_STRIDE 36
 #define STAGED_BYTES 132096
 #define ITEMS_PER_THREAD 2
+#define STAGE_BUFFERS 1
 #define MMA_TYPE "bf16"
 static_assert(M_GROUPS * K_SPLIT == WARPS, "each warp owns one (group of m tiles, k part)");
 static_assert(CHUNK_ROWS % 8 == 0, "a chunk is whole n tiles of 8 rows");
@@ -84,6 +85,7 @@ __device__ __forceinline__ void unpack(const uint2& a, unsigned (&tile)[4]) {
   tile[0] = a.x; tile[1] = 0u; tile[2] = a.y; tile[3] = 0u;
 }
 #endif
+
 
 // d += A B for a 16 x K_TILE weight tile A and a K_TILE x 8 tile B of staged rows (B[k][n]
 // is staged row n's element k), in float32 on the tensor cores.
@@ -265,7 +267,7 @@ lstm_forward_recurrence(
                             + warp * M_TILES_PER_WARP * SHARED_K_TILES * 32;
   load_fragments(fragments, shared_fragments, weights, first_unit, m_group, k_part, lane);
   // The padding past K_LEN is never staged but is multiplied (by zero weights): keep it finite.
-  for (int e = threadIdx.x; e < CHUNK_ROWS * STAGE_STRIDE; e += THREADS) staged[e] = storage_t(0.0f);
+  for (int e = threadIdx.x; e < STAGE_BUFFERS * CHUNK_ROWS * STAGE_STRIDE; e += THREADS) staged[e] = storage_t(0.0f);
 
   for (int e = threadIdx.x; e < batch * UNITS_PER_BLOCK; e += THREADS) {
     const int unit = first_unit + e % UNITS_PER_BLOCK;

@@ -5,7 +5,7 @@
 
 // Backward recurrence of one LSTM layer, steps in reverse. Per step the owner lane of each
 // (unit, batch row) turns dh_t and dc_t into the four pre-activation gate gradients dG[t];
-// after a grid barrier (a block barrier where batch-sliced) every block gathers, for its units,
+// after a grid barrier (the block's or cluster's where batch-sliced) every block gathers, for its units,
 //   dh_{t-1}[unit] = sum_r dG[t][r] * W_hh[r][unit]
 // over all 4H gate rows; with the weights streamed from L2 it reads W_hh^T, so that the
 // lanes of a warp read consecutive r.

@@ -7,8 +7,8 @@
 // is one GEMM done before this launch; this persistent kernel runs every step:
 //   gates = Gx[t] + h_{t-1} W_hh^T;  i,f,o = sigmoid, g = tanh (gate order i, f, g, o)
 //   c_t = f * c_{t-1} + i * g;        h_t = o * tanh(c_t)
-// with one grid barrier per step, after which every block can read all of h_t (a block
-// barrier where the kernel is batch-sliced: the block then owns every unit of its rows).
+// with one grid barrier per step, after which every block can read all of h_t (where the
+// kernel is batch-sliced, the barrier of the block or cluster that owns every unit of its rows).
 #include <cooperative_groups.h>
 namespace cg = cooperative_groups;
 

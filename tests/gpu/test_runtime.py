@@ -54,12 +54,12 @@ def test_weights_outside_registers(dtype, hidden, place, batch):
     ("float16", 1056, 70, "mma"),    # the register limit; 3 staged chunks each way, the last partial
     ("bfloat16", 1024, 8, "mma"),    # two m tiles forward, one n tile
     ("bfloat16", 333, 41, "mma"),    # odd H: rows not aligned for 16-byte staging, zero-padded k tiles
-    ("float16", 130, 1, "mma"),      # one unit per block: fragments mostly padding
+    ("float16", 257, 1, "mma"),      # 2 units per block, the last block's second unit padding
     ("bfloat16", 1057, 5, "fma"),    # past the register limit: the FMA kernels in 16 bits
     ("tf32", 576, 70, "mma"),        # float32 with TF32 allowed, at its register limit
     ("tf32", 1056, 19, "mma"),       # TF32 fragments partly in shared memory, at their limit
     ("tf32", 1064, 3, "fma"),        # past it: strict float32 on the FMA kernels
-    ("tf32", 100, 3, "mma"),         # K = 100: a zero-padded k tile of 8
+    ("tf32", 300, 3, "mma"),         # K = 300: a zero-padded k tile of 8
 ])
 def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
     # Cooperative kernels, one grid barrier a step (smaller H is batch-sliced: below).
@@ -83,6 +83,13 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
     ("float16", 128, 9, True),       # the 16-bit limit, the bench's smallest H
     ("bfloat16", 11, 17, True),      # 3 forward m tiles padded to 4
     ("tf32", 37, 3, True),           # K = 37: a zero-padded k tile of 8
+    # Clusters: each block a slice of the units, the staged rows in every block's shared memory.
+    ("float16", 256, 8, True),       # 8 blocks of 32 units, one group of 8 rows
+    ("bfloat16", 200, 37, False),    # 8 blocks of 25 units (padded m tiles); 5 groups, the last of 5 rows
+    ("float16", 130, 21, True),      # 4 blocks of 33 units, the last 31
+    ("tf32", 70, 3, True),           # 2 blocks of 35 units
+    ("tf32", 128, 9, False),         # 4 blocks of 32
+    ("tf32", 250, 20, True),         # 8 blocks of 32, the last 26; TF32 fragments partly in shared memory
 ])
 def test_batch_sliced_layers(dtype, hidden, batch, initial_state):
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype,
@@ -92,13 +99,16 @@ def test_batch_sliced_layers(dtype, hidden, batch, initial_state):
     assert not report, "\n".join(report)
 
 
-@pytest.mark.parametrize("steps, initial_state", [(3, True), (3, False), (1, True)])
-def test_batch_sliced_blocks_take_several_groups_in_turn(steps, initial_state):
-    # More groups of rows than SMs: each block runs its groups one after another, each from
-    # its given or a zero state; at T = 1 backward's first step is also its last.
-    spec = LSTMSpec(input_size=5, hidden_size=64, dtype="float16")
+@pytest.mark.parametrize("hidden, steps, initial_state", [
+    (64, 3, True), (64, 3, False), (64, 1, True),
+    (256, 3, True), (256, 1, False),  # clusters of 8 blocks
+])
+def test_batch_sliced_blocks_take_several_groups_in_turn(hidden, steps, initial_state):
+    # More groups of rows than the GPU holds blocks (clusters): each runs its groups one after
+    # another, each from its given or a zero state; at T = 1 backward's first step is also its last.
+    spec = LSTMSpec(input_size=5, hidden_size=hidden, dtype="float16")
     plan = load_kernels(spec).plan
-    batch = plan.num_blocks * plan.forward_chunk_rows + 5
+    batch = plan.num_blocks // plan.cluster_blocks * plan.forward_chunk_rows + 5
     assert plan.batch_sliced and plan.blocks(batch) == plan.num_blocks
     report = check_layer(Layer(spec, seed=9), Problem(steps, batch, initial_state, initial_state, seed=10))
     assert not report, "\n".join(report)
@@ -106,7 +116,7 @@ def test_batch_sliced_blocks_take_several_groups_in_turn(steps, initial_state):
 
 @pytest.mark.parametrize("dtype, hidden, sm_count, forward_m_tiles, items_per_thread", [
     ("float16", 420, 28, 4, 4),    # 15 units per block: 4 forward m tiles, 4 (unit, row) pairs a thread
-    ("bfloat16", 256, 8, 8, 8),    # 32 units: a warp per forward m tile, 2 backward m tiles
+    ("bfloat16", 512, 16, 8, 8),   # 32 units: a warp per forward m tile, 2 backward m tiles
 ])
 def test_tensor_core_shapes_of_gpus_with_fewer_sms(monkeypatch, dtype, hidden, sm_count, forward_m_tiles,
                                                    items_per_thread):
