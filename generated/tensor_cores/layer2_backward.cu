@@ -411,8 +411,8 @@ lstm_backward_recurrence(
         }
       }
     }
-    cg::this_cluster().sync();
-  // dG_t is staged for step t - 1
+    cg::this_cluster().sync();  // dG_t is staged for step t - 1, in every block of the cluster
+
   }
   }
 }

@@ -402,8 +402,8 @@ lstm_forward_recurrence(
         }
       }
     }
-    cg::this_cluster().sync();
-  // h_t is staged for step t + 1
+    cg::this_cluster().sync();  // h_t is staged for step t + 1, in every block of the cluster
+
   }
   }
 }
