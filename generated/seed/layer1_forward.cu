@@ -154,6 +154,8 @@ lstm_forward_recurrence(
   // products so that their latency hides behind them: its Gx[t], and c_{t-1}. Gx stays in
   // storage_t until finish() uses it: converting it here would wait for the load.
   struct Pending { storage_t gx[4]; acc_t c_prev; };
+  // What a finished (unit, row) writes to memory: its activated gates, c_t and h_t.
+  struct Outputs { storage_t i, f, g, o, c, h; };
   auto load_pending = [=](int t, int row, int unit, acc_t c_prev) {
     Pending p;
     const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
@@ -167,29 +169,32 @@ lstm_forward_recurrence(
     const storage_t* h_prev = t == 0 ? h0 : h_buf + (size_t)((t - 1) % h_buf_steps) * slot_stride;
     storage_t* h_out = h_buf + (size_t)(t % h_buf_steps) * slot_stride;
 
-    // Activates a (unit, row)'s gates, given h_{t-1} W_hh^T, advances its cell and writes
-    // h_t and what backward needs; returns c_t.
-    auto finish = [=](int row, int unit, Pending p, const acc_t (&recurrent)[4]) {
-      const size_t own = (size_t)row * HIDDEN + unit;
-      const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
+    // Activates a (unit, row)'s gates, given h_{t-1} W_hh^T, and advances its cell; returns
+    // c_t, and in `out` what it writes to memory (write_outputs).
+    auto finish = [=](int row, int unit, Pending p, const acc_t (&recurrent)[4], Outputs& out) {
       const acc_t i = sigmoid(acc_t(p.gx[0]) + recurrent[0]), f = sigmoid(acc_t(p.gx[1]) + recurrent[1]);
       const acc_t g = tanh_of(acc_t(p.gx[2]) + recurrent[2]), o = sigmoid(acc_t(p.gx[3]) + recurrent[3]);
       const acc_t c = f * p.c_prev + i * g;
       const acc_t h = o * tanh_of(c);
-      cell[own] = c;
-      h_out[own] = storage_t(h);
+      out = {storage_t(i), storage_t(f), storage_t(g), storage_t(o), storage_t(c), storage_t(h)};
+      return c;
+    };
+    // Writes a finished (unit, row)'s h_t, what backward needs, and after the last step h_T, c_T.
+    auto write_outputs = [=](int row, int unit, const Outputs& out) {
+      const size_t own = (size_t)row * HIDDEN + unit;
+      const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
+      h_out[own] = out.h;
       if (gates_cache != nullptr) {
-        gates_cache[gate_base + 0 * HIDDEN] = storage_t(i);
-        gates_cache[gate_base + 1 * HIDDEN] = storage_t(f);
-        gates_cache[gate_base + 2 * HIDDEN] = storage_t(g);
-        gates_cache[gate_base + 3 * HIDDEN] = storage_t(o);
-        c_cache[((size_t)t * batch + row) * HIDDEN + unit] = storage_t(c);
+        gates_cache[gate_base + 0 * HIDDEN] = out.i;
+        gates_cache[gate_base + 1 * HIDDEN] = out.f;
+        gates_cache[gate_base + 2 * HIDDEN] = out.g;
+        gates_cache[gate_base + 3 * HIDDEN] = out.o;
+        c_cache[((size_t)t * batch + row) * HIDDEN + unit] = out.c;
       }
       if (t + 1 == steps) {
-        h_last[own] = storage_t(h);
-        c_last[own] = storage_t(c);
+        h_last[own] = out.h;
+        c_last[own] = out.c;
       }
-      return c;
     };
 
     // One warp, one unit, NB rows: after the butterfly, lane l holds output l >> SHIFT,
@@ -229,7 +234,11 @@ lstm_forward_recurrence(
       acc_t recurrent[4];
 #pragma unroll
       for (int gate = 0; gate < 4; ++gate) recurrent[gate] = __shfl_sync(FULL_WARP, mine, ((output & ~3) + gate) << SHIFT);
-      if (owner) finish(row, unit, pending, recurrent);
+      if (owner) {
+        Outputs out;
+        cell[(size_t)row * HIDDEN + unit] = finish(row, unit, pending, recurrent, out);
+        write_outputs(row, unit, out);
+      }
     };
     for (int chunk = 0; chunk < batch; chunk += CHUNK_ROWS) {
       const int chunk_rows = min(CHUNK_ROWS, batch - chunk);

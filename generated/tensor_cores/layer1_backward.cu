@@ -306,14 +306,15 @@ lstm_backward_recurrence(
   // and the next step's products. Otherwise each chunk loads its items' as it starts.
   const bool carried = batch <= CHUNK_ROWS;
   Pending pending[ITEMS_PER_THREAD];
+  storage_t d_gate[ITEMS_PER_THREAD][4];  // each item's dG[t], from finish() to write_d_gates()
 
   // t = -1 only gathers dh0 from dG[0].
   for (int t = steps - 1; t >= -1; --t) {
     const storage_t* d_gates_next = t + 1 < steps ? d_gates + (size_t)(t + 1) * batch * GATES : nullptr;
 
-    // Turns a (unit, row)'s dh_t, given dG_{t+1} W_hh, into dG[t]; returns dL/dc_{t-1}. At
-    // t = -1 writes dh0 and dc0.
-    auto finish = [=](int row, int unit, const Pending& p, acc_t recurrent) {
+    // Turns a (unit, row)'s dh_t, given dG_{t+1} W_hh, into dG[t] (in `d_gate`, which
+    // write_d_gates writes); returns dL/dc_{t-1}. At t = -1 writes dh0 and dc0 instead.
+    auto finish = [=](int row, int unit, const Pending& p, acc_t recurrent, storage_t (&d_gate)[4]) {
       const size_t own = (size_t)row * HIDDEN + unit;
       const acc_t dh = (acc_t(p.dy) + acc_t(p.dh_last)) + recurrent;
       if (t < 0) {
@@ -321,16 +322,21 @@ lstm_backward_recurrence(
         dc0[own] = storage_t(p.dc);
         return p.dc;
       }
-      const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
       const acc_t i = acc_t(p.i), f = acc_t(p.f), g = acc_t(p.g), o = acc_t(p.o), c_prev = acc_t(p.c_prev);
       const acc_t tanh_c = tanh_of(acc_t(p.c));
       const acc_t dc = p.dc + dh * o * (acc_t(1) - tanh_c * tanh_c);
-      d_gates[gate_base + 0 * HIDDEN] = storage_t(dc * g * i * (acc_t(1) - i));
-      d_gates[gate_base + 1 * HIDDEN] = storage_t(dc * c_prev * f * (acc_t(1) - f));
-      d_gates[gate_base + 2 * HIDDEN] = storage_t(dc * i * (acc_t(1) - g * g));
-      d_gates[gate_base + 3 * HIDDEN] = storage_t(dh * tanh_c * o * (acc_t(1) - o));
-      d_cell[own] = dc * f;
+      d_gate[0] = storage_t(dc * g * i * (acc_t(1) - i));
+      d_gate[1] = storage_t(dc * c_prev * f * (acc_t(1) - f));
+      d_gate[2] = storage_t(dc * i * (acc_t(1) - g * g));
+      d_gate[3] = storage_t(dh * tanh_c * o * (acc_t(1) - o));
       return dc * f;
+    };
+    // Writes a finished (unit, row)'s dG[t], which the weight-gradient GEMMs read after the launch.
+    auto write_d_gates = [=](int row, int unit, const storage_t (&d_gate)[4]) {
+      if (t < 0) return;
+      const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
+#pragma unroll
+      for (int gate = 0; gate < 4; ++gate) d_gates[gate_base + gate * HIDDEN] = d_gate[gate];
     };
 
     for (int chunk = 0; chunk < batch; chunk += CHUNK_ROWS) {
@@ -360,7 +366,10 @@ lstm_backward_recurrence(
 #pragma unroll
           for (int part = 0; part < K_SPLIT; ++part) recurrent += partial[(part * CHUNK_ROWS + row) * PARTIAL_STRIDE + local_unit];
         }
-        pending[n].dc = finish(chunk + row, first_unit + local_unit, pending[n], recurrent);  // dL/dc_{t-1}
+        const int unit = first_unit + local_unit;
+        pending[n].dc = finish(chunk + row, unit, pending[n], recurrent, d_gate[n]);  // dL/dc_{t-1}
+        if (!carried) d_cell[(size_t)(chunk + row) * HIDDEN + unit] = pending[n].dc;
+        write_d_gates(chunk + row, unit, d_gate[n]);
       }
       // Only after every item is finished: a warp waits for a load through one of a few
       // scoreboards that later loads share, so an item finished after these loads went out

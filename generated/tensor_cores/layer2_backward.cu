@@ -326,6 +326,7 @@ lstm_backward_recurrence(
   // and the next step's products. Otherwise each chunk loads its items' as it starts.
   const bool carried = true;
   Pending pending[ITEMS_PER_THREAD];
+  storage_t d_gate[ITEMS_PER_THREAD][4];  // each item's dG[t], from finish() to write_d_gates()
   // Batch-sliced (codegen/planner.py): the block (cluster) takes groups of group_rows batch
   // rows in turn, each through every step. dG_t goes from the epilogue straight into the
   // staged rows of step t - 1 (of every block of the cluster), so a step ends at the block's
@@ -344,9 +345,9 @@ lstm_backward_recurrence(
   for (int t = steps - 1; t >= -1; --t) {
     const storage_t* d_gates_next = t + 1 < steps ? d_gates + (size_t)(t + 1) * batch * GATES : nullptr;
 
-    // Turns a (unit, row)'s dh_t, given dG_{t+1} W_hh, into dG[t]; returns dL/dc_{t-1}. At
-    // t = -1 writes dh0 and dc0.
-    auto finish = [=](int row, int unit, const Pending& p, acc_t recurrent) {
+    // Turns a (unit, row)'s dh_t, given dG_{t+1} W_hh, into dG[t] (in `d_gate`, which
+    // write_d_gates writes); returns dL/dc_{t-1}. At t = -1 writes dh0 and dc0 instead.
+    auto finish = [=](int row, int unit, const Pending& p, acc_t recurrent, storage_t (&d_gate)[4]) {
       const size_t own = (size_t)row * HIDDEN + unit;
       const acc_t dh = (acc_t(p.dy) + acc_t(p.dh_last)) + recurrent;
       if (t < 0) {
@@ -354,24 +355,25 @@ lstm_backward_recurrence(
         dc0[own] = storage_t(p.dc);
         return p.dc;
       }
-      const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
       const acc_t i = acc_t(p.i), f = acc_t(p.f), g = acc_t(p.g), o = acc_t(p.o), c_prev = acc_t(p.c_prev);
       const acc_t tanh_c = tanh_of(acc_t(p.c));
       const acc_t dc = p.dc + dh * o * (acc_t(1) - tanh_c * tanh_c);
-      const storage_t d_gate0 = storage_t(dc * g * i * (acc_t(1) - i));
-      d_gates[gate_base + 0 * HIDDEN] = d_gate0;
-      publish(stage_buffer(staged, t), (row - group) * STAGE_STRIDE + 0 * HIDDEN + unit, d_gate0);  // for step t - 1
-      const storage_t d_gate1 = storage_t(dc * c_prev * f * (acc_t(1) - f));
-      d_gates[gate_base + 1 * HIDDEN] = d_gate1;
-      publish(stage_buffer(staged, t), (row - group) * STAGE_STRIDE + 1 * HIDDEN + unit, d_gate1);  // for step t - 1
-      const storage_t d_gate2 = storage_t(dc * i * (acc_t(1) - g * g));
-      d_gates[gate_base + 2 * HIDDEN] = d_gate2;
-      publish(stage_buffer(staged, t), (row - group) * STAGE_STRIDE + 2 * HIDDEN + unit, d_gate2);  // for step t - 1
-      const storage_t d_gate3 = storage_t(dh * tanh_c * o * (acc_t(1) - o));
-      d_gates[gate_base + 3 * HIDDEN] = d_gate3;
-      publish(stage_buffer(staged, t), (row - group) * STAGE_STRIDE + 3 * HIDDEN + unit, d_gate3);  // for step t - 1
-      d_cell[own] = dc * f;
+      d_gate[0] = storage_t(dc * g * i * (acc_t(1) - i));
+      publish(stage_buffer(staged, t), (row - group) * STAGE_STRIDE + 0 * HIDDEN + unit, d_gate[0]);  // for step t - 1
+      d_gate[1] = storage_t(dc * c_prev * f * (acc_t(1) - f));
+      publish(stage_buffer(staged, t), (row - group) * STAGE_STRIDE + 1 * HIDDEN + unit, d_gate[1]);  // for step t - 1
+      d_gate[2] = storage_t(dc * i * (acc_t(1) - g * g));
+      publish(stage_buffer(staged, t), (row - group) * STAGE_STRIDE + 2 * HIDDEN + unit, d_gate[2]);  // for step t - 1
+      d_gate[3] = storage_t(dh * tanh_c * o * (acc_t(1) - o));
+      publish(stage_buffer(staged, t), (row - group) * STAGE_STRIDE + 3 * HIDDEN + unit, d_gate[3]);  // for step t - 1
       return dc * f;
+    };
+    // Writes a finished (unit, row)'s dG[t], which the weight-gradient GEMMs read after the launch.
+    auto write_d_gates = [=](int row, int unit, const storage_t (&d_gate)[4]) {
+      if (t < 0) return;
+      const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
+#pragma unroll
+      for (int gate = 0; gate < 4; ++gate) d_gates[gate_base + gate * HIDDEN] = d_gate[gate];
     };
 
     {
@@ -397,7 +399,15 @@ lstm_backward_recurrence(
 #pragma unroll
           for (int part = 0; part < K_SPLIT; ++part) recurrent += partial[(part * CHUNK_ROWS + row) * PARTIAL_STRIDE + local_unit];
         }
-        pending[n].dc = finish(chunk + row, first_unit + local_unit, pending[n], recurrent);  // dL/dc_{t-1}
+        const int unit = first_unit + local_unit;
+        pending[n].dc = finish(chunk + row, unit, pending[n], recurrent, d_gate[n]);  // dL/dc_{t-1}
+        if (!carried) d_cell[(size_t)(chunk + row) * HIDDEN + unit] = pending[n].dc;
+      }
+      asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");  // the staged rows are written
+#pragma unroll
+      for (int n = 0; n < ITEMS_PER_THREAD; ++n) {
+        const int item = threadIdx.x + n * THREADS, unit = first_unit + item % UNITS_PER_BLOCK;
+        if (item / UNITS_PER_BLOCK < chunk_rows && unit < HIDDEN) write_d_gates(chunk + item / UNITS_PER_BLOCK, unit, d_gate[n]);
       }
       // Only after every item is finished: a warp waits for a load through one of a few
       // scoreboards that later loads share, so an item finished after these loads went out
@@ -411,8 +421,7 @@ lstm_backward_recurrence(
         }
       }
     }
-    cg::this_cluster().sync();  // dG_t is staged for step t - 1, in every block of the cluster
-
+    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");  // dG_t is staged for step t - 1, in every block of the cluster
   }
   }
 }

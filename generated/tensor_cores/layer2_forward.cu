@@ -301,6 +301,8 @@ lstm_forward_recurrence(
   // products so that their latency hides behind them: its Gx[t], and c_{t-1}. Gx stays in
   // storage_t until finish() uses it: converting it here would wait for the load.
   struct Pending { storage_t gx[4]; acc_t c_prev; };
+  // What a finished (unit, row) writes to memory: its activated gates, c_t and h_t.
+  struct Outputs { storage_t i, f, g, o, c, h; };
   auto load_pending = [=](int t, int row, int unit, acc_t c_prev) {
     Pending p;
     const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
@@ -315,6 +317,7 @@ lstm_forward_recurrence(
   // next step's products. Otherwise each chunk loads its items' Gx and cells as it starts.
   const bool carried = true;
   Pending pending[ITEMS_PER_THREAD];
+  Outputs outputs[ITEMS_PER_THREAD];
   // Batch-sliced (codegen/planner.py): the block (cluster) takes groups of group_rows batch
   // rows in turn, each through every step. h_t goes from the epilogue straight into the staged
   // rows of step t + 1 (of every block of the cluster), so a step ends at the block's (the
@@ -334,30 +337,32 @@ lstm_forward_recurrence(
     const storage_t* h_prev = t == 0 ? h0 : h_buf + (size_t)((t - 1) % h_buf_steps) * slot_stride;
     storage_t* h_out = h_buf + (size_t)(t % h_buf_steps) * slot_stride;
 
-    // Activates a (unit, row)'s gates, given h_{t-1} W_hh^T, advances its cell and writes
-    // h_t and what backward needs; returns c_t.
-    auto finish = [=](int row, int unit, Pending p, const acc_t (&recurrent)[4]) {
-      const size_t own = (size_t)row * HIDDEN + unit;
-      const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
+    // Activates a (unit, row)'s gates, given h_{t-1} W_hh^T, and advances its cell; returns
+    // c_t, and in `out` what it writes to memory (write_outputs).
+    auto finish = [=](int row, int unit, Pending p, const acc_t (&recurrent)[4], Outputs& out) {
       const acc_t i = sigmoid(acc_t(p.gx[0]) + recurrent[0]), f = sigmoid(acc_t(p.gx[1]) + recurrent[1]);
       const acc_t g = tanh_of(acc_t(p.gx[2]) + recurrent[2]), o = sigmoid(acc_t(p.gx[3]) + recurrent[3]);
       const acc_t c = f * p.c_prev + i * g;
       const acc_t h = o * tanh_of(c);
-      cell[own] = c;
-      h_out[own] = storage_t(h);
+      out = {storage_t(i), storage_t(f), storage_t(g), storage_t(o), storage_t(c), storage_t(h)};
+      return c;
+    };
+    // Writes a finished (unit, row)'s h_t, what backward needs, and after the last step h_T, c_T.
+    auto write_outputs = [=](int row, int unit, const Outputs& out) {
+      const size_t own = (size_t)row * HIDDEN + unit;
+      const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
+      h_out[own] = out.h;
       if (gates_cache != nullptr) {
-        gates_cache[gate_base + 0 * HIDDEN] = storage_t(i);
-        gates_cache[gate_base + 1 * HIDDEN] = storage_t(f);
-        gates_cache[gate_base + 2 * HIDDEN] = storage_t(g);
-        gates_cache[gate_base + 3 * HIDDEN] = storage_t(o);
-        c_cache[((size_t)t * batch + row) * HIDDEN + unit] = storage_t(c);
+        gates_cache[gate_base + 0 * HIDDEN] = out.i;
+        gates_cache[gate_base + 1 * HIDDEN] = out.f;
+        gates_cache[gate_base + 2 * HIDDEN] = out.g;
+        gates_cache[gate_base + 3 * HIDDEN] = out.o;
+        c_cache[((size_t)t * batch + row) * HIDDEN + unit] = out.c;
       }
       if (t + 1 == steps) {
-        h_last[own] = storage_t(h);
-        c_last[own] = storage_t(c);
+        h_last[own] = out.h;
+        c_last[own] = out.c;
       }
-      publish(stage_buffer(staged, t), (row - group) * STAGE_STRIDE + unit, storage_t(h));  // for step t + 1
-      return c;
     };
 
     {
@@ -388,7 +393,16 @@ lstm_forward_recurrence(
             recurrent[0] += sums.x; recurrent[1] += sums.y; recurrent[2] += sums.z; recurrent[3] += sums.w;
           }
         }
-        pending[n].c_prev = finish(chunk + row, first_unit + local_unit, pending[n], recurrent);
+        const int unit = first_unit + local_unit;
+        pending[n].c_prev = finish(chunk + row, unit, pending[n], recurrent, outputs[n]);
+        if (!carried) cell[(size_t)(chunk + row) * HIDDEN + unit] = pending[n].c_prev;
+        publish(stage_buffer(staged, t), row * STAGE_STRIDE + unit, outputs[n].h);  // for step t + 1
+      }
+      asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");  // the staged rows are written
+#pragma unroll
+      for (int n = 0; n < ITEMS_PER_THREAD; ++n) {
+        const int item = threadIdx.x + n * THREADS, unit = first_unit + item % UNITS_PER_BLOCK;
+        if (item / UNITS_PER_BLOCK < chunk_rows && unit < HIDDEN) write_outputs(chunk + item / UNITS_PER_BLOCK, unit, outputs[n]);
       }
       // Only after every item is finished: a warp waits for a load through one of a few
       // scoreboards that later loads share, so an item finished after these loads went out
@@ -402,8 +416,7 @@ lstm_forward_recurrence(
         }
       }
     }
-    cg::this_cluster().sync();  // h_t is staged for step t + 1, in every block of the cluster
-
+    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");  // h_t is staged for step t + 1, in every block of the cluster
   }
   }
 }

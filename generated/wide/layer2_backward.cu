@@ -166,9 +166,9 @@ lstm_backward_recurrence(
   for (int t = steps - 1; t >= -1; --t) {
     const storage_t* d_gates_next = t + 1 < steps ? d_gates + (size_t)(t + 1) * batch * GATES : nullptr;
 
-    // Turns a (unit, row)'s dh_t, given dG_{t+1} W_hh, into dG[t]; returns dL/dc_{t-1}. At
-    // t = -1 writes dh0 and dc0.
-    auto finish = [=](int row, int unit, const Pending& p, acc_t recurrent) {
+    // Turns a (unit, row)'s dh_t, given dG_{t+1} W_hh, into dG[t] (in `d_gate`, which
+    // write_d_gates writes); returns dL/dc_{t-1}. At t = -1 writes dh0 and dc0 instead.
+    auto finish = [=](int row, int unit, const Pending& p, acc_t recurrent, storage_t (&d_gate)[4]) {
       const size_t own = (size_t)row * HIDDEN + unit;
       const acc_t dh = (acc_t(p.dy) + acc_t(p.dh_last)) + recurrent;
       if (t < 0) {
@@ -176,16 +176,21 @@ lstm_backward_recurrence(
         dc0[own] = storage_t(p.dc);
         return p.dc;
       }
-      const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
       const acc_t i = acc_t(p.i), f = acc_t(p.f), g = acc_t(p.g), o = acc_t(p.o), c_prev = acc_t(p.c_prev);
       const acc_t tanh_c = tanh_of(acc_t(p.c));
       const acc_t dc = p.dc + dh * o * (acc_t(1) - tanh_c * tanh_c);
-      d_gates[gate_base + 0 * HIDDEN] = storage_t(dc * g * i * (acc_t(1) - i));
-      d_gates[gate_base + 1 * HIDDEN] = storage_t(dc * c_prev * f * (acc_t(1) - f));
-      d_gates[gate_base + 2 * HIDDEN] = storage_t(dc * i * (acc_t(1) - g * g));
-      d_gates[gate_base + 3 * HIDDEN] = storage_t(dh * tanh_c * o * (acc_t(1) - o));
-      d_cell[own] = dc * f;
+      d_gate[0] = storage_t(dc * g * i * (acc_t(1) - i));
+      d_gate[1] = storage_t(dc * c_prev * f * (acc_t(1) - f));
+      d_gate[2] = storage_t(dc * i * (acc_t(1) - g * g));
+      d_gate[3] = storage_t(dh * tanh_c * o * (acc_t(1) - o));
       return dc * f;
+    };
+    // Writes a finished (unit, row)'s dG[t], which the weight-gradient GEMMs read after the launch.
+    auto write_d_gates = [=](int row, int unit, const storage_t (&d_gate)[4]) {
+      if (t < 0) return;
+      const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
+#pragma unroll
+      for (int gate = 0; gate < 4; ++gate) d_gates[gate_base + gate * HIDDEN] = d_gate[gate];
     };
 
     // One warp, one unit, NB rows: after the butterfly, lane l holds the recurrent part of
@@ -219,7 +224,11 @@ lstm_backward_recurrence(
 
       }
       const acc_t recurrent = warp_sum_spread<NB>(sum, lane);
-      if (owner) finish(row, unit, pending, recurrent);
+      if (owner) {
+        storage_t d_gate[4];
+        d_cell[(size_t)row * HIDDEN + unit] = finish(row, unit, pending, recurrent, d_gate);
+        write_d_gates(row, unit, d_gate);
+      }
     };
     for (int chunk = 0; chunk < batch; chunk += CHUNK_ROWS) {
       const int chunk_rows = min(CHUNK_ROWS, batch - chunk);
