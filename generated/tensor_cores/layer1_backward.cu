@@ -304,6 +304,7 @@ lstm_backward_recurrence(
   // row) items at every step: it carries their dL/dc in registers and, once all of them are
   // finished, loads what their next step needs, so that those loads fly during the barrier
   // and the next step's products. Otherwise each chunk loads its items' as it starts.
+  // Batch-sliced kernels keep no dL/dc in memory at all.
   const bool carried = batch <= CHUNK_ROWS;
   Pending pending[ITEMS_PER_THREAD];
   storage_t d_gate[ITEMS_PER_THREAD][4];  // each item's dG[t], from finish() to write_d_gates()

@@ -295,6 +295,7 @@ lstm_forward_recurrence(
   // row) items at every step: it carries their cells in registers and, once all of them
   // are finished, loads their next Gx, so that those loads fly during the barrier and the
   // next step's products. Otherwise each chunk loads its items' Gx and cells as it starts.
+  // Batch-sliced kernels keep no cell in memory at all.
   const bool carried = batch <= CHUNK_ROWS;
   Pending pending[ITEMS_PER_THREAD];
   Outputs outputs[ITEMS_PER_THREAD];

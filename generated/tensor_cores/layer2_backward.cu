@@ -324,6 +324,7 @@ lstm_backward_recurrence(
   // row) items at every step: it carries their dL/dc in registers and, once all of them are
   // finished, loads what their next step needs, so that those loads fly during the barrier
   // and the next step's products. Otherwise each chunk loads its items' as it starts.
+  // Batch-sliced kernels keep no dL/dc in memory at all.
   const bool carried = true;
   Pending pending[ITEMS_PER_THREAD];
   storage_t d_gate[ITEMS_PER_THREAD][4];  // each item's dG[t], from finish() to write_d_gates()
@@ -334,10 +335,15 @@ lstm_backward_recurrence(
   const int cluster_id = blockIdx.x / CLUSTER_BLOCKS, clusters = gridDim.x / CLUSTER_BLOCKS;
   for (int group = cluster_id * group_rows; group < batch; group += clusters * group_rows) {
   const int chunk = group, chunk_rows = min(group_rows, batch - group);
-  for (int e = threadIdx.x; e < chunk_rows * UNITS_PER_BLOCK; e += THREADS) {
-    const int unit = first_unit + e % UNITS_PER_BLOCK;
-    const size_t own = (size_t)(group + e / UNITS_PER_BLOCK) * HIDDEN + unit;
-    if (unit < HIDDEN) d_cell[own] = dc_last != nullptr ? acc_t(dc_last[own]) : acc_t(0);
+  // The last step's inputs, with dc_T (zeros without it): from here on each dL/dc stays in
+  // registers. Loaded here, not in the step loop: there, a branch that may load into the
+  // same registers as the previous step's loads in flight waits for them.
+#pragma unroll
+  for (int n = 0; n < ITEMS_PER_THREAD; ++n) {
+    const int item = threadIdx.x + n * THREADS, unit = first_unit + item % UNITS_PER_BLOCK;
+    const int row = group + item / UNITS_PER_BLOCK;
+    if (item / UNITS_PER_BLOCK < chunk_rows && unit < HIDDEN)
+      pending[n] = load_pending(steps - 1, row, unit, dc_last != nullptr ? acc_t(dc_last[(size_t)row * HIDDEN + unit]) : acc_t(0));
   }
   __syncthreads();
 
@@ -377,15 +383,6 @@ lstm_backward_recurrence(
     };
 
     {
-      if (!carried || t + 1 == steps) {
-#pragma unroll
-        for (int n = 0; n < ITEMS_PER_THREAD; ++n) {
-          const int item = threadIdx.x + n * THREADS, unit = first_unit + item % UNITS_PER_BLOCK;
-          const int row = chunk + item / UNITS_PER_BLOCK;
-          if (item / UNITS_PER_BLOCK < chunk_rows && unit < HIDDEN)
-            pending[n] = load_pending(t, row, unit, d_cell[(size_t)row * HIDDEN + unit]);
-        }
-      }
       if (d_gates_next != nullptr) {
         block_product(fragments, shared_fragments, stage_buffer(staged, t + 1), partial, (chunk_rows + 7) / 8, m_group, k_part, lane);
         __syncthreads();  // the partial sums are complete; the staged rows may be overwritten

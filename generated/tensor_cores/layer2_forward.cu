@@ -315,6 +315,7 @@ lstm_forward_recurrence(
   // row) items at every step: it carries their cells in registers and, once all of them
   // are finished, loads their next Gx, so that those loads fly during the barrier and the
   // next step's products. Otherwise each chunk loads its items' Gx and cells as it starts.
+  // Batch-sliced kernels keep no cell in memory at all.
   const bool carried = true;
   Pending pending[ITEMS_PER_THREAD];
   Outputs outputs[ITEMS_PER_THREAD];
@@ -326,10 +327,15 @@ lstm_forward_recurrence(
   for (int group = cluster_id * group_rows; group < batch; group += clusters * group_rows) {
   const int chunk = group, chunk_rows = min(group_rows, batch - group);
   if (h0 != nullptr) stage_rows(stage_buffer(staged, -1), h0 + (size_t)group * K_LEN, chunk_rows);
-  for (int e = threadIdx.x; e < chunk_rows * UNITS_PER_BLOCK; e += THREADS) {
-    const int unit = first_unit + e % UNITS_PER_BLOCK;
-    const size_t own = (size_t)(group + e / UNITS_PER_BLOCK) * HIDDEN + unit;
-    if (unit < HIDDEN) cell[own] = c0 != nullptr ? acc_t(c0[own]) : acc_t(0);
+  // Step 0's inputs, with c0 (zeros without it): from here on each cell stays in registers.
+  // Loaded here, not in the step loop: there, a branch that may load into the same registers
+  // as the previous step's loads in flight waits for them (ncu: 13% of the samples).
+#pragma unroll
+  for (int n = 0; n < ITEMS_PER_THREAD; ++n) {
+    const int item = threadIdx.x + n * THREADS, unit = first_unit + item % UNITS_PER_BLOCK;
+    const int row = group + item / UNITS_PER_BLOCK;
+    if (item / UNITS_PER_BLOCK < chunk_rows && unit < HIDDEN)
+      pending[n] = load_pending(0, row, unit, c0 != nullptr ? acc_t(c0[(size_t)row * HIDDEN + unit]) : acc_t(0));
   }
   __syncthreads();
 
@@ -366,15 +372,6 @@ lstm_forward_recurrence(
     };
 
     {
-      if (!carried || t == 0) {
-#pragma unroll
-        for (int n = 0; n < ITEMS_PER_THREAD; ++n) {
-          const int item = threadIdx.x + n * THREADS, unit = first_unit + item % UNITS_PER_BLOCK;
-          const int row = chunk + item / UNITS_PER_BLOCK;
-          if (item / UNITS_PER_BLOCK < chunk_rows && unit < HIDDEN)
-            pending[n] = load_pending(t, row, unit, cell[(size_t)row * HIDDEN + unit]);
-        }
-      }
       if (h_prev != nullptr) {
         block_product(fragments, shared_fragments, stage_buffer(staged, t - 1), partial, (chunk_rows + 7) / 8, m_group, k_part, lane);
         __syncthreads();  // the partial sums are complete; the staged rows may be overwritten
