@@ -74,6 +74,14 @@ _SLICED_TILES_PER_WARP = 32
 # Blocks in a batch-sliced cluster, tried in this order: up to 8, the size every GPU with
 # clusters (sm_90 on) must be able to schedule.
 _CLUSTER_SIZES = (1, 2, 4, 8)
+# At small batches a batch-sliced step is bound by its critical path, and the products on
+# it are each warp's chain of mma.sync (its m tiles times its k tiles, per 8 staged rows).
+# Measured on the H200, forward at B = 8 (bench/NOTES.md v5): float16 H = 128 took 2.05 us a
+# step in one block (32 tiles a warp), 1.87 in clusters of 2 (16) and 1.72 in clusters of 4
+# (8); TF32 H = 128 2.44 in clusters of 4 (16) and 1.74 in clusters of 8 (8); but bfloat16
+# H = 64, 8 tiles a warp in one block, took 1.72 there and 2.05 in clusters of 2: past a chain
+# this short, a cluster's barrier and its stores to other blocks cost more than they save.
+_SHORT_CHAIN = 8
 # (unit, row) pairs a thread of a batch-sliced block finishes per step, at most: each holds
 # its Gx and cell (forward) or gates, cells and gradients (backward) in registers meanwhile.
 _SLICED_ITEMS_PER_THREAD = 4
@@ -157,20 +165,23 @@ class Plan:
     batch_sliced: bool = False  # each cluster of blocks owns every unit and groups of batch rows
     cluster_blocks: int = 1     # blocks of a batch-sliced cluster, each owning units_per_block units
 
-    def group_rows(self, batch: int) -> int:
-        """Batch rows of a batch-sliced group: few enough that every cluster the GPU holds
-        takes a group (each thread then finishes fewer rows a step), at most chunk_rows."""
-        clusters = self.num_blocks // self.cluster_blocks
+    def group_rows(self, batch: int, clusters: int | None = None) -> int:
+        """Batch rows of a batch-sliced group: few enough that each of the `clusters` the
+        GPU runs at once (default num_blocks / cluster_blocks) takes a group, at most
+        chunk_rows. Fewer rows a group, fewer (unit, row) items a thread finishes a step."""
+        clusters = clusters or self.num_blocks // self.cluster_blocks
         rows = -(-batch // clusters)
         return min(self.forward_chunk_rows, -(-rows // _MMA_N) * _MMA_N)
 
-    def blocks(self, batch: int) -> int:
+    def blocks(self, batch: int, clusters: int | None = None) -> int:
         """Blocks to launch for `batch` rows: num_blocks, or for batch-sliced kernels a
-        cluster per group of rows, up to num_blocks (a cluster then takes several groups in turn)."""
+        cluster per group of rows, up to `clusters` of them (a cluster then takes several
+        groups in turn)."""
         if not self.batch_sliced:
             return self.num_blocks
-        groups = -(-batch // self.group_rows(batch))
-        return min(self.num_blocks, groups * self.cluster_blocks)
+        clusters = clusters or self.num_blocks // self.cluster_blocks
+        groups = -(-batch // self.group_rows(batch, clusters))
+        return min(clusters, groups) * self.cluster_blocks
 
     def summary(self) -> str:
         where = {"registers": "registers", "shared": "shared memory",
@@ -282,10 +293,9 @@ def _tensor_core_type(spec: LSTMSpec, target: Target) -> str | None:
 
 def _plan_batch_sliced(spec: LSTMSpec, target: Target, mma_type: str
                        ) -> tuple[int, tuple[TensorCoreStep, TensorCoreStep] | None]:
-    """Blocks per cluster and both directions' steps of a batch-sliced plan, or (1, None).
-    One block wherever it fits: its barrier is the cheapest. Else the smallest cluster whose
-    blocks keep all their fragments in registers, or failing that the smallest that fits:
-    fragments read from shared memory cost every step more than a larger cluster's barrier."""
+    """Blocks per cluster and both directions' steps of a batch-sliced plan, or (1, None):
+    the smallest cluster whose warps' chains of mma.sync are short (_SHORT_CHAIN), or else
+    the largest that fits."""
     hidden = spec.hidden_size
     sizes = _CLUSTER_SIZES if int(target.arch.removeprefix("sm_")) >= 90 else (1,)
     fitting = {}
@@ -294,15 +304,13 @@ def _plan_batch_sliced(spec: LSTMSpec, target: Target, mma_type: str
         if -(-hidden // units) < cluster:
             break  # some block of the cluster would own no unit
         steps = _plan_tensor_cores(spec, target, units, mma_type, sliced=True, stage_buffers=1 if cluster == 1 else 2)
-        if steps and cluster == 1:
-            return 1, steps
         if steps:
             fitting[cluster] = steps
-    in_registers = [cluster for cluster, steps in fitting.items()
-                    if all(step.k_tiles_in_registers == step.k_tiles_per_warp for step in steps)]
     if not fitting:
         return 1, None
-    cluster = min(in_registers or fitting)
+    short = [cluster for cluster, steps in fitting.items()
+             if all(step.m_tiles_per_warp * step.k_tiles_per_warp <= _SHORT_CHAIN for step in steps)]
+    cluster = min(short) if short else max(fitting)
     return cluster, fitting[cluster]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lstmgen.codegen import LSTMSpec, Plan, render_layer
 from lstmgen.errors import KernelCompileError
-from lstmgen.runtime.device import current_target, require_gpu
+from lstmgen.runtime.device import current_target, max_active_clusters, require_gpu
 
 
 @functools.cache
@@ -88,6 +88,15 @@ class LayerKernels:
     forward: object   # cupy.RawKernel
     backward: object  # cupy.RawKernel
     plan: Plan
+    clusters: int | None = None  # batch-sliced clusters the GPU runs at once (None: as many as fit its SMs)
+
+    def blocks(self, batch: int) -> int:
+        """Plan.blocks, with as many clusters as this GPU runs at once."""
+        return self.plan.blocks(batch, self.clusters)
+
+    def group_rows(self, batch: int) -> int:
+        """Plan.group_rows, with as many clusters as this GPU runs at once."""
+        return self.plan.group_rows(batch, self.clusters)
 
 
 @functools.cache
@@ -108,7 +117,12 @@ def _load(spec: LSTMSpec, device_id: int) -> LayerKernels:
         # The staged rows (and a W_hh slice in shared memory) take more than the default 48 KiB.
         kernel.max_dynamic_shared_size_bytes = source.plan.smem_bytes
         kernels[direction] = kernel
-    return LayerKernels(forward=kernels["forward"], backward=kernels["backward"], plan=sources["forward"].plan)
+    plan = sources["forward"].plan
+    clusters = None
+    if plan.cluster_blocks > 1:
+        counts = [max_active_clusters(kernel, plan.num_blocks, plan.threads, plan.smem_bytes) for kernel in kernels.values()]
+        clusters = min((count for count in counts if count), default=None)
+    return LayerKernels(forward=kernels["forward"], backward=kernels["backward"], plan=plan, clusters=clusters)
 
 
 def load_kernels(spec: LSTMSpec) -> LayerKernels:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+
 from lstmgen.codegen.planner import Target
 from lstmgen.errors import NoGPUError
 
@@ -41,3 +43,26 @@ def current_target() -> Target:
         max_smem_per_block=attributes["MaxSharedMemoryPerBlockOptin"],
         max_threads_per_block=attributes["MaxThreadsPerBlock"],
     )
+
+
+class _LaunchConfig(ctypes.Structure):
+    """The driver's CUlaunchConfig (cuda.h), for the one call CuPy has no binding for."""
+
+    _fields_ = [("grid", ctypes.c_uint * 3), ("block", ctypes.c_uint * 3), ("shared_bytes", ctypes.c_uint),
+                ("stream", ctypes.c_void_p), ("attributes", ctypes.c_void_p), ("attribute_count", ctypes.c_uint)]
+
+
+def max_active_clusters(kernel, blocks: int, threads: int, shared_bytes: int) -> int | None:
+    """How many clusters of `kernel` (a cupy.RawKernel compiled with __cluster_dims__) the
+    current GPU runs at once, or None where the driver cannot say. A GPC holds only whole
+    clusters, so this can be fewer than the SMs over the cluster size; a grid of more runs
+    in waves. From cuOccupancyMaxActiveClusters, through ctypes: CuPy does not wrap it."""
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    config = _LaunchConfig((blocks, 1, 1), (threads, 1, 1), shared_bytes, None, None, 0)
+    count = ctypes.c_int(0)
+    status = driver.cuOccupancyMaxActiveClusters(ctypes.byref(count), ctypes.c_void_p(kernel.kernel.ptr),
+                                                 ctypes.byref(config))
+    return count.value if status == 0 and count.value > 0 else None

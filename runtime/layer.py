@@ -239,10 +239,10 @@ class Layer:
         return new_buffer((batch, self.spec.hidden_size), DTYPES[self.spec.dtype]["accumulate_dtype"], what, advice)
 
     def _launch(self, kernel, args: tuple, batch: int) -> None:
-        plan = self.kernels.plan
+        kernels, plan = self.kernels, self.kernels.plan
         if plan.batch_sliced:
-            args += (np.int32(plan.group_rows(batch)),)
-        kernel((plan.blocks(batch),), (plan.threads,), args, shared_mem=plan.smem_bytes)
+            args += (np.int32(kernels.group_rows(batch)),)
+        kernel((kernels.blocks(batch),), (plan.threads,), args, shared_mem=plan.smem_bytes)
 
     # ----------------------------------------------------------------- backward
     def backward(self, dy, dh_T=None, dc_T=None) -> dict:

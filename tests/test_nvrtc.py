@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 
 pytest.importorskip("cupy", reason="NVRTC comes with CuPy: pip install 'lstmgen[cuda13]'")
 
-from lstmgen.codegen import LSTMSpec, Target, load_spec, render_layer  # noqa: E402
+from lstmgen.codegen import SM90_H200, LSTMSpec, Target, load_spec, render_layer  # noqa: E402
 from lstmgen.errors import KernelCompileError  # noqa: E402
 from lstmgen.runtime.compile import compile_for_arch  # noqa: E402
 from lstmgen.strategies import layer_specs  # noqa: E402
@@ -74,20 +74,25 @@ def test_weights_in_registers_do_not_spill_at_the_planners_limit(dtype, hidden, 
         assert "0 bytes spill stores, 0 bytes spill loads" in log, f"{direction}:\n{log}"
 
 
-@pytest.mark.parametrize("dtype, hidden, allow_tf32, spill_bound", [
-    ("float16", 112, False, 0), ("bfloat16", 112, False, 0), ("float32", 64, True, 0),
-    # 4 m tiles of 8 k tiles a warp forward, 4 of them in shared memory. ptxas spills while
-    # the forward kernel loads its fragments at the start (nvdisasm: 132 bytes, every spill
-    # store before the first block barrier and every reload once, right after it), never in
-    # the step loop; far more would mean the step is short of registers too.
-    ("float16", 128, False, 136), ("bfloat16", 128, False, 136),
-    # Clusters: 8 blocks of 32 units, every fragment in registers (16 bits); TF32 keeps 14 of
-    # 32 k tiles a warp in shared memory.
-    ("float16", 256, False, 0), ("float32", 256, True, 0)])
-def test_batch_sliced_kernels_keep_their_step_loop_in_registers_at_their_limit(dtype, hidden, allow_tf32,
+_A100 = Target(arch="sm_80", sm_count=108, max_smem_per_block=166912)
+
+
+@pytest.mark.parametrize("dtype, hidden, allow_tf32, target, spill_bound", [
+    # One block (H <= 64 in 16 bits, 32 in TF32), clusters of 4 and 8 blocks (to H = 256;
+    # TF32 keeps 14 of 32 k tiles a warp in shared memory there).
+    ("float16", 64, False, SM90_H200, 0), ("bfloat16", 64, False, SM90_H200, 0), ("float32", 32, True, SM90_H200, 0),
+    ("float16", 128, False, SM90_H200, 0), ("float16", 256, False, SM90_H200, 0), ("float32", 64, True, SM90_H200, 0),
+    ("float32", 256, True, SM90_H200, 0),
+    # Without clusters (before sm_90) one block holds H = 128 in 16 bits: 4 m tiles of 8 k
+    # tiles a warp forward, 4 of them in shared memory. ptxas spills while the forward kernel
+    # loads its fragments at the start (nvdisasm: 132 bytes, every spill store before the
+    # first block barrier and every reload once, right after it), never in the step loop;
+    # far more would mean the step is short of registers too.
+    ("float16", 128, False, _A100, 136), ("bfloat16", 128, False, _A100, 136)])
+def test_batch_sliced_kernels_keep_their_step_loop_in_registers_at_their_limit(dtype, hidden, allow_tf32, target,
                                                                                spill_bound):
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype=dtype, allow_tf32=allow_tf32)
-    for direction, source in render_layer(spec).items():
+    for direction, source in render_layer(spec, target).items():
         assert source.plan.batch_sliced
         log = _ptxas_log(source.text, direction)
         spilled = int(re.search(r"(\d+) bytes spill stores", log).group(1))

@@ -72,24 +72,24 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
 
 
 @pytest.mark.parametrize("dtype, hidden, batch, initial_state", [
-    ("float16", 64, 9, True),        # one group of 16 rows, partly filled; 2 m tiles a warp
-    ("bfloat16", 64, 37, False),     # three blocks, zero initial state (no product at t = 0)
-    ("float16", 8, 130, True),       # groups of 64 rows, the last of 2
+    # One block holds all of W_hh; groups of 8 rows.
+    ("float16", 64, 9, True),        # 2 m tiles a warp; 2 groups, the last of 1 row
+    ("bfloat16", 64, 37, False),     # 5 groups, zero initial state (no product at t = 0)
+    ("float16", 8, 130, True),       # 17 groups, the last of 2 rows
     ("tf32", 32, 5, True),           # TF32: 8 forward m tiles, K split 4 ways backward
     ("bfloat16", 3, 2, False),       # fragments mostly padding, rows shorter than a vector
-    ("float16", 72, 20, True),       # 18 m tiles padded to 24, 3 a warp; groups of 8, 8, 4
-    ("bfloat16", 112, 11, True),     # fragments past 4 (forward) and 18 (backward) k tiles a warp
-                                     # in shared memory
-    ("float16", 128, 9, True),       # the 16-bit limit, the bench's smallest H
     ("bfloat16", 11, 17, True),      # 3 forward m tiles padded to 4
-    ("tf32", 37, 3, True),           # K = 37: a zero-padded k tile of 8
     # Clusters: each block a slice of the units, the staged rows in every block's shared memory.
-    ("float16", 256, 8, True),       # 8 blocks of 32 units, one group of 8 rows
+    ("float16", 72, 20, True),       # 4 blocks of 18 units; groups of 8, 8 and 4 rows
+    ("bfloat16", 112, 11, True),     # 4 blocks of 28 units
+    ("float16", 128, 9, True),       # 4 blocks of 32 units, the bench's smallest H
+    ("tf32", 37, 3, True),           # 2 blocks, of 19 and 18 units; K = 37: a zero-padded k tile of 8
+    ("float16", 256, 8, True),       # 8 blocks of 32 units, one group
     ("bfloat16", 200, 37, False),    # 8 blocks of 25 units (padded m tiles); 5 groups, the last of 5 rows
-    ("float16", 130, 21, True),      # 4 blocks of 33 units, the last 31
-    ("tf32", 70, 3, True),           # 2 blocks of 35 units
-    ("tf32", 128, 9, False),         # 4 blocks of 32
-    ("tf32", 250, 20, True),         # 8 blocks of 32, the last 26; TF32 fragments partly in shared memory
+    ("float16", 130, 21, True),      # 8 blocks of 17 units, the last 11
+    ("tf32", 70, 3, True),           # 8 blocks of 9 units, the last 7
+    ("tf32", 128, 9, False),         # 8 blocks of 16 units
+    ("tf32", 250, 20, True),         # 8 blocks of 32, the last 26; fragments partly in shared memory
 ])
 def test_batch_sliced_layers(dtype, hidden, batch, initial_state):
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype,
@@ -99,17 +99,49 @@ def test_batch_sliced_layers(dtype, hidden, batch, initial_state):
     assert not report, "\n".join(report)
 
 
+@pytest.mark.parametrize("dtype, hidden, batch", [
+    ("float16", 72, 20),     # 18 forward m tiles padded to 24, 3 a warp
+    ("bfloat16", 112, 11),   # fragments past 4 (forward) and 18 (backward) k tiles a warp in shared memory
+    ("float16", 128, 9),     # the 16-bit limit of one block
+])
+def test_batch_sliced_single_blocks_of_gpus_without_clusters(monkeypatch, dtype, hidden, batch):
+    # Before sm_90 there are no clusters, so one block holds W_hh up to H = 128 in 16 bits,
+    # with fragments in shared memory past the register budget; those kernels run here.
+    from dataclasses import replace
+
+    from lstmgen.runtime import compile as compile_module
+
+    target = replace(compile_module.current_target(), arch="sm_80")
+    monkeypatch.setattr(compile_module, "current_target", lambda: target)
+    spec = LSTMSpec(input_size=13, hidden_size=hidden, dtype=dtype)  # input_size 13: no other test's kernels
+    plan = load_kernels(spec).plan
+    assert plan.batch_sliced and plan.cluster_blocks == 1
+    report = check_layer(Layer(spec, seed=11), Problem(4, batch, True, True, seed=12))
+    assert not report, "\n".join(report)
+
+
+def test_the_driver_says_how_many_clusters_run_at_once():
+    # cuOccupancyMaxActiveClusters, through ctypes: a wrong structure or handle would fail
+    # (None) or answer nonsense, and the launch sizes its groups of rows by the answer.
+    kernels = load_kernels(LSTMSpec(input_size=5, hidden_size=256, dtype="float16"))
+    plan = kernels.plan
+    assert plan.cluster_blocks == 8
+    assert kernels.clusters is not None and 1 <= kernels.clusters <= plan.num_blocks // plan.cluster_blocks
+
+
 @pytest.mark.parametrize("hidden, steps, initial_state", [
     (64, 3, True), (64, 3, False), (64, 1, True),
     (256, 3, True), (256, 1, False),  # clusters of 8 blocks
 ])
 def test_batch_sliced_blocks_take_several_groups_in_turn(hidden, steps, initial_state):
-    # More groups of rows than the GPU holds blocks (clusters): each runs its groups one after
-    # another, each from its given or a zero state; at T = 1 backward's first step is also its last.
+    # More groups of rows than the GPU runs blocks (clusters) at once: each runs its groups one
+    # after another, each from its given or a zero state; at T = 1 backward's first step is also its last.
     spec = LSTMSpec(input_size=5, hidden_size=hidden, dtype="float16")
-    plan = load_kernels(spec).plan
-    batch = plan.num_blocks // plan.cluster_blocks * plan.forward_chunk_rows + 5
-    assert plan.batch_sliced and plan.blocks(batch) == plan.num_blocks
+    kernels = load_kernels(spec)
+    plan = kernels.plan
+    running = kernels.clusters or plan.num_blocks // plan.cluster_blocks
+    batch = running * plan.forward_chunk_rows + 5
+    assert plan.batch_sliced and kernels.blocks(batch) == running * plan.cluster_blocks
     report = check_layer(Layer(spec, seed=9), Problem(steps, batch, initial_state, initial_state, seed=10))
     assert not report, "\n".join(report)
 
