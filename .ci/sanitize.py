@@ -36,7 +36,7 @@ GRID = [
     (LSTMSpec(6, 64, "float16", "double", True), Problem(3, 37, True, True, 15)),     # batch-sliced, 3 blocks
     (LSTMSpec(3, 5, "bfloat16", "none", False), Problem(3, 70, False, True, 16)),     # batch-sliced, groups of 64
     (LSTMSpec(4, 32, "float32", "single", True, allow_tf32=True), Problem(2, 9, True, False, 17)),  # sliced TF32
-    (LSTMSpec(5, 128, "float16", "double", False), Problem(2, 19, True, True, 18)),  # clusters of 4, 3 groups
+    (LSTMSpec(5, 128, "float16", "double", False), Problem(2, 19, True, True, 18)),  # clusters of 8 blocks of 16 units, 3 groups
     (LSTMSpec(6, 256, "float16", "double", True), Problem(3, 20, True, True, 19)),   # clusters of 8, 3 groups
     (LSTMSpec(4, 250, "float32", "none", True, allow_tf32=True), Problem(2, 9, False, True, 21)),  # TF32 clusters of 8, fragments in smem
     (LSTMSpec(3, 300, "float32", "single", True, allow_tf32=True), Problem(2, 5, True, True, 20)),  # cooperative TF32, padded k tile

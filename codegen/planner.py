@@ -23,8 +23,8 @@ registers and up to 64 KiB of shared memory (H <= 128 in 16 bits, 64 in TF32), e
 owns every unit and its own groups of batch rows,
 so no step waits for another block: the grid barrier becomes a block barrier, and h_t (dG_t
 backward) goes from the epilogue straight into the staged rows of the next step, never
-through L2. Where one block is too small, a thread-block cluster of 2, 4 or 8 blocks takes
-its place (H = 256 in 16 bits, 128 and 256 in TF32): the cluster owns every unit and its
+through L2. Where that block's products would be long, or it is too small, a thread-block
+cluster of up to 8 blocks takes its place (to H = 256): the cluster owns every unit and its
 groups of rows, each block a slice of the units as in the cooperative grid, and each block
 writes h_t (dG_t) into the staged rows of every block of its cluster through distributed
 shared memory, then meets them at the cluster's barrier (0.19 us to the grid's 1 us). The
@@ -76,11 +76,12 @@ _SLICED_TILES_PER_WARP = 32
 _CLUSTER_SIZES = (1, 2, 4, 8)
 # At small batches a batch-sliced step is bound by its critical path, and the products on
 # it are each warp's chain of mma.sync (its m tiles times its k tiles, per 8 staged rows).
-# Measured on the H200, forward at B = 8 (bench/NOTES.md v5): float16 H = 128 took 2.05 us a
-# step in one block (32 tiles a warp), 1.87 in clusters of 2 (16) and 1.72 in clusters of 4
-# (8); TF32 H = 128 2.44 in clusters of 4 (16) and 1.74 in clusters of 8 (8); but bfloat16
-# H = 64, 8 tiles a warp in one block, took 1.72 there and 2.05 in clusters of 2: past a chain
-# this short, a cluster's barrier and its stores to other blocks cost more than they save.
+# Measured on the H200, forward at B = 8 (bench/NOTES.md v5, same run): float16 H = 128
+# took 2.42 us a step in one block (32 tiles a warp), 2.10 in clusters of 4 (8) and 1.64 in
+# clusters of 8 (4); TF32 H = 128 2.07 in clusters of 4 and 1.78 in clusters of 8; but
+# bfloat16 H = 64, 8 tiles a warp in one block, took 1.36 there and 2.05 in clusters of 2:
+# with a chain this short, a cluster's barrier and its stores to other blocks cost more
+# than they save.
 _SHORT_CHAIN = 8
 # (unit, row) pairs a thread of a batch-sliced block finishes per step, at most: each holds
 # its Gx and cell (forward) or gates, cells and gradients (backward) in registers meanwhile.
@@ -294,8 +295,8 @@ def _tensor_core_type(spec: LSTMSpec, target: Target) -> str | None:
 def _plan_batch_sliced(spec: LSTMSpec, target: Target, mma_type: str
                        ) -> tuple[int, tuple[TensorCoreStep, TensorCoreStep] | None]:
     """Blocks per cluster and both directions' steps of a batch-sliced plan, or (1, None):
-    the smallest cluster whose warps' chains of mma.sync are short (_SHORT_CHAIN), or else
-    the largest that fits."""
+    one block where its warps' chains of mma.sync are short (_SHORT_CHAIN), else the largest
+    cluster that fits."""
     hidden = spec.hidden_size
     sizes = _CLUSTER_SIZES if int(target.arch.removeprefix("sm_")) >= 90 else (1,)
     fitting = {}
@@ -308,9 +309,9 @@ def _plan_batch_sliced(spec: LSTMSpec, target: Target, mma_type: str
             fitting[cluster] = steps
     if not fitting:
         return 1, None
-    short = [cluster for cluster, steps in fitting.items()
-             if all(step.m_tiles_per_warp * step.k_tiles_per_warp <= _SHORT_CHAIN for step in steps)]
-    cluster = min(short) if short else max(fitting)
+    if 1 in fitting and all(step.m_tiles_per_warp * step.k_tiles_per_warp <= _SHORT_CHAIN for step in fitting[1]):
+        return 1, fitting[1]
+    cluster = max(fitting)
     return cluster, fitting[cluster]
 
 

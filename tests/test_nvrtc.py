@@ -78,8 +78,8 @@ _A100 = Target(arch="sm_80", sm_count=108, max_smem_per_block=166912)
 
 
 @pytest.mark.parametrize("dtype, hidden, allow_tf32, target, spill_bound", [
-    # One block (H <= 64 in 16 bits, 32 in TF32), clusters of 4 and 8 blocks (to H = 256;
-    # TF32 keeps 14 of 32 k tiles a warp in shared memory there).
+    # One block (H <= 64 in 16 bits, 32 in TF32), clusters of 8 blocks (to H = 256; TF32
+    # keeps 14 of 32 k tiles a warp in shared memory there).
     ("float16", 64, False, SM90_H200, 0), ("bfloat16", 64, False, SM90_H200, 0), ("float32", 32, True, SM90_H200, 0),
     ("float16", 128, False, SM90_H200, 0), ("float16", 256, False, SM90_H200, 0), ("float32", 64, True, SM90_H200, 0),
     ("float32", 256, True, SM90_H200, 0),
