@@ -12,7 +12,8 @@ lane's share of the weights can stay in registers for the whole sequence, and a 
 of shuffles sums the lanes. The block first copies `in` for a chunk of batch rows from L2
 into shared memory with 16-byte loads, so every warp reads it at shared-memory speed.
 Per-row state (c, dc) lives in a [B, H] buffer of the accumulation type (c_T and dc0
-themselves where that is the storage type), so one launch serves any batch size.
+themselves where that is the storage type), so one launch serves any batch size; a thread
+that finishes the same (unit, row) at every step carries it in registers instead.
 
 16-bit layers, and float32 ones that allow TF32, run the same step on tensor cores where
 their fragments fit (TensorCoreStep): the block's weights are the A operand of mma.sync,
@@ -66,10 +67,11 @@ _MMA_WARPS = 8
 # blocks keep all of W_hh on chip, and TF32 layers their slices up to H = 1056.
 _SHARED_FRAGMENT_BYTES = 64 * 1024
 # Batch-sliced blocks take at most this many 16 x k tiles a warp, registers and shared memory together: up to
-# H = 128 in 16 bits. From H = 116 the kernels (4 m tiles of 8 k tiles a warp forward) spill
-# up to 32 bytes, all of them while they load their fragments at the start: the SASS
-# (nvdisasm) has every spill store before the first block barrier and reads each spilled
-# value once after it, none in the step loop. Past 32, the step itself would be short of registers.
+# H = 128 in 16 bits in one block (GPUs without clusters). From H = 116 the forward kernel
+# (4 m tiles of 8 k tiles a warp) spills while it loads its fragments at the start
+# (tests/test_nvrtc.py: the SASS has every spill store before the first block barrier and
+# reads each spilled value once after it, none in the step loop). Past 32, the step itself
+# would be short of registers.
 _SLICED_TILES_PER_WARP = 32
 # Blocks in a batch-sliced cluster, tried in this order: up to 8, the size every GPU with
 # clusters (sm_90 on) must be able to schedule.
@@ -298,7 +300,8 @@ def _plan_batch_sliced(spec: LSTMSpec, target: Target, mma_type: str
     one block where its warps' chains of mma.sync are short (_SHORT_CHAIN), else the largest
     cluster that fits."""
     hidden = spec.hidden_size
-    sizes = _CLUSTER_SIZES if int(target.arch.removeprefix("sm_")) >= 90 else (1,)
+    clusters_allowed = int(target.arch.removeprefix("sm_")) >= 90
+    sizes = [size for size in _CLUSTER_SIZES if size <= target.sm_count and (size == 1 or clusters_allowed)]
     fitting = {}
     for cluster in sizes:
         units = -(-hidden // cluster)
@@ -319,8 +322,9 @@ def _plan_tensor_cores(spec: LSTMSpec, target: Target, units: int, mma_type: str
                        sliced: bool, stage_buffers: int = 1) -> tuple[TensorCoreStep, TensorCoreStep] | None:
     """Both directions' tensor-core steps for blocks of `units` units, or None where they do
     not fit: m tiles that do not share out evenly over the warps, fragments beyond the
-    register budget or not even 8 staged rows in shared memory. Batch-sliced (units == H),
-    both directions stage the same groups of rows, few enough for _SLICED_ITEMS_PER_THREAD."""
+    register budget or not even 8 staged rows in shared memory. Batch-sliced (the block's
+    units are its slice of all H in its cluster), both directions stage the same groups of
+    rows, few enough for _SLICED_ITEMS_PER_THREAD."""
     hidden, element = spec.hidden_size, DTYPES[spec.dtype]["bytes"]
     max_chunk = _MMA_MAX_CHUNK_ROWS
     if sliced:
@@ -347,8 +351,8 @@ def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, s
         # a little more arithmetic, no grid barrier.
         while not (_MMA_WARPS % m_tiles == 0 or m_tiles % _MMA_WARPS == 0):
             m_tiles += 1
-    # Warps share each m tile's K, or (batch-sliced, where the block has every unit's gate
-    # rows) split the m tiles.
+    # Warps share each m tile's K, or (batch-sliced, where the block may have many units'
+    # gate rows) split the m tiles.
     if sliced and m_tiles >= _MMA_WARPS and m_tiles % _MMA_WARPS == 0:
         m_tiles_per_warp, k_split = m_tiles // _MMA_WARPS, 1
     elif _MMA_WARPS % m_tiles == 0:

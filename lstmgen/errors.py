@@ -24,5 +24,9 @@ class KernelCompileError(LSTMGenError, RuntimeError):
     """NVRTC rejected generated source."""
 
 
+class LaunchError(LSTMGenError, RuntimeError):
+    """This GPU cannot run a generated kernel as planned."""
+
+
 class GPUOutOfMemoryError(LSTMGenError, MemoryError):
     """A buffer did not fit in GPU memory."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lstmgen.codegen import LSTMSpec, Plan, render_layer
-from lstmgen.errors import KernelCompileError
+from lstmgen.errors import KernelCompileError, LaunchError
 from lstmgen.runtime.device import current_target, max_active_clusters, require_gpu
 
 
@@ -120,9 +120,24 @@ def _load(spec: LSTMSpec, device_id: int) -> LayerKernels:
     plan = sources["forward"].plan
     clusters = None
     if plan.cluster_blocks > 1:
-        counts = [max_active_clusters(kernel, plan.num_blocks, plan.threads, plan.smem_bytes) for kernel in kernels.values()]
-        clusters = min((count for count in counts if count), default=None)
+        clusters = running_clusters(spec, plan, [max_active_clusters(kernel, plan.num_blocks, plan.threads, plan.smem_bytes)
+                                                 for kernel in kernels.values()])
     return LayerKernels(forward=kernels["forward"], backward=kernels["backward"], plan=plan, clusters=clusters)
+
+
+def running_clusters(spec: LSTMSpec, plan: Plan, counts: list[int | None]) -> int | None:
+    """Clusters of `plan` the GPU runs at once: the fewest the driver counts for any of its
+    kernels (None where it cannot say), or a LaunchError where a kernel's fit none."""
+    known = [count for count in counts if count is not None]
+    if 0 in known:
+        raise LaunchError(
+            f"this GPU cannot run the kernels of layer [{spec.describe()}]"
+            f"{' (' + spec.where + ')' if spec.where else ''}: they need clusters of "
+            f"{plan.cluster_blocks} blocks of {plan.threads} threads and {plan.smem_bytes} B of shared memory "
+            f"each, and the driver reports that none fits; use hidden_size above 256, whose kernels need no "
+            f"clusters, or a GPU with clusters of {plan.cluster_blocks} SMs (sm_90 or later)"
+        )
+    return min(known, default=None)
 
 
 def load_kernels(spec: LSTMSpec) -> LayerKernels:

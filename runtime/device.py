@@ -54,7 +54,7 @@ class _LaunchConfig(ctypes.Structure):
 
 def max_active_clusters(kernel, blocks: int, threads: int, shared_bytes: int) -> int | None:
     """How many clusters of `kernel` (a cupy.RawKernel compiled with __cluster_dims__) the
-    current GPU runs at once, or None where the driver cannot say. A GPC holds only whole
+    current GPU runs at once (0: none fits), or None where the driver cannot say. A GPC holds only whole
     clusters, so this can be fewer than the SMs over the cluster size; a grid of more runs
     in waves. From cuOccupancyMaxActiveClusters, through ctypes: CuPy does not wrap it."""
     try:
@@ -65,4 +65,4 @@ def max_active_clusters(kernel, blocks: int, threads: int, shared_bytes: int) ->
     count = ctypes.c_int(0)
     status = driver.cuOccupancyMaxActiveClusters(ctypes.byref(count), ctypes.c_void_p(kernel.kernel.ptr),
                                                  ctypes.byref(config))
-    return count.value if status == 0 and count.value > 0 else None
+    return count.value if status == 0 else None

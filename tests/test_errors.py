@@ -26,3 +26,21 @@ def test_host_arrays_are_refused():
                                          r"move it with cupy.asarray\(x\)"):
         check_array("x", np.zeros((2, 3, 4), dtype=np.float32), (None, None, 4), "float32", "[T, B, input_size]", 0)
 
+
+
+def test_clusters_that_no_gpc_holds_are_named_with_a_way_out():
+    pytest.importorskip("cupy")
+    from lstmgen.codegen import SM90_H200, LSTMSpec, plan_layer
+    from lstmgen.errors import LaunchError
+    from lstmgen.runtime.compile import running_clusters
+
+    spec = LSTMSpec(input_size=8, hidden_size=256, dtype="float16")
+    plan = plan_layer(spec, SM90_H200)
+    # The fewest clusters any of the layer's kernels runs at once; None where the driver cannot say.
+    assert running_clusters(spec, plan, [15, 14]) == 14
+    assert running_clusters(spec, plan, [None, 15]) == 15
+    assert running_clusters(spec, plan, [None, None]) is None
+    with pytest.raises(LaunchError, match=r"this GPU cannot run the kernels of layer \[.*hidden_size=256.*\]: they need "
+                                          r"clusters of 8 blocks of 256 threads and \d+ B of shared memory each, and the "
+                                          r"driver reports that none fits; use hidden_size above 256"):
+        running_clusters(spec, plan, [15, 0])

@@ -193,7 +193,7 @@ def test_batch_sliced_blocks_stage_the_same_groups_both_ways_and_hold_every_unit
 
 # Blocks per batch-sliced cluster on the H200 from each hidden size on, to the next (to 256):
 # one where its warps each multiply at most 8 fragments a step, else the largest cluster that
-# fits. (TF32 from H = 33 to 56 takes 4 or 8 by H: the largest in which every block owns a unit.)
+# fits. (TF32 from H = 33 to 49 takes 4 or 8 by H: the largest in which every block owns a unit.)
 _CLUSTERS_FROM = {"float16": {1: 1, 65: 8}, "bfloat16": {1: 1, 65: 8}, "tf32": {1: 1, 33: 4, 64: 8}}
 
 
@@ -288,3 +288,12 @@ def test_tensor_cores_need_room_for_their_eight_warps():
     assert plan_layer(spec, SM90_H200).math == "mma"
     plan = plan_layer(spec, small)
     assert plan.math == "fma" and plan.threads <= 128
+
+
+def test_clusters_never_outnumber_the_sms():
+    # A GPU with clusters but fewer SMs than a cluster's blocks gets clusters that fit it.
+    tiny = Target(arch="sm_90", sm_count=4, max_smem_per_block=232448)
+    plan = plan_layer(LSTMSpec(input_size=8, hidden_size=256, dtype="float16"), tiny)
+    assert plan.num_blocks >= 1 and plan.cluster_blocks <= tiny.sm_count
+    if plan.batch_sliced:
+        assert 1 <= plan.blocks(10**6) <= plan.num_blocks and plan.group_rows(10**6) >= 8

@@ -271,7 +271,8 @@ lstm_backward_recurrence(
                                             // `gates`: each lane reads its gates before writing there
     storage_t* __restrict__ dh0,            // [batch, H]
     storage_t* dc0,                         // [batch, H]; may be `d_cell`
-    acc_t* d_cell,                          // [batch, H] running dL/dc in acc_t (may be dc0)
+    acc_t* d_cell,                          // [batch, H] running dL/dc in acc_t (may be dc0);
+                                            // batch-sliced kernels keep it in registers instead
     int steps, int batch,
     int group_rows                          // batch rows of a group, at most CHUNK_ROWS (Plan.group_rows)
 )

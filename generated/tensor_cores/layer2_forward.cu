@@ -269,7 +269,8 @@ lstm_forward_recurrence(
     int h_buf_steps,                      // steps (keep all h_t) or 2 (ping-pong, h_T only)
     storage_t* __restrict__ h_last,       // [batch, H]
     storage_t* c_last,                    // [batch, H]; may be `cell`
-    acc_t* cell,                          // [batch, H] running cell state in acc_t (may be c_last)
+    acc_t* cell,                          // [batch, H] running cell state in acc_t (may be c_last);
+                                          // batch-sliced kernels keep it in registers instead
     storage_t* gates_cache,               // [steps, batch, 4H] activated gates, nullptr: inference;
                                           // may be gx itself: each lane reads its Gx before writing its gates
     storage_t* __restrict__ c_cache,      // [steps, batch, H] cell states, nullptr: inference

@@ -120,7 +120,8 @@ lstm_backward_recurrence(
                                             // `gates`: each lane reads its gates before writing there
     storage_t* __restrict__ dh0,            // [batch, H]
     storage_t* dc0,                         // [batch, H]; may be `d_cell`
-    acc_t* d_cell,                          // [batch, H] running dL/dc in acc_t (may be dc0)
+    acc_t* d_cell,                          // [batch, H] running dL/dc in acc_t (may be dc0);
+                                            // batch-sliced kernels keep it in registers instead
     int steps, int batch)
 {
   cg::grid_group grid = cg::this_grid();
