@@ -81,6 +81,11 @@ def compile_for_arch(spec: LSTMSpec, direction: str, text: str, arch: str) -> by
         nvrtc.destroyProgram(program)
 
 
+# cuda.h's CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, which CuPy does not name.
+_NON_PORTABLE_CLUSTER_SIZE_ALLOWED = 14
+_PORTABLE_CLUSTER_BLOCKS = 8
+
+
 @dataclass(frozen=True)
 class LayerKernels:
     """A layer's compiled recurrence kernels and the plan they were built with."""
@@ -116,6 +121,9 @@ def _load(spec: LSTMSpec, device_id: int) -> LayerKernels:
             raise _compile_error(spec, direction, str(error), source.text) from None
         # The staged rows (and a W_hh slice in shared memory) take more than the default 48 KiB.
         kernel.max_dynamic_shared_size_bytes = source.plan.smem_bytes
+        if source.plan.cluster_blocks > _PORTABLE_CLUSTER_BLOCKS:
+            # Clusters past 8 blocks launch only where the kernel says it allows them.
+            cupy.cuda.driver.funcSetAttribute(kernel.kernel.ptr, _NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1)
         kernels[direction] = kernel
     plan = sources["forward"].plan
     clusters = None
