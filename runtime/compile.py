@@ -11,10 +11,10 @@ kernel compiles.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lstmgen.codegen import LSTMSpec, Plan, render_layer
+from lstmgen.codegen import LSTMSpec, Plan, Target, render_layer
 from lstmgen.errors import KernelCompileError, LaunchError
 from lstmgen.runtime.device import current_target, max_active_clusters, require_gpu
 
@@ -106,9 +106,21 @@ class LayerKernels:
 
 @functools.cache
 def _load(spec: LSTMSpec, device_id: int) -> LayerKernels:
+    target = current_target()
+    try:
+        return _compile(spec, target)
+    except LaunchError:
+        if target.max_cluster_blocks <= _PORTABLE_CLUSTER_BLOCKS:
+            raise
+        # A GPU's GPCs may hold no cluster past the portable size at one block an SM with
+        # this much shared memory: plan with clusters of at most 8 blocks instead.
+        return _compile(spec, replace(target, max_cluster_blocks=_PORTABLE_CLUSTER_BLOCKS))
+
+
+def _compile(spec: LSTMSpec, target: Target) -> LayerKernels:
     import cupy
 
-    sources = render_layer(spec, current_target())
+    sources = render_layer(spec, target)
     kernels = {}
     for direction, source in sources.items():
         # Cooperative launches where the kernels cross a grid-wide barrier every step;

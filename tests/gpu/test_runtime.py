@@ -132,6 +132,23 @@ def test_the_driver_says_how_many_clusters_run_at_once():
     assert kernels.clusters is not None and 1 <= kernels.clusters <= plan.num_blocks // plan.cluster_blocks
 
 
+def test_layers_plan_portable_clusters_where_no_gpc_holds_16_blocks(monkeypatch):
+    # Whether a GPC holds a cluster of 16 blocks at one block an SM is the driver's to say;
+    # where it says none, the layer is planned again with clusters of at most 8 blocks.
+    from lstmgen.runtime import compile as compile_module
+
+    counted = compile_module.running_clusters
+
+    def none_past_8(spec, plan, counts):
+        return counted(spec, plan, [0] * len(counts) if plan.cluster_blocks > 8 else counts)
+
+    monkeypatch.setattr(compile_module, "running_clusters", none_past_8)
+    spec = LSTMSpec(input_size=17, hidden_size=300, dtype="float16")  # input_size 17: no other test's kernels
+    assert load_kernels(spec).plan.cluster_blocks <= 8
+    report = check_layer(Layer(spec, seed=13), Problem(3, 9, True, True, seed=14))
+    assert not report, "\n".join(report)
+
+
 @pytest.mark.parametrize("hidden, steps, initial_state", [
     (64, 3, True), (64, 3, False), (64, 1, True),
     (256, 3, True), (256, 1, False),  # clusters of 8 blocks
