@@ -29,7 +29,7 @@ GRID = [
     (LSTMSpec(4, 1024, "float32", "double", True), Problem(2, 70, True, True, 8)),   # several chunks each way
     (LSTMSpec(6, 1024, "float16", "double", True), Problem(3, 9, True, True, 9)),    # tensor cores, 2 m tiles
     (LSTMSpec(7, 1056, "bfloat16", "single", True), Problem(2, 70, True, True, 11)), # tensor cores, 3 chunks
-    (LSTMSpec(3, 333, "bfloat16", "none", False), Problem(3, 5, True, True, 12)),    # odd H: unaligned staging
+    (LSTMSpec(3, 555, "bfloat16", "none", False), Problem(3, 5, True, True, 12)),    # odd H: unaligned staging
     (LSTMSpec(4, 100, "float32", "double", True, allow_tf32=True), Problem(3, 3, True, True, 13)),  # TF32 clusters of 8, padded k tile
     (LSTMSpec(5, 1056, "float32", "single", True, allow_tf32=True), Problem(2, 40, True, True, 14)),  # TF32 limit: fragments in smem too
     (LSTMSpec(5, 1400, "float16", "single", False), Problem(2, 3, True, True, 10)),  # 16-bit FMA, shared memory
@@ -38,6 +38,7 @@ GRID = [
     (LSTMSpec(4, 32, "float32", "single", True, allow_tf32=True), Problem(2, 9, True, False, 17)),  # sliced TF32
     (LSTMSpec(5, 128, "float16", "double", False), Problem(2, 19, True, True, 18)),  # clusters of 8 blocks of 16 units, 3 groups
     (LSTMSpec(6, 256, "float16", "double", True), Problem(3, 20, True, True, 19)),   # clusters of 8, 3 groups
+    (LSTMSpec(6, 512, "bfloat16", "single", True), Problem(2, 20, True, True, 22)),  # clusters of 16, 3 groups
     (LSTMSpec(4, 250, "float32", "none", True, allow_tf32=True), Problem(2, 9, False, True, 21)),  # TF32 clusters of 8, fragments in smem
     (LSTMSpec(3, 300, "float32", "single", True, allow_tf32=True), Problem(2, 5, True, True, 20)),  # cooperative TF32, padded k tile
 ]

@@ -25,7 +25,8 @@ owns every unit and its own groups of batch rows,
 so no step waits for another block: the grid barrier becomes a block barrier, and h_t (dG_t
 backward) goes from the epilogue straight into the staged rows of the next step, never
 through L2. Where that block's products would be long, or it is too small, a thread-block
-cluster of up to 8 blocks takes its place (to H = 256): the cluster owns every unit and its
+cluster of up to 8 blocks takes its place (to H = 256; 16 blocks to H = 512 in 16 bits where
+the GPU allows that many): the cluster owns every unit and its
 groups of rows, each block a slice of the units as in the cooperative grid, and each block
 writes h_t (dG_t) into the staged rows of every block of its cluster through distributed
 shared memory, then meets them at the cluster's barrier (0.19 us to the grid's 1 us). The
@@ -74,8 +75,10 @@ _SHARED_FRAGMENT_BYTES = 64 * 1024
 # would be short of registers.
 _SLICED_TILES_PER_WARP = 32
 # Blocks in a batch-sliced cluster, tried in this order: up to 8, the size every GPU with
-# clusters (sm_90 on) must be able to schedule.
-_CLUSTER_SIZES = (1, 2, 4, 8)
+# clusters (sm_90 on) must be able to schedule; 16 where the target allows more (H100 and
+# H200, with the kernel's non-portable cluster size attribute), only where 8 are too few.
+_CLUSTER_SIZES = (1, 2, 4, 8, 16)
+_PORTABLE_CLUSTER_BLOCKS = 8
 # At small batches a batch-sliced step is bound by its critical path, and the products on
 # it are each warp's chain of mma.sync (its m tiles times its k tiles, per 8 staged rows).
 # Measured on the H200, forward at B = 8 (bench/NOTES.md v5, same run): float16 H = 128
@@ -106,10 +109,11 @@ class Target:
     sm_count: int             # multiprocessors: one persistent block each at most
     max_smem_per_block: int   # bytes of dynamic shared memory a block may opt in to
     max_threads_per_block: int = 1024
+    max_cluster_blocks: int = 1  # blocks a thread-block cluster may hold (1: no clusters)
 
 
 # The H200 (and H100 SXM): what generated/ is rendered for.
-SM90_H200 = Target(arch="sm_90", sm_count=132, max_smem_per_block=232448)
+SM90_H200 = Target(arch="sm_90", sm_count=132, max_smem_per_block=232448, max_cluster_blocks=16)
 
 
 @dataclass(frozen=True)
@@ -300,8 +304,7 @@ def _plan_batch_sliced(spec: LSTMSpec, target: Target, mma_type: str
     one block where its warps' chains of mma.sync are short (_SHORT_CHAIN), else the largest
     cluster that fits."""
     hidden = spec.hidden_size
-    clusters_allowed = int(target.arch.removeprefix("sm_")) >= 90
-    sizes = [size for size in _CLUSTER_SIZES if size <= target.sm_count and (size == 1 or clusters_allowed)]
+    sizes = [size for size in _CLUSTER_SIZES if size <= min(target.sm_count, target.max_cluster_blocks)]
     fitting = {}
     for cluster in sizes:
         units = -(-hidden // cluster)
@@ -314,7 +317,8 @@ def _plan_batch_sliced(spec: LSTMSpec, target: Target, mma_type: str
         return 1, None
     if 1 in fitting and all(step.m_tiles_per_warp * step.k_tiles_per_warp <= _SHORT_CHAIN for step in fitting[1]):
         return 1, fitting[1]
-    cluster = max(fitting)
+    portable = [cluster for cluster in fitting if cluster <= _PORTABLE_CLUSTER_BLOCKS]
+    cluster = max(portable or fitting)
     return cluster, fitting[cluster]
 
 

@@ -11,10 +11,10 @@ kernel compiles.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lstmgen.codegen import LSTMSpec, Plan, render_layer
+from lstmgen.codegen import LSTMSpec, Plan, Target, render_layer
 from lstmgen.errors import KernelCompileError, LaunchError
 from lstmgen.runtime.device import current_target, max_active_clusters, require_gpu
 
@@ -81,6 +81,11 @@ def compile_for_arch(spec: LSTMSpec, direction: str, text: str, arch: str) -> by
         nvrtc.destroyProgram(program)
 
 
+# cuda.h's CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, which CuPy does not name.
+_NON_PORTABLE_CLUSTER_SIZE_ALLOWED = 14
+_PORTABLE_CLUSTER_BLOCKS = 8
+
+
 @dataclass(frozen=True)
 class LayerKernels:
     """A layer's compiled recurrence kernels and the plan they were built with."""
@@ -101,9 +106,21 @@ class LayerKernels:
 
 @functools.cache
 def _load(spec: LSTMSpec, device_id: int) -> LayerKernels:
+    target = current_target()
+    try:
+        return _compile(spec, target)
+    except LaunchError:
+        if target.max_cluster_blocks <= _PORTABLE_CLUSTER_BLOCKS:
+            raise
+        # A GPU's GPCs may hold no cluster past the portable size at one block an SM with
+        # this much shared memory: plan with clusters of at most 8 blocks instead.
+        return _compile(spec, replace(target, max_cluster_blocks=_PORTABLE_CLUSTER_BLOCKS))
+
+
+def _compile(spec: LSTMSpec, target: Target) -> LayerKernels:
     import cupy
 
-    sources = render_layer(spec, current_target())
+    sources = render_layer(spec, target)
     kernels = {}
     for direction, source in sources.items():
         # Cooperative launches where the kernels cross a grid-wide barrier every step;
@@ -116,6 +133,9 @@ def _load(spec: LSTMSpec, device_id: int) -> LayerKernels:
             raise _compile_error(spec, direction, str(error), source.text) from None
         # The staged rows (and a W_hh slice in shared memory) take more than the default 48 KiB.
         kernel.max_dynamic_shared_size_bytes = source.plan.smem_bytes
+        if source.plan.cluster_blocks > _PORTABLE_CLUSTER_BLOCKS:
+            # Clusters past 8 blocks launch only where the kernel says it allows them.
+            cupy.cuda.driver.funcSetAttribute(kernel.kernel.ptr, _NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1)
         kernels[direction] = kernel
     plan = sources["forward"].plan
     clusters = None

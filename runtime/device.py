@@ -37,11 +37,15 @@ def current_target() -> Target:
 
     device = cupy.cuda.Device()
     attributes = device.attributes
+    major = int(device.compute_capability) // 10
     return Target(
         arch=f"sm_{device.compute_capability}",
         sm_count=attributes["MultiProcessorCount"],
         max_smem_per_block=attributes["MaxSharedMemoryPerBlockOptin"],
         max_threads_per_block=attributes["MaxThreadsPerBlock"],
+        # Clusters came with sm_90; Hopper and data-centre Blackwell take 16 blocks where a
+        # kernel allows the non-portable size, every other GPU with clusters 8.
+        max_cluster_blocks=16 if major in (9, 10) else 8 if major > 10 else 1,
     )
 
 

@@ -82,7 +82,7 @@ _A100 = Target(arch="sm_80", sm_count=108, max_smem_per_block=166912)
     # keeps 14 of 32 k tiles a warp in shared memory there).
     ("float16", 64, False, SM90_H200, 0), ("bfloat16", 64, False, SM90_H200, 0), ("float32", 32, True, SM90_H200, 0),
     ("float16", 128, False, SM90_H200, 0), ("float16", 256, False, SM90_H200, 0), ("float32", 64, True, SM90_H200, 0),
-    ("float32", 256, True, SM90_H200, 0),
+    ("float32", 256, True, SM90_H200, 0), ("float16", 512, False, SM90_H200, 0),  # and of 16 blocks
     # Without clusters (before sm_90) one block holds H = 128 in 16 bits: 4 m tiles of 8 k
     # tiles a warp forward, 4 of them in shared memory. ptxas spills while the forward kernel
     # loads its fragments at the start, never in the step loop: NVRTC's ptxas spills 72 bytes

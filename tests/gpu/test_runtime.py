@@ -53,8 +53,8 @@ def test_weights_outside_registers(dtype, hidden, place, batch):
 @pytest.mark.parametrize("dtype, hidden, batch, math", [
     ("float16", 1056, 70, "mma"),    # the register limit; 3 staged chunks each way, the last partial
     ("bfloat16", 1024, 8, "mma"),    # two m tiles forward, one n tile
-    ("bfloat16", 333, 41, "mma"),    # odd H: rows not aligned for 16-byte staging, zero-padded k tiles
-    ("float16", 257, 1, "mma"),      # 2 units per block, the last block's second unit padding
+    ("bfloat16", 555, 41, "mma"),    # odd H: rows not aligned for 16-byte staging, zero-padded k tiles
+    ("float16", 513, 1, "mma"),      # 4 units per block, the last block's 3 of them padding
     ("bfloat16", 1057, 5, "fma"),    # past the register limit: the FMA kernels in 16 bits
     ("tf32", 576, 70, "mma"),        # float32 with TF32 allowed, at its register limit
     ("tf32", 1056, 19, "mma"),       # TF32 fragments partly in shared memory, at their limit
@@ -90,6 +90,9 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
     ("tf32", 70, 3, True),           # 8 blocks of 9 units, the last 7
     ("tf32", 128, 9, False),         # 8 blocks of 16 units
     ("tf32", 250, 20, True),         # 8 blocks of 32, the last 26; fragments partly in shared memory
+    # Clusters of 16 blocks (non-portable), 16 bits from H = 257: fragments partly in shared memory.
+    ("float16", 512, 8, True),       # 16 blocks of 32 units, one group
+    ("bfloat16", 300, 37, False),    # 16 blocks of 19 units, the last 15; 5 groups
 ])
 def test_batch_sliced_layers(dtype, hidden, batch, initial_state):
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype,
@@ -111,7 +114,7 @@ def test_batch_sliced_single_blocks_of_gpus_without_clusters(monkeypatch, dtype,
 
     from lstmgen.runtime import compile as compile_module
 
-    target = replace(compile_module.current_target(), arch="sm_80")
+    target = replace(compile_module.current_target(), arch="sm_80", max_cluster_blocks=1)
     monkeypatch.setattr(compile_module, "current_target", lambda: target)
     spec = LSTMSpec(input_size=13, hidden_size=hidden, dtype=dtype)  # input_size 13: no other test's kernels
     plan = load_kernels(spec).plan
@@ -129,9 +132,27 @@ def test_the_driver_says_how_many_clusters_run_at_once():
     assert kernels.clusters is not None and 1 <= kernels.clusters <= plan.num_blocks // plan.cluster_blocks
 
 
+def test_layers_plan_portable_clusters_where_no_gpc_holds_16_blocks(monkeypatch):
+    # Whether a GPC holds a cluster of 16 blocks at one block an SM is the driver's to say;
+    # where it says none, the layer is planned again with clusters of at most 8 blocks.
+    from lstmgen.runtime import compile as compile_module
+
+    counted = compile_module.running_clusters
+
+    def none_past_8(spec, plan, counts):
+        return counted(spec, plan, [0] * len(counts) if plan.cluster_blocks > 8 else counts)
+
+    monkeypatch.setattr(compile_module, "running_clusters", none_past_8)
+    spec = LSTMSpec(input_size=17, hidden_size=300, dtype="float16")  # input_size 17: no other test's kernels
+    assert load_kernels(spec).plan.cluster_blocks <= 8
+    report = check_layer(Layer(spec, seed=13), Problem(3, 9, True, True, seed=14))
+    assert not report, "\n".join(report)
+
+
 @pytest.mark.parametrize("hidden, steps, initial_state", [
     (64, 3, True), (64, 3, False), (64, 1, True),
     (256, 3, True), (256, 1, False),  # clusters of 8 blocks
+    (512, 2, True),                   # clusters of 16
 ])
 def test_batch_sliced_blocks_take_several_groups_in_turn(hidden, steps, initial_state):
     # More groups of rows than the GPU runs blocks (clusters) at once: each runs its groups one
@@ -153,12 +174,13 @@ def test_batch_sliced_blocks_take_several_groups_in_turn(hidden, steps, initial_
 def test_tensor_core_shapes_of_gpus_with_fewer_sms(monkeypatch, dtype, hidden, sm_count, forward_m_tiles,
                                                    items_per_thread):
     # The H200's 132 SMs leave at most 8 units per block; smaller GPUs give the tensor-core
-    # kernels more m tiles and more (unit, row) pairs per thread, which this runs here.
+    # kernels more m tiles and more (unit, row) pairs per thread, which this runs here
+    # (without clusters, which would batch-slice these layers).
     from dataclasses import replace
 
     from lstmgen.runtime import compile as compile_module
 
-    target = replace(compile_module.current_target(), sm_count=sm_count)
+    target = replace(compile_module.current_target(), sm_count=sm_count, max_cluster_blocks=1)
     monkeypatch.setattr(compile_module, "current_target", lambda: target)
     spec = LSTMSpec(input_size=11, hidden_size=hidden, dtype=dtype)  # input_size 11: no other test's kernels
     plan = load_kernels(spec).plan
