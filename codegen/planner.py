@@ -96,6 +96,9 @@ _SLICED_ITEMS_PER_THREAD = 4
 # step needs about 60; past 72 the backward kernel spills (tests/test_nvrtc.py checks the
 # limits: 16-bit layers up to 8 units per block, H = 1056 on the H200; TF32 to H = 576).
 _MMA_FRAGMENT_REGISTERS = 72
+# A cluster's blocks send each other the staged rows by st.async, which counts the bytes on
+# an mbarrier per staged buffer in the receiving block: two of 8 bytes, last in shared memory.
+_EXCHANGE_BARRIER_BYTES = 16
 # As the FMA path: a warp runs the chunk's n tiles one after another, so more rows cost no
 # registers, only (unit, row) pairs per thread in the epilogue.
 _MMA_MAX_CHUNK_ROWS = _MAX_CHUNK_ROWS
@@ -143,6 +146,7 @@ class TensorCoreStep:
     staged_bytes: int      # the staged rows; the partial sums follow them
     smem_bytes: int        # staged rows + k_split * chunk_rows * partial_stride floats
                            # + the fragments kept in shared memory
+                           # (+ in clusters, the staged buffers' mbarriers, last)
     items_per_thread: int  # (unit, batch row) pairs of a chunk that each thread finishes
     stage_buffers: int     # 2 in clusters: blocks write step t's rows while others still read t - 1's
 
@@ -171,6 +175,9 @@ class Plan:
     backward_mma: TensorCoreStep | None = None
     batch_sliced: bool = False  # each cluster of blocks owns every unit and groups of batch rows
     cluster_blocks: int = 1     # blocks of a batch-sliced cluster, each owning units_per_block units
+    async_exchange: bool = False  # clusters send staged rows by st.async, 4 bytes a store: float32,
+                                  # or 16-bit pairs of units (H and units_per_block even); else
+                                  # by plain stores and a cluster barrier a step
 
     def group_rows(self, batch: int, clusters: int | None = None) -> int:
         """Batch rows of a batch-sliced group: few enough that each of the `clusters` the
@@ -197,6 +204,8 @@ class Plan:
                for step in (self.forward_mma, self.backward_mma)):
             where = "registers and shared memory"
         how = " as mma.sync fragments" if self.math == "mma" else ""
+        if self.async_exchange:
+            how += ", staged rows sent by st.async"
         if self.batch_sliced and self.cluster_blocks > 1:
             blocks = (f"up to {self.num_blocks // self.cluster_blocks} clusters of {self.cluster_blocks} "
                       f"blocks of up to {self.forward_chunk_rows} batch rows")
@@ -250,9 +259,10 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
     tensor_core = sliced or (mma_type and _plan_tensor_cores(spec, target, units, mma_type, sliced=False))
     if tensor_core:
         forward, backward = tensor_core
+        units_per_block = -(-hidden // cluster) if sliced else units
         return Plan(
             **layout,
-            units_per_block=-(-hidden // cluster) if sliced else units,
+            units_per_block=units_per_block,
             num_blocks=target.sm_count // cluster * cluster if sliced else num_blocks,
             warps=_MMA_WARPS,
             threads=_MMA_WARPS * WARP,
@@ -268,6 +278,7 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
             backward_mma=backward,
             batch_sliced=bool(sliced),
             cluster_blocks=cluster,
+            async_exchange=cluster > 1 and (element == 4 or (units_per_block % 2 == 0 and hidden % 2 == 0)),
         )
     forward_chunk = _chunk_rows(staging // forward_row)
     backward_chunk = _chunk_rows(staging // backward_row)
@@ -382,7 +393,8 @@ def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, s
 
     def sizes(chunk: int) -> tuple[int, int]:
         staged = _round16(stage_buffers * chunk * stage_stride * element)
-        return staged, staged + k_split * chunk * partial_stride * 4 + shared_fragment_bytes
+        barriers = _EXCHANGE_BARRIER_BYTES if stage_buffers == 2 else 0
+        return staged, staged + k_split * chunk * partial_stride * 4 + shared_fragment_bytes + barriers
 
     chunk = max_chunk
     while chunk >= _MMA_N and sizes(chunk)[1] > target.max_smem_per_block:
