@@ -35,7 +35,7 @@ launch sizes the grid and the rows of a group by the batch (Plan.blocks, Plan.gr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lstmgen.errors import SpecError
 from lstmgen.codegen.spec import DTYPES, LSTMSpec
@@ -149,6 +149,7 @@ class TensorCoreStep:
                            # (+ in clusters, the staged buffers' mbarriers, last)
     items_per_thread: int  # (unit, batch row) pairs of a chunk that each thread finishes
     stage_buffers: int     # 2 in clusters: blocks write step t's rows while others still read t - 1's
+    async_exchange: bool = False  # clusters send the staged rows by st.async (_sends_by_st_async)
 
 
 @dataclass(frozen=True)
@@ -175,9 +176,6 @@ class Plan:
     backward_mma: TensorCoreStep | None = None
     batch_sliced: bool = False  # each cluster of blocks owns every unit and groups of batch rows
     cluster_blocks: int = 1     # blocks of a batch-sliced cluster, each owning units_per_block units
-    async_exchange: bool = False  # clusters send staged rows by st.async, 4 bytes a store: float32,
-                                  # or 16-bit pairs of units (H and units_per_block even); else
-                                  # by plain stores and a cluster barrier a step
 
     def group_rows(self, batch: int, clusters: int | None = None) -> int:
         """Batch rows of a batch-sliced group: few enough that each of the `clusters` the
@@ -204,8 +202,10 @@ class Plan:
                for step in (self.forward_mma, self.backward_mma)):
             where = "registers and shared memory"
         how = " as mma.sync fragments" if self.math == "mma" else ""
-        if self.async_exchange:
-            how += ", staged rows sent by st.async"
+        sent = [name for name, step in (("forward", self.forward_mma), ("backward", self.backward_mma))
+                if step and step.async_exchange]
+        if sent:
+            how += f", {' and '.join(sent)} rows sent by st.async"
         if self.batch_sliced and self.cluster_blocks > 1:
             blocks = (f"up to {self.num_blocks // self.cluster_blocks} clusters of {self.cluster_blocks} "
                       f"blocks of up to {self.forward_chunk_rows} batch rows")
@@ -260,6 +260,8 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
     if tensor_core:
         forward, backward = tensor_core
         units_per_block = -(-hidden // cluster) if sliced else units
+        if cluster > 1:
+            forward, backward = _sends_by_st_async(forward, backward, hidden, units_per_block, element)
         return Plan(
             **layout,
             units_per_block=units_per_block,
@@ -278,7 +280,6 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
             backward_mma=backward,
             batch_sliced=bool(sliced),
             cluster_blocks=cluster,
-            async_exchange=cluster > 1 and (element == 4 or (units_per_block % 2 == 0 and hidden % 2 == 0)),
         )
     forward_chunk = _chunk_rows(staging // forward_row)
     backward_chunk = _chunk_rows(staging // backward_row)
@@ -307,6 +308,19 @@ def _tensor_core_type(spec: LSTMSpec, target: Target) -> str | None:
     if storage in _MMA_TYPES:
         return _MMA_TYPES[storage]
     return "tf32" if spec.allow_tf32 else None
+
+
+def _sends_by_st_async(forward: TensorCoreStep, backward: TensorCoreStep, hidden: int, units: int,
+                       element: int) -> tuple[TensorCoreStep, TensorCoreStep]:
+    """The cluster's steps, marked where their blocks send each other the staged rows by
+    st.async, 4 bytes a store (float32, or 16-bit pairs of adjacent units: every block's
+    slice starts at an even unit and H is even), instead of plain stores and a cluster
+    barrier a step. Measured on the H200 (bench/NOTES.md v6), st.async made the forward step
+    6% (16-bit) and 8% (TF32) faster and the TF32 training step 7%, but the 16-bit training
+    step 3% slower: a 16-bit backward sends each item's four gates as four pairs, and keeps
+    the plain stores."""
+    words = element == 4 or (units % 2 == 0 and hidden % 2 == 0)
+    return replace(forward, async_exchange=words), replace(backward, async_exchange=words and element == 4)
 
 
 def _plan_batch_sliced(spec: LSTMSpec, target: Target, mma_type: str

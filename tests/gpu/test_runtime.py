@@ -82,7 +82,7 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
     # Clusters: each block a slice of the units, the staged rows in every block's shared memory,
     # sent by st.async where each block's slice is whole 4-byte words, else by plain stores.
     ("float16", 72, 20, True),       # 8 blocks of 9 units (plain stores); groups of 8, 8 and 4 rows
-    ("bfloat16", 112, 11, True),     # 8 blocks of 14 units (st.async, pairs of units)
+    ("bfloat16", 112, 11, True),     # 8 blocks of 14 units (forward: st.async, pairs of units)
     ("float16", 128, 9, True),       # 8 blocks of 16 units, the bench's smallest H
     ("tf32", 37, 3, True),           # 8 blocks of 5 units, the last 2 (st.async); K = 37: a zero-padded k tile of 8
     ("float16", 256, 8, True),       # 8 blocks of 32 units, one group
