@@ -39,6 +39,7 @@ GRID = [
     (LSTMSpec(5, 128, "float16", "double", False), Problem(2, 19, True, True, 18)),  # clusters of 8 blocks of 16 units, 3 groups
     (LSTMSpec(6, 256, "float16", "double", True), Problem(3, 20, True, True, 19)),   # clusters of 8, 3 groups
     (LSTMSpec(6, 512, "bfloat16", "single", True), Problem(2, 20, True, True, 22)),  # clusters of 16, 3 groups
+    (LSTMSpec(5, 200, "bfloat16", "double", False), Problem(3, 20, False, True, 23)),  # clusters of 25 units: no st.async
     (LSTMSpec(4, 250, "float32", "none", True, allow_tf32=True), Problem(2, 9, False, True, 21)),  # TF32 clusters of 8, fragments in smem
     (LSTMSpec(3, 300, "float32", "single", True, allow_tf32=True), Problem(2, 5, True, True, 20)),  # cooperative TF32, padded k tile
 ]

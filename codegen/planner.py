@@ -35,7 +35,7 @@ launch sizes the grid and the rows of a group by the batch (Plan.blocks, Plan.gr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lstmgen.errors import SpecError
 from lstmgen.codegen.spec import DTYPES, LSTMSpec
@@ -96,6 +96,9 @@ _SLICED_ITEMS_PER_THREAD = 4
 # step needs about 60; past 72 the backward kernel spills (tests/test_nvrtc.py checks the
 # limits: 16-bit layers up to 8 units per block, H = 1056 on the H200; TF32 to H = 576).
 _MMA_FRAGMENT_REGISTERS = 72
+# A cluster's blocks send each other the staged rows by st.async, which counts the bytes on
+# an mbarrier per staged buffer in the receiving block: two of 8 bytes, last in shared memory.
+_EXCHANGE_BARRIER_BYTES = 16
 # As the FMA path: a warp runs the chunk's n tiles one after another, so more rows cost no
 # registers, only (unit, row) pairs per thread in the epilogue.
 _MMA_MAX_CHUNK_ROWS = _MAX_CHUNK_ROWS
@@ -143,8 +146,10 @@ class TensorCoreStep:
     staged_bytes: int      # the staged rows; the partial sums follow them
     smem_bytes: int        # staged rows + k_split * chunk_rows * partial_stride floats
                            # + the fragments kept in shared memory
+                           # (+ in clusters, the staged buffers' mbarriers, last)
     items_per_thread: int  # (unit, batch row) pairs of a chunk that each thread finishes
     stage_buffers: int     # 2 in clusters: blocks write step t's rows while others still read t - 1's
+    async_exchange: bool = False  # clusters send the staged rows by st.async (_sends_by_st_async)
 
 
 @dataclass(frozen=True)
@@ -197,6 +202,10 @@ class Plan:
                for step in (self.forward_mma, self.backward_mma)):
             where = "registers and shared memory"
         how = " as mma.sync fragments" if self.math == "mma" else ""
+        sent = [name for name, step in (("forward", self.forward_mma), ("backward", self.backward_mma))
+                if step and step.async_exchange]
+        if sent:
+            how += f", {' and '.join(sent)} rows sent by st.async"
         if self.batch_sliced and self.cluster_blocks > 1:
             blocks = (f"up to {self.num_blocks // self.cluster_blocks} clusters of {self.cluster_blocks} "
                       f"blocks of up to {self.forward_chunk_rows} batch rows")
@@ -250,9 +259,12 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
     tensor_core = sliced or (mma_type and _plan_tensor_cores(spec, target, units, mma_type, sliced=False))
     if tensor_core:
         forward, backward = tensor_core
+        units_per_block = -(-hidden // cluster) if sliced else units
+        if cluster > 1:
+            forward, backward = _sends_by_st_async(forward, backward, hidden, units_per_block, element)
         return Plan(
             **layout,
-            units_per_block=-(-hidden // cluster) if sliced else units,
+            units_per_block=units_per_block,
             num_blocks=target.sm_count // cluster * cluster if sliced else num_blocks,
             warps=_MMA_WARPS,
             threads=_MMA_WARPS * WARP,
@@ -296,6 +308,19 @@ def _tensor_core_type(spec: LSTMSpec, target: Target) -> str | None:
     if storage in _MMA_TYPES:
         return _MMA_TYPES[storage]
     return "tf32" if spec.allow_tf32 else None
+
+
+def _sends_by_st_async(forward: TensorCoreStep, backward: TensorCoreStep, hidden: int, units: int,
+                       element: int) -> tuple[TensorCoreStep, TensorCoreStep]:
+    """The cluster's steps, marked where their blocks send each other the staged rows by
+    st.async, 4 bytes a store (float32, or 16-bit pairs of adjacent units: every block's
+    slice starts at an even unit and H is even), instead of plain stores and a cluster
+    barrier a step. Measured on the H200 (bench/NOTES.md v6), st.async made the forward step
+    6% (16-bit) and 8% (TF32) faster and the TF32 training step 7%, but the 16-bit training
+    step 3% slower: a 16-bit backward sends each item's four gates as four pairs, and keeps
+    the plain stores."""
+    words = element == 4 or (units % 2 == 0 and hidden % 2 == 0)
+    return replace(forward, async_exchange=words), replace(backward, async_exchange=words and element == 4)
 
 
 def _plan_batch_sliced(spec: LSTMSpec, target: Target, mma_type: str
@@ -382,7 +407,8 @@ def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, s
 
     def sizes(chunk: int) -> tuple[int, int]:
         staged = _round16(stage_buffers * chunk * stage_stride * element)
-        return staged, staged + k_split * chunk * partial_stride * 4 + shared_fragment_bytes
+        barriers = _EXCHANGE_BARRIER_BYTES if stage_buffers == 2 else 0
+        return staged, staged + k_split * chunk * partial_stride * 4 + shared_fragment_bytes + barriers
 
     chunk = max_chunk
     while chunk >= _MMA_N and sizes(chunk)[1] > target.max_smem_per_block:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import assume, example, given, strategies as st
 
-from lstmgen.codegen import DTYPES, SM90_H200, LSTMSpec, Target, load_spec, plan_layer
+from lstmgen.codegen import DTYPES, SM90_H200, LSTMSpec, Target, load_spec, plan_layer, render_layer
 from lstmgen.errors import SpecError
 from lstmgen.strategies import layer_specs
 
@@ -151,12 +151,13 @@ def test_tensor_core_steps_cover_the_block_and_fit_registers_and_shared_memory(s
         assert step.staged_bytes % 16 == 0 and step.staged_bytes >= step.chunk_rows * step.stage_stride * element
         assert step.partial_stride % 4 == 0 and step.partial_stride >= step.m_tiles * 16  # float4 reads
         # Staged rows, partial sums, then the fragments kept in shared memory (at most 64 KiB):
-        # 16 bytes a lane, 8 where rows 8-15 are padding.
+        # 16 bytes a lane, 8 where rows 8-15 are padding; in clusters, two 8-byte mbarriers last.
         shared_fragments = (plan.warps * step.m_tiles_per_warp * (step.k_tiles_per_warp - step.k_tiles_in_registers)
                             * 32 * (16 if rows > 8 else 8))
         assert shared_fragments <= 64 * 1024
+        barriers = 16 if plan.cluster_blocks > 1 else 0
         assert step.smem_bytes == (step.staged_bytes + step.k_split * step.chunk_rows * step.partial_stride * 4
-                                   + shared_fragments)
+                                   + shared_fragments + barriers)
         assert step.smem_bytes <= plan.smem_bytes <= target.max_smem_per_block
         assert step.items_per_thread * plan.threads >= units * step.chunk_rows
 
@@ -212,6 +213,28 @@ def test_small_tensor_core_layers_are_batch_sliced_on_h200(dtype, hidden):
         cluster = _CLUSTERS_FROM[dtype][max(h for h in _CLUSTERS_FROM[dtype] if h <= hidden)]
         assert plan.cluster_blocks == cluster and ("clusters of" in plan.summary()) == (cluster > 1)
         assert plan.blocks(batch=8) == cluster and plan.blocks(batch=10**5) == 132 // cluster * cluster
+
+
+@pytest.mark.parametrize("dtype, hidden, forward, backward", [
+    ("float16", 64, False, False),    # one block: nothing to send
+    ("float16", 72, False, False),    # clusters of 8 blocks of 9 units: odd, no 4-byte pairs
+    ("bfloat16", 112, True, False),   # 8 blocks of 14 units; 16-bit backward: plain stores (measured)
+    ("float16", 256, True, False),
+    ("bfloat16", 300, False, False),  # 16 blocks of 19 units
+    ("float16", 514, False, False),   # no cluster holds it: cooperative
+    ("tf32", 37, True, True),         # 4-byte values: any unit count
+])
+def test_clusters_send_staged_rows_by_st_async_in_whole_4_byte_words(dtype, hidden, forward, backward):
+    spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype,
+                    allow_tf32=dtype == "tf32")
+    plan = plan_layer(spec, SM90_H200)
+    assert (plan.forward_mma.async_exchange, plan.backward_mma.async_exchange) == (forward, backward)
+    summary = plan.summary()
+    assert ("forward" in summary and "rows sent by st.async" in summary) == forward
+    assert ("backward rows sent by st.async" in summary) == backward
+    kernels = render_layer(spec, SM90_H200)
+    sends = "st.async.shared::cluster"
+    assert (sends in kernels["forward"].text) == forward and (sends in kernels["backward"].text) == backward
 
 
 def test_float32_without_tf32_is_never_batch_sliced():

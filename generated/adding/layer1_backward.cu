@@ -29,8 +29,9 @@ typedef float acc_t;      // dot products and cell state
 __device__ __forceinline__ acc_t tanh_of(acc_t x) { return tanh(x); }
 __device__ __forceinline__ acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) + exp(-x)); }
 
+#define FULL_WARP 0xffffffffu  // every lane of a warp takes part in a shuffle
+
 #define K_PER_LANE ((K_LEN + 31) / 32)
-#define FULL_WARP 0xffffffffu
 
 // A compile-time row count, to instantiate the per-pass code for 8, 4, 2 and 1 rows.
 template <int N> struct Rows { static constexpr int count = N; };

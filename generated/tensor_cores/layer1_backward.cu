@@ -39,6 +39,8 @@ __device__ __forceinline__ float tanh_of(float x) {
 }
 __device__ __forceinline__ float sigmoid(float x) { return fmaf(0.5f, tanh_of(0.5f * x), 0.5f); }
 
+#define FULL_WARP 0xffffffffu  // every lane of a warp takes part in a shuffle
+
 
 
 // W_hh[r][unit]: read once, when the block loads its weights on chip.

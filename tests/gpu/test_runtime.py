@@ -79,11 +79,12 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
     ("tf32", 32, 5, True),           # TF32: 8 forward m tiles, K split 4 ways backward
     ("bfloat16", 3, 2, False),       # fragments mostly padding, rows shorter than a vector
     ("bfloat16", 11, 17, True),      # 3 forward m tiles padded to 4
-    # Clusters: each block a slice of the units, the staged rows in every block's shared memory.
-    ("float16", 72, 20, True),       # 8 blocks of 9 units; groups of 8, 8 and 4 rows
-    ("bfloat16", 112, 11, True),     # 8 blocks of 14 units
+    # Clusters: each block a slice of the units, the staged rows in every block's shared memory,
+    # sent by st.async where each block's slice is whole 4-byte words, else by plain stores.
+    ("float16", 72, 20, True),       # 8 blocks of 9 units (plain stores); groups of 8, 8 and 4 rows
+    ("bfloat16", 112, 11, True),     # 8 blocks of 14 units (forward: st.async, pairs of units)
     ("float16", 128, 9, True),       # 8 blocks of 16 units, the bench's smallest H
-    ("tf32", 37, 3, True),           # 8 blocks of 5 units, the last 2; K = 37: a zero-padded k tile of 8
+    ("tf32", 37, 3, True),           # 8 blocks of 5 units, the last 2 (st.async); K = 37: a zero-padded k tile of 8
     ("float16", 256, 8, True),       # 8 blocks of 32 units, one group
     ("bfloat16", 200, 37, False),    # 8 blocks of 25 units (padded m tiles); 5 groups, the last of 5 rows
     ("float16", 130, 21, True),      # 8 blocks of 17 units, the last 11
