@@ -10,6 +10,7 @@ rows not aligned for 16-byte copies and odd sizes, tensor cores (16-bit storage 
 batch-sliced tensor-core blocks and clusters, and the 16-bit FMA fallback. Exits non-zero on any mismatch.
 """
 
+import os
 import sys
 
 from lstmgen.codegen import LSTMSpec
@@ -44,9 +45,14 @@ GRID = [
     (LSTMSpec(3, 300, "float32", "single", True, allow_tf32=True), Problem(2, 5, True, True, 20)),  # cooperative TF32, padded k tile
 ]
 
+# SANITIZE_MATCH, if set, keeps the entries whose plan summary contains it (e.g. "clusters of"),
+# so that a kernel change can be checked within one device call.
+match = os.environ.get("SANITIZE_MATCH", "")
 failures = 0
 for spec, problem in GRID:
     plan = load_kernels(spec).plan
+    if match not in plan.summary():
+        continue
     report = check_layer(Layer(spec, seed=0), problem)
     print(f"{spec.describe()} {problem} [{plan.summary()}]: {'ok' if not report else 'MISMATCH'}")
     for line in report:
