@@ -112,7 +112,8 @@ class Target:
     sm_count: int             # multiprocessors: one persistent block each at most
     max_smem_per_block: int   # bytes of dynamic shared memory a block may opt in to
     max_threads_per_block: int = 1024
-    max_cluster_blocks: int = 1  # blocks a thread-block cluster may hold (1: no clusters)
+    max_cluster_blocks: int = 8  # blocks a thread-block cluster may hold from sm_90 on (8: the
+                                 # portable size; 1: no clusters); below sm_90 no clusters
 
 
 # The H200 (and H100 SXM): what generated/ is rendered for.
@@ -298,11 +299,15 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
     )
 
 
+def _arch_number(target: Target) -> int:
+    return int(target.arch.removeprefix("sm_"))
+
+
 def _tensor_core_type(spec: LSTMSpec, target: Target) -> str | None:
     """mma.sync's input type for `spec` on `target`, or None for the FMA kernels: storage
     that is neither 16-bit nor float32 with TF32 allowed, a GPU older than Ampere (sm_80
     brought m16n8k16 and TF32), or blocks too small for the tensor-core step's 8 warps."""
-    if int(target.arch.removeprefix("sm_")) < 80 or _MMA_WARPS * WARP > target.max_threads_per_block:
+    if _arch_number(target) < 80 or _MMA_WARPS * WARP > target.max_threads_per_block:
         return None
     storage = DTYPES[spec.dtype]["storage"]
     if storage in _MMA_TYPES:
@@ -329,7 +334,8 @@ def _plan_batch_sliced(spec: LSTMSpec, target: Target, mma_type: str
     one block where its warps' chains of mma.sync are short (_SHORT_CHAIN), else the largest
     cluster that fits."""
     hidden = spec.hidden_size
-    sizes = [size for size in _CLUSTER_SIZES if size <= min(target.sm_count, target.max_cluster_blocks)]
+    largest = min(target.sm_count, target.max_cluster_blocks) if _arch_number(target) >= 90 else 1
+    sizes = [size for size in _CLUSTER_SIZES if size <= largest]
     fitting = {}
     for cluster in sizes:
         units = -(-hidden // cluster)

@@ -14,7 +14,7 @@ import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lstmgen.codegen import LSTMSpec, Plan, Target, render_layer
+from lstmgen.codegen import LSTMSpec, Plan, Target, plan_layer, render_layer
 from lstmgen.errors import KernelCompileError, LaunchError
 from lstmgen.runtime.device import current_target, max_active_clusters, require_gpu
 
@@ -110,7 +110,7 @@ def _load(spec: LSTMSpec, device_id: int) -> LayerKernels:
     try:
         return _compile(spec, target)
     except LaunchError:
-        if target.max_cluster_blocks <= _PORTABLE_CLUSTER_BLOCKS:
+        if plan_layer(spec, target).cluster_blocks <= _PORTABLE_CLUSTER_BLOCKS:
             raise
         # A GPU's GPCs may hold no cluster past the portable size at one block an SM with
         # this much shared memory: plan with clusters of at most 8 blocks instead.
@@ -140,8 +140,11 @@ def _compile(spec: LSTMSpec, target: Target) -> LayerKernels:
     plan = sources["forward"].plan
     clusters = None
     if plan.cluster_blocks > 1:
-        clusters = running_clusters(spec, plan, [max_active_clusters(kernel, plan.num_blocks, plan.threads, plan.smem_bytes)
-                                                 for kernel in kernels.values()])
+        counts = [max_active_clusters(kernel, plan.num_blocks, plan.threads, plan.smem_bytes) for kernel in kernels.values()]
+        if plan.cluster_blocks > _PORTABLE_CLUSTER_BLOCKS:
+            # Past the portable size, a driver that cannot count such clusters is not trusted to run them.
+            counts = [0 if count is None else count for count in counts]
+        clusters = running_clusters(spec, plan, counts)
     return LayerKernels(forward=kernels["forward"], backward=kernels["backward"], plan=plan, clusters=clusters)
 
 

@@ -93,6 +93,8 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
     ("tf32", 250, 20, True),         # 8 blocks of 32, the last 26; fragments partly in shared memory
     # Clusters of 16 blocks (non-portable), 16 bits from H = 257: fragments partly in shared memory.
     ("float16", 512, 8, True),       # 16 blocks of 32 units, one group
+    ("float16", 500, 37, True),      # 16 blocks of 32 units, the last 20 (st.async: fewer bytes to expect)
+    ("float16", 250, 37, False),     # 8 blocks of 32 units, the last 26 (st.async); 2 groups
     ("bfloat16", 300, 37, False),    # 16 blocks of 19 units, the last 15; 5 groups
 ])
 def test_batch_sliced_layers(dtype, hidden, batch, initial_state):
@@ -154,6 +156,7 @@ def test_layers_plan_portable_clusters_where_no_gpc_holds_16_blocks(monkeypatch)
     (64, 3, True), (64, 3, False), (64, 1, True),
     (256, 3, True), (256, 1, False),  # clusters of 8 blocks
     (512, 2, True),                   # clusters of 16
+    (512, 5, True),                   # both staged buffers of each group, by st.async
 ])
 def test_batch_sliced_blocks_take_several_groups_in_turn(hidden, steps, initial_state):
     # More groups of rows than the GPU runs blocks (clusters) at once: each runs its groups one
