@@ -94,7 +94,7 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
     # Clusters of 16 blocks (non-portable), 16 bits from H = 257: fragments partly in shared memory.
     ("float16", 512, 8, True),       # 16 blocks of 32 units, one group
     ("float16", 500, 37, True),      # 16 blocks of 32 units, the last 20 (st.async: fewer bytes to expect)
-    ("float16", 250, 37, False),     # 8 blocks of 32 units, the last 26 (st.async); 2 groups
+    ("float16", 250, 37, False),     # 8 blocks of 32 units, the last 26 (st.async); 5 groups, the last of 5 rows
     ("bfloat16", 300, 37, False),    # 16 blocks of 19 units, the last 15; 5 groups
 ])
 def test_batch_sliced_layers(dtype, hidden, batch, initial_state):
