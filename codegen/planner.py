@@ -78,7 +78,7 @@ _SLICED_TILES_PER_WARP = 32
 # clusters (sm_90 on) must be able to schedule; 16 where the target allows more (H100 and
 # H200, with the kernel's non-portable cluster size attribute), only where 8 are too few.
 _CLUSTER_SIZES = (1, 2, 4, 8, 16)
-_PORTABLE_CLUSTER_BLOCKS = 8
+PORTABLE_CLUSTER_BLOCKS = 8
 # At small batches a batch-sliced step is bound by its critical path, and the products on
 # it are each warp's chain of mma.sync (its m tiles times its k tiles, per 8 staged rows).
 # Measured on the H200, forward at B = 8 (bench/NOTES.md v5, same run): float16 H = 128
@@ -177,6 +177,12 @@ class Plan:
     backward_mma: TensorCoreStep | None = None
     batch_sliced: bool = False  # each cluster of blocks owns every unit and groups of batch rows
     cluster_blocks: int = 1     # blocks of a batch-sliced cluster, each owning units_per_block units
+
+    @property
+    def non_portable_cluster(self) -> bool:
+        """Clusters past the portable size, which launch only where the kernel allows them
+        (CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED) and the GPU has them."""
+        return self.cluster_blocks > PORTABLE_CLUSTER_BLOCKS
 
     def group_rows(self, batch: int, clusters: int | None = None) -> int:
         """Batch rows of a batch-sliced group: few enough that each of the `clusters` the
@@ -348,7 +354,7 @@ def _plan_batch_sliced(spec: LSTMSpec, target: Target, mma_type: str
         return 1, None
     if 1 in fitting and all(step.m_tiles_per_warp * step.k_tiles_per_warp <= _SHORT_CHAIN for step in fitting[1]):
         return 1, fitting[1]
-    portable = [cluster for cluster in fitting if cluster <= _PORTABLE_CLUSTER_BLOCKS]
+    portable = [cluster for cluster in fitting if cluster <= PORTABLE_CLUSTER_BLOCKS]
     cluster = max(portable or fitting)
     return cluster, fitting[cluster]
 

@@ -14,7 +14,7 @@ import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lstmgen.codegen import LSTMSpec, Plan, Target, plan_layer, render_layer
+from lstmgen.codegen import PORTABLE_CLUSTER_BLOCKS, LSTMSpec, Plan, Target, plan_layer, render_layer
 from lstmgen.errors import KernelCompileError, LaunchError
 from lstmgen.runtime.device import current_target, max_active_clusters, require_gpu
 
@@ -83,7 +83,6 @@ def compile_for_arch(spec: LSTMSpec, direction: str, text: str, arch: str) -> by
 
 # cuda.h's CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, which CuPy does not name.
 _NON_PORTABLE_CLUSTER_SIZE_ALLOWED = 14
-_PORTABLE_CLUSTER_BLOCKS = 8
 
 
 @dataclass(frozen=True)
@@ -110,11 +109,11 @@ def _load(spec: LSTMSpec, device_id: int) -> LayerKernels:
     try:
         return _compile(spec, target)
     except LaunchError:
-        if plan_layer(spec, target).cluster_blocks <= _PORTABLE_CLUSTER_BLOCKS:
+        if not plan_layer(spec, target).non_portable_cluster:
             raise
         # A GPU's GPCs may hold no cluster past the portable size at one block an SM with
         # this much shared memory: plan with clusters of at most 8 blocks instead.
-        return _compile(spec, replace(target, max_cluster_blocks=_PORTABLE_CLUSTER_BLOCKS))
+        return _compile(spec, replace(target, max_cluster_blocks=PORTABLE_CLUSTER_BLOCKS))
 
 
 def _compile(spec: LSTMSpec, target: Target) -> LayerKernels:
@@ -133,7 +132,7 @@ def _compile(spec: LSTMSpec, target: Target) -> LayerKernels:
             raise _compile_error(spec, direction, str(error), source.text) from None
         # The staged rows (and a W_hh slice in shared memory) take more than the default 48 KiB.
         kernel.max_dynamic_shared_size_bytes = source.plan.smem_bytes
-        if source.plan.cluster_blocks > _PORTABLE_CLUSTER_BLOCKS:
+        if source.plan.non_portable_cluster:
             # Clusters past 8 blocks launch only where the kernel says it allows them.
             cupy.cuda.driver.funcSetAttribute(kernel.kernel.ptr, _NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1)
         kernels[direction] = kernel
@@ -141,7 +140,7 @@ def _compile(spec: LSTMSpec, target: Target) -> LayerKernels:
     clusters = None
     if plan.cluster_blocks > 1:
         counts = [max_active_clusters(kernel, plan.num_blocks, plan.threads, plan.smem_bytes) for kernel in kernels.values()]
-        if plan.cluster_blocks > _PORTABLE_CLUSTER_BLOCKS:
+        if plan.non_portable_cluster:
             # Past the portable size, a driver that cannot count such clusters is not trusted to run them.
             counts = [0 if count is None else count for count in counts]
         clusters = running_clusters(spec, plan, counts)

@@ -212,6 +212,7 @@ def test_small_tensor_core_layers_are_batch_sliced_on_h200(dtype, hidden):
     if sliced:
         cluster = _CLUSTERS_FROM[dtype][max(h for h in _CLUSTERS_FROM[dtype] if h <= hidden)]
         assert plan.cluster_blocks == cluster and ("clusters of" in plan.summary()) == (cluster > 1)
+        assert plan.non_portable_cluster == (cluster > 8)
         assert plan.blocks(batch=8) == cluster and plan.blocks(batch=10**5) == 132 // cluster * cluster
 
 
