@@ -297,6 +297,9 @@ class Layer:
             _pointer(gates), _pointer(dh0), _pointer(dc0), _pointer(d_cell),
             np.int32(steps), np.int32(batch),
         ), batch)
+        # The transposed copy goes back to CuPy's pool now, for the gradients below: the pool
+        # hands it out again only to work queued after this launch on the same stream.
+        del weights
 
         d_gates = gates.reshape(steps * batch, 4 * hidden)
         dx = self._buffer((steps, batch, input_size), "dx", _BACKWARD_ADVICE)
