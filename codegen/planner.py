@@ -31,6 +31,8 @@ groups of rows, each block a slice of the units as in the cooperative grid, and 
 writes h_t (dG_t) into the staged rows of every block of its cluster through distributed
 shared memory, then meets them at the cluster's barrier (0.19 us to the grid's 1 us). The
 launch sizes the grid and the rows of a group by the batch (Plan.blocks, Plan.group_rows).
+Strict float32 (no TF32) runs the same batch-sliced kernels on CUDA cores (FmaStep) where its
+cluster's registers hold W_hh: to H = 256 on the H200, in clusters of up to 16 blocks.
 """
 
 from __future__ import annotations
