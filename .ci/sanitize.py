@@ -7,7 +7,8 @@
 Covers every dtype, every bias mode, both return_sequences, weights in registers, in shared
 memory and streamed from L2, batches of several staged chunks, row passes of 8, 4, 2 and 1,
 rows not aligned for 16-byte copies and odd sizes, tensor cores (16-bit storage and TF32),
-batch-sliced tensor-core blocks and clusters, and the 16-bit FMA fallback. Exits non-zero on any mismatch.
+batch-sliced tensor-core blocks and clusters, strict float32 FMA clusters, and the 16-bit
+FMA fallback. Exits non-zero on any mismatch.
 """
 
 import os
@@ -22,7 +23,7 @@ from lstmgen.verify import check_layer
 GRID = [
     (LSTMSpec(3, 1, "float32", "double", True), Problem(4, 3, True, True, 1)),
     (LSTMSpec(5, 37, "float64", "single", False), Problem(3, 2, False, True, 2)),
-    (LSTMSpec(17, 133, "float32", "none", True), Problem(3, 15, True, False, 3)),  # H*4 B rows: unaligned
+    (LSTMSpec(17, 261, "float32", "none", True), Problem(3, 15, True, False, 3)),  # H*4 B rows: unaligned
     (LSTMSpec(8, 384, "float64", "double", True), Problem(2, 5, True, True, 4)),     # W_hh in shared memory
     (LSTMSpec(8, 1100, "float32", "single", False), Problem(2, 3, True, True, 5)),   # W_hh in shared memory
     (LSTMSpec(8, 1024, "float64", "double", False), Problem(2, 2, True, True, 6)),   # W_hh streamed
@@ -43,6 +44,8 @@ GRID = [
     (LSTMSpec(5, 200, "bfloat16", "double", False), Problem(3, 20, False, True, 23)),  # clusters of 25 units: no st.async
     (LSTMSpec(4, 250, "float32", "none", True, allow_tf32=True), Problem(2, 9, False, True, 21)),  # TF32 clusters of 8, fragments in smem
     (LSTMSpec(3, 300, "float32", "single", True, allow_tf32=True), Problem(2, 5, True, True, 20)),  # cooperative TF32, padded k tile
+    (LSTMSpec(5, 128, "float32", "double", True), Problem(2, 19, True, True, 24)),   # strict float32: clusters of 8 FMA blocks
+    (LSTMSpec(4, 200, "float32", "none", False), Problem(2, 9, False, True, 25)),    # FMA clusters of 16, the last block 5 units
 ]
 
 # SANITIZE_MATCH, if set, keeps the entries whose plan summary contains it (e.g. "clusters of"),

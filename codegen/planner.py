@@ -31,6 +31,8 @@ groups of rows, each block a slice of the units as in the cooperative grid, and 
 writes h_t (dG_t) into the staged rows of every block of its cluster through distributed
 shared memory, then meets them at the cluster's barrier (0.19 us to the grid's 1 us). The
 launch sizes the grid and the rows of a group by the batch (Plan.blocks, Plan.group_rows).
+Strict float32 (no TF32) runs the same batch-sliced kernels on CUDA cores (FmaStep) where its
+cluster's registers hold W_hh: to H = 256 on the H200, in clusters of up to 16 blocks.
 """
 
 from __future__ import annotations
@@ -96,6 +98,15 @@ _SLICED_ITEMS_PER_THREAD = 4
 # step needs about 60; past 72 the backward kernel spills (tests/test_nvrtc.py checks the
 # limits: 16-bit layers up to 8 units per block, H = 1056 on the H200; TF32 to H = 576).
 _MMA_FRAGMENT_REGISTERS = 72
+# Strict float32 (no TF32) runs batch-sliced on CUDA cores where its clusters' registers
+# hold W_hh (FmaStep): up to this many weights a thread, in blocks of 256 threads. With 16
+# weights in flight for 4 rows at once the step needs about 60 more registers.
+_FMA_SLICED_WEIGHTS = 64
+_FMA_THREADS = 256
+# Parts of K, at most: a (unit, row) adds up one partial sum per part after the product.
+_FMA_MAX_K_SPLIT = 16
+# Staged rows are read a float4 at a time: parts of K are whole float4.
+_FMA_VECTOR = 4
 # A cluster's blocks send each other the staged rows by st.async, which counts the bytes on
 # an mbarrier per staged buffer in the receiving block: two of 8 bytes, last in shared memory.
 _EXCHANGE_BARRIER_BYTES = 16
@@ -154,6 +165,29 @@ class TensorCoreStep:
 
 
 @dataclass(frozen=True)
+class FmaStep:
+    """One direction's batch-sliced step in strict float32 (no tensor cores): the same
+    out[b][m] = sum_k in[b][k] * A[m][k] over staged rows as TensorCoreStep, into the same
+    partial sums, by FMA. Thread (m, part) keeps row m's weights over part `part` of K in
+    registers for the whole launch; m_threads consecutive threads share a part, so that a
+    warp's loads of a staged row are one broadcast, and 4 staged rows go through at once."""
+
+    rows: int              # M: weight rows the block multiplies
+    m_threads: int         # threads per part of K: M rounded up to a power of two
+    k_split: int           # parts of K: the block's threads / m_threads
+    k_per_thread: int      # weights a thread keeps: K / k_split, rounded up to whole float4
+    chunk_rows: int        # batch rows staged at once, a multiple of 8
+    stage_stride: int      # floats from one staged row to the next: every part, plus 4
+    partial_stride: int    # floats from one row's partial sums to the next: m_threads, plus 4
+    staged_bytes: int      # the staged rows; the partial sums follow them
+    smem_bytes: int        # staged rows + k_split * chunk_rows * partial_stride floats
+                           # (+ in clusters, the staged buffers' mbarriers, last)
+    items_per_thread: int  # (unit, batch row) pairs of a chunk that each thread finishes
+    stage_buffers: int     # 2 in clusters, as TensorCoreStep
+    async_exchange: bool = False  # as TensorCoreStep
+
+
+@dataclass(frozen=True)
 class Plan:
     """Launch shape and on-chip layout of one layer's recurrence kernels."""
 
@@ -171,10 +205,11 @@ class Plan:
     forward_chunk_rows: int  # batch rows of h_{t-1} staged in shared memory at once
     backward_chunk_rows: int # batch rows of dG_{t+1} staged at once
     smem_bytes: int          # dynamic shared memory per block (weights + staging)
-    math: str = "fma"        # "mma": tensor cores (16-bit storage, TF32); "fma": a warp per unit
+    math: str = "fma"        # "mma": tensor cores (16-bit storage, TF32); "fma": CUDA cores (a warp
+                             # per unit, or batch-sliced FmaStep)
     mma_type: str = ""       # the PTX type of mma.sync's inputs ("f16", "bf16", "tf32") when math == "mma"
-    forward_mma: TensorCoreStep | None = None
-    backward_mma: TensorCoreStep | None = None
+    forward_step: TensorCoreStep | FmaStep | None = None  # the staged step (tensor cores, or batch-sliced FMA);
+    backward_step: TensorCoreStep | FmaStep | None = None # None: the warp-per-unit FMA step
     batch_sliced: bool = False  # each cluster of blocks owns every unit and groups of batch rows
     cluster_blocks: int = 1     # blocks of a batch-sliced cluster, each owning units_per_block units
 
@@ -205,11 +240,11 @@ class Plan:
     def summary(self) -> str:
         where = {"registers": "registers", "shared": "shared memory",
                  "global": "global memory (L2)"}[self.weights_in]
-        if any(step and step.k_tiles_in_registers < step.k_tiles_per_warp
-               for step in (self.forward_mma, self.backward_mma)):
+        if any(isinstance(step, TensorCoreStep) and step.k_tiles_in_registers < step.k_tiles_per_warp
+               for step in (self.forward_step, self.backward_step)):
             where = "registers and shared memory"
-        how = " as mma.sync fragments" if self.math == "mma" else ""
-        sent = [name for name, step in (("forward", self.forward_mma), ("backward", self.backward_mma))
+        how = {"mma": " as mma.sync fragments", "fma": " for FMA" if self.batch_sliced else ""}[self.math]
+        sent = [name for name, step in (("forward", self.forward_step), ("backward", self.backward_step))
                 if step and step.async_exchange]
         if sent:
             how += f", {' and '.join(sent)} rows sent by st.async"
@@ -262,6 +297,29 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
         )
     layout = dict(target=target, storage_type=types["storage"], accumulate_type=types["accumulate"])
     mma_type = _tensor_core_type(spec, target)
+    fma_sliced = None if mma_type else _plan_fma_sliced(spec, target)
+    if fma_sliced:
+        cluster, (forward, backward) = fma_sliced
+        units_per_block = -(-hidden // cluster)
+        if cluster > 1:
+            forward, backward = _sends_by_st_async(forward, backward, hidden, units_per_block, element)
+        return Plan(
+            **layout,
+            units_per_block=units_per_block,
+            num_blocks=target.sm_count // cluster * cluster,
+            warps=_FMA_THREADS // WARP,
+            threads=_FMA_THREADS,
+            weights_in="registers",
+            weight_smem_bytes=0,
+            rows_per_pass=_FMA_VECTOR,
+            forward_chunk_rows=forward.chunk_rows,
+            backward_chunk_rows=backward.chunk_rows,
+            smem_bytes=max(forward.smem_bytes, backward.smem_bytes),
+            forward_step=forward,
+            backward_step=backward,
+            batch_sliced=True,
+            cluster_blocks=cluster,
+        )
     cluster, sliced = _plan_batch_sliced(spec, target, mma_type) if mma_type else (1, None)
     tensor_core = sliced or (mma_type and _plan_tensor_cores(spec, target, units, mma_type, sliced=False))
     if tensor_core:
@@ -283,8 +341,8 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
             smem_bytes=max(forward.smem_bytes, backward.smem_bytes),
             math="mma",
             mma_type=mma_type,
-            forward_mma=forward,
-            backward_mma=backward,
+            forward_step=forward,
+            backward_step=backward,
             batch_sliced=bool(sliced),
             cluster_blocks=cluster,
         )
@@ -357,6 +415,66 @@ def _plan_batch_sliced(spec: LSTMSpec, target: Target, mma_type: str
     portable = [cluster for cluster in fitting if cluster <= PORTABLE_CLUSTER_BLOCKS]
     cluster = max(portable or fitting)
     return cluster, fitting[cluster]
+
+
+def _plan_fma_sliced(spec: LSTMSpec, target: Target) -> tuple[int, tuple[FmaStep, FmaStep]] | None:
+    """Blocks per cluster and both directions' FMA steps of a batch-sliced strict-float32
+    plan, or None: the largest portable cluster (or one block, below sm_90) whose threads
+    keep their weights in registers, else a non-portable one where the target allows it.
+    Only float32: the partial sums are float."""
+    if DTYPES[spec.dtype]["storage"] != "float":
+        return None
+    hidden = spec.hidden_size
+    largest = min(target.sm_count, target.max_cluster_blocks) if _arch_number(target) >= 90 else 1
+    fitting = {}
+    for cluster in (size for size in _CLUSTER_SIZES if size <= largest):
+        units = -(-hidden // cluster)
+        if -(-hidden // units) < cluster:
+            break  # some block of the cluster would own no unit
+        max_chunk = min(_MAX_CHUNK_ROWS, _SLICED_ITEMS_PER_THREAD * _FMA_THREADS // units // _MMA_N * _MMA_N)
+        stage_buffers = 1 if cluster == 1 else 2
+        shapes = ((4 * units, hidden), (units, 4 * hidden))  # (rows, k_len): forward, backward
+        steps = [_fma_step(target, units, max_chunk, stage_buffers, rows, k_len) for rows, k_len in shapes]
+        if None not in steps:
+            chunk = min(step.chunk_rows for step in steps)
+            fitting[cluster] = tuple(_fma_step(target, units, chunk, stage_buffers, rows, k_len) for rows, k_len in shapes)
+    if not fitting:
+        return None
+    portable = [cluster for cluster in fitting if cluster <= PORTABLE_CLUSTER_BLOCKS]
+    cluster = max(portable or fitting)
+    return cluster, fitting[cluster]
+
+
+def _fma_step(target: Target, units: int, max_chunk: int, stage_buffers: int, rows: int, k_len: int) -> FmaStep | None:
+    if max_chunk < _MMA_N or rows > _FMA_THREADS:
+        return None
+    m_threads = 1 << (rows - 1).bit_length()
+    k_split = _FMA_THREADS // m_threads
+    if k_split > _FMA_MAX_K_SPLIT:
+        return None
+    per_part = -(-k_len // k_split)
+    k_per_thread = -(-per_part // _FMA_VECTOR) * _FMA_VECTOR
+    if k_per_thread > _FMA_SLICED_WEIGHTS:
+        return None
+    stage_stride = k_split * k_per_thread + _FMA_VECTOR  # 16 bytes of padding, as TensorCoreStep's
+    partial_stride = m_threads + 4
+
+    def sizes(chunk: int) -> tuple[int, int]:
+        staged = _round16(stage_buffers * chunk * stage_stride * 4)
+        barriers = _EXCHANGE_BARRIER_BYTES if stage_buffers == 2 else 0
+        return staged, staged + k_split * chunk * partial_stride * 4 + barriers
+
+    chunk = max_chunk
+    while chunk >= _MMA_N and sizes(chunk)[1] > target.max_smem_per_block:
+        chunk -= _MMA_N
+    if chunk < _MMA_N:
+        return None
+    staged_bytes, smem_bytes = sizes(chunk)
+    return FmaStep(
+        rows=rows, m_threads=m_threads, k_split=k_split, k_per_thread=k_per_thread, chunk_rows=chunk,
+        stage_stride=stage_stride, partial_stride=partial_stride, staged_bytes=staged_bytes, smem_bytes=smem_bytes,
+        items_per_thread=-(-units * chunk // _FMA_THREADS), stage_buffers=stage_buffers,
+    )
 
 
 def _plan_tensor_cores(spec: LSTMSpec, target: Target, units: int, mma_type: str,

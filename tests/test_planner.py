@@ -12,6 +12,7 @@ import pytest
 from hypothesis import assume, example, given, strategies as st
 
 from lstmgen.codegen import DTYPES, SM90_H200, LSTMSpec, Target, load_spec, plan_layer, render_layer
+from lstmgen.codegen.planner import FmaStep, TensorCoreStep
 from lstmgen.errors import SpecError
 from lstmgen.strategies import layer_specs
 
@@ -53,8 +54,8 @@ def test_warps_cover_the_units_within_the_block_limit(spec, target):
     assume(spec.hidden_size <= _largest_hidden(target, spec.dtype))
     plan = plan_layer(spec, target)
     assert plan.threads == 32 * plan.warps <= target.max_threads_per_block
-    if plan.math == "mma":
-        return  # warps split the weight tiles, not the units: see the tensor-core test
+    if plan.forward_step is not None:
+        return  # threads split the weights, not the units: see the tensor-core and FMA step tests
     assert plan.warps >= min(plan.units_per_block, target.max_threads_per_block // 32)
     if plan.weights_in == "registers":
         # Each warp keeps one unit's weights for the whole launch.
@@ -119,14 +120,14 @@ def _with_sliced_examples(test):
 def test_tensor_core_steps_cover_the_block_and_fit_registers_and_shared_memory(spec, target):
     assume(spec.hidden_size <= _largest_hidden(target, spec.dtype))
     plan = plan_layer(spec, target)
-    assert (plan.math == "mma") == (plan.forward_mma is not None) == (plan.backward_mma is not None)
+    assert (plan.math == "mma") == isinstance(plan.forward_step, TensorCoreStep) == isinstance(plan.backward_step, TensorCoreStep)
     if plan.math == "fma":
         return
     assert (spec.dtype in ("float16", "bfloat16") or spec.allow_tf32) and plan.weights_in == "registers"
     assert int(target.arch.removeprefix("sm_")) >= 80  # mma.sync.m16n8k16 came with Ampere
     units = plan.units_per_block
-    for step, rows, k_len in ((plan.forward_mma, 4 * units, spec.hidden_size),
-                              (plan.backward_mma, units, 4 * spec.hidden_size)):
+    for step, rows, k_len in ((plan.forward_step, 4 * units, spec.hidden_size),
+                              (plan.backward_step, units, 4 * spec.hidden_size)):
         # Whole 16-row tiles; batch-sliced blocks pad their count to the next one the warps
         # share out (one that divides 8 or that 8 divides).
         needed = -(-rows // 16)
@@ -170,12 +171,13 @@ def test_batch_sliced_blocks_stage_the_same_groups_both_ways_and_hold_every_unit
     if not plan.batch_sliced:
         return
     cluster = plan.cluster_blocks
-    assert plan.math == "mma" and plan.units_per_block == -(-spec.hidden_size // cluster)
+    assert plan.forward_step is not None and plan.units_per_block == -(-spec.hidden_size // cluster)
     chunk = plan.forward_chunk_rows
-    assert chunk == plan.backward_chunk_rows == plan.forward_mma.chunk_rows == plan.backward_mma.chunk_rows
-    assert max(plan.forward_mma.items_per_thread, plan.backward_mma.items_per_thread) <= 4
-    for step in (plan.forward_mma, plan.backward_mma):
-        assert step.m_tiles_per_warp * step.k_tiles_per_warp <= 32  # past that the step is short of registers
+    assert chunk == plan.backward_chunk_rows == plan.forward_step.chunk_rows == plan.backward_step.chunk_rows
+    assert max(plan.forward_step.items_per_thread, plan.backward_step.items_per_thread) <= 4
+    for step in (plan.forward_step, plan.backward_step):
+        if plan.math == "mma":
+            assert step.m_tiles_per_warp * step.k_tiles_per_warp <= 32  # past that the step is short of registers
         # Clusters double-buffer the staged rows: others write step t's while one reads t - 1's.
         assert step.stage_buffers == (1 if cluster == 1 else 2)
     clusters = plan.num_blocks // cluster
@@ -229,7 +231,7 @@ def test_clusters_send_staged_rows_by_st_async_in_whole_4_byte_words(dtype, hidd
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype,
                     allow_tf32=dtype == "tf32")
     plan = plan_layer(spec, SM90_H200)
-    assert (plan.forward_mma.async_exchange, plan.backward_mma.async_exchange) == (forward, backward)
+    assert (plan.forward_step.async_exchange, plan.backward_step.async_exchange) == (forward, backward)
     summary = plan.summary()
     assert ("forward rows sent" in summary or "forward and backward rows sent" in summary) == forward
     assert ("backward rows sent by st.async" in summary) == backward
@@ -238,8 +240,61 @@ def test_clusters_send_staged_rows_by_st_async_in_whole_4_byte_words(dtype, hidd
     assert (sends in kernels["forward"].text) == forward and (sends in kernels["backward"].text) == backward
 
 
-def test_float32_without_tf32_is_never_batch_sliced():
-    assert not plan_layer(LSTMSpec(input_size=8, hidden_size=64), SM90_H200).batch_sliced
+@given(specs, targets)
+def test_fma_steps_cover_the_block_and_fit_registers_and_shared_memory(spec, target):
+    assume(spec.hidden_size <= _largest_hidden(target, spec.dtype))
+    plan = plan_layer(spec, target)
+    if not isinstance(plan.forward_step, FmaStep):
+        return
+    assert spec.dtype == "float32" and not spec.allow_tf32 and plan.math == "fma" and plan.batch_sliced
+    units = plan.units_per_block
+    for step, rows, k_len in ((plan.forward_step, 4 * units, spec.hidden_size),
+                              (plan.backward_step, units, 4 * spec.hidden_size)):
+        # A thread per (weight row, part of K): rows padded to a power of two, at most 16 parts.
+        assert step.rows == rows <= step.m_threads < 2 * rows or step.m_threads == rows == 1
+        assert step.m_threads & (step.m_threads - 1) == 0 and step.m_threads * step.k_split == plan.threads == 256
+        assert step.k_split <= 16
+        # Parts of whole float4 that cover K, with no part wholly past it; at most 64 weights a thread.
+        assert step.k_per_thread % 4 == 0 and step.k_per_thread <= 64
+        assert step.k_per_thread * step.k_split >= k_len > (step.k_per_thread - 4) * step.k_split
+        assert step.stage_stride == step.k_per_thread * step.k_split + 4  # float4 reads stay aligned
+        assert step.partial_stride % 4 == 0 and step.partial_stride >= step.m_threads  # the epilogue's float4 reads
+        assert step.chunk_rows % 8 == 0 and step.chunk_rows >= 8
+        assert step.staged_bytes % 16 == 0 and step.staged_bytes >= step.stage_buffers * step.chunk_rows * step.stage_stride * 4
+        barriers = 16 if plan.cluster_blocks > 1 else 0
+        assert step.smem_bytes == step.staged_bytes + step.k_split * step.chunk_rows * step.partial_stride * 4 + barriers
+        assert step.smem_bytes <= plan.smem_bytes <= target.max_smem_per_block
+        assert step.items_per_thread * plan.threads >= units * step.chunk_rows
+
+
+# Strict float32 on the H200: batch-sliced FMA blocks where a cluster's registers hold W_hh
+# (at most 64 weights a thread, K in at most 16 parts), the largest portable cluster that does,
+# 16 blocks to H = 256 (not H = 129-135, where some block of 16 would own no unit); past
+# that, the cooperative warp-per-unit kernels.
+_FMA_CLUSTERS = {1: None, 8: None, 9: 1, 16: 1, 17: 2, 32: 2, 33: 4, 64: 4, 65: 8, 128: 8, 129: None, 144: 16, 256: 16, 257: None, 1024: None}
+
+
+@pytest.mark.parametrize("hidden", sorted(_FMA_CLUSTERS))
+def test_strict_float32_is_batch_sliced_on_cuda_cores_to_h_256(hidden):
+    plan = plan_layer(LSTMSpec(input_size=8, hidden_size=hidden), SM90_H200)
+    cluster = _FMA_CLUSTERS[hidden]
+    assert plan.math == "fma" and plan.batch_sliced == (cluster is not None)
+    assert ("for FMA" in plan.summary()) == plan.batch_sliced
+    if cluster:
+        assert plan.cluster_blocks == cluster and isinstance(plan.forward_step, FmaStep)
+        # 4-byte values: every cluster sends its rows by st.async.
+        assert plan.forward_step.async_exchange == plan.backward_step.async_exchange == (cluster > 1)
+    # float64's partial sums would need double: never batch-sliced.
+    assert not plan_layer(LSTMSpec(input_size=8, hidden_size=hidden, dtype="float64"), SM90_H200).batch_sliced
+
+
+def test_strict_float32_past_portable_clusters_falls_back_to_the_cooperative_kernels():
+    portable = Target(arch="sm_90", sm_count=132, max_smem_per_block=232448)  # clusters of 8 at most
+    assert plan_layer(LSTMSpec(input_size=8, hidden_size=128), portable).cluster_blocks == 8
+    assert not plan_layer(LSTMSpec(input_size=8, hidden_size=129), portable).batch_sliced
+    ampere = Target(arch="sm_80", sm_count=108, max_smem_per_block=166912)  # no clusters: one block to H = 64
+    assert plan_layer(LSTMSpec(input_size=8, hidden_size=64), ampere).cluster_blocks == 1
+    assert not plan_layer(LSTMSpec(input_size=8, hidden_size=65), ampere).batch_sliced
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
@@ -270,7 +325,7 @@ def test_float32_with_tf32_allowed_runs_on_tensor_cores_up_to_1056(hidden, math,
     if math == "mma":
         assert f"W_hh slice in {fragments_in} as mma.sync fragments" in plan.summary()
     if hidden == 1024:
-        for step in (plan.forward_mma, plan.backward_mma):
+        for step in (plan.forward_step, plan.backward_step):
             shared_tiles = step.k_tiles_per_warp - step.k_tiles_in_registers
             lane_bytes = 16 if step.rows > 8 else 8
             assert 8 * step.m_tiles_per_warp * shared_tiles * 32 * lane_bytes == 57344

@@ -96,6 +96,12 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
     ("float16", 500, 37, True),      # 16 blocks of 32 units, the last 20 (st.async: fewer bytes to expect)
     ("float16", 250, 37, False),     # 8 blocks of 32 units, the last 26 (st.async); 5 groups, the last of 5 rows
     ("bfloat16", 300, 37, False),    # 16 blocks of 19 units, the last 15; 5 groups
+    # Strict float32 on CUDA cores (FmaStep), the staged rows sent by st.async.
+    ("float32", 128, 37, True),      # 8 blocks of 16 units: K split 4 ways forward, 16 backward
+    ("float32", 100, 9, False),      # 8 blocks of 13 units, the last 9: threads past M_ROWS idle
+    ("float32", 40, 20, True),       # 4 blocks of 10 units, parts of K padded to whole float4
+    ("float32", 256, 37, True),      # 16 blocks of 16 units, 64 weights a thread
+    ("float32", 200, 3, False),      # 16 blocks of 13 units, the last 5
 ])
 def test_batch_sliced_layers(dtype, hidden, batch, initial_state):
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype,
@@ -109,10 +115,12 @@ def test_batch_sliced_layers(dtype, hidden, batch, initial_state):
     ("float16", 72, 20),     # 18 forward m tiles padded to 24, 3 a warp
     ("bfloat16", 112, 11),   # fragments past 4 (forward) and 18 (backward) k tiles a warp in shared memory
     ("float16", 128, 9),     # the 16-bit limit of one block
+    ("float32", 64, 20),     # strict float32 (FMA): one block to H = 64
 ])
 def test_batch_sliced_single_blocks_of_gpus_without_clusters(monkeypatch, dtype, hidden, batch):
     # Before sm_90 there are no clusters, so one block holds W_hh up to H = 128 in 16 bits,
-    # with fragments in shared memory past the register budget; those kernels run here.
+    # with fragments in shared memory past the register budget, and to H = 64 in strict
+    # float32; those kernels run here.
     from dataclasses import replace
 
     from lstmgen.runtime import compile as compile_module
@@ -152,16 +160,17 @@ def test_layers_plan_portable_clusters_where_no_gpc_holds_16_blocks(monkeypatch)
     assert not report, "\n".join(report)
 
 
-@pytest.mark.parametrize("hidden, steps, initial_state", [
-    (64, 3, True), (64, 3, False), (64, 1, True),
-    (256, 3, True), (256, 1, False),  # clusters of 8 blocks
-    (512, 2, True),                   # clusters of 16
-    (512, 5, True),                   # both staged buffers of each group, by st.async
+@pytest.mark.parametrize("dtype, hidden, steps, initial_state", [
+    ("float16", 64, 3, True), ("float16", 64, 3, False), ("float16", 64, 1, True),
+    ("float16", 256, 3, True), ("float16", 256, 1, False),  # clusters of 8 blocks
+    ("float16", 512, 2, True),                              # clusters of 16
+    ("float16", 512, 5, True),                              # both staged buffers of each group, by st.async
+    ("float32", 128, 3, True),                              # strict float32: clusters of 8 FMA blocks
 ])
-def test_batch_sliced_blocks_take_several_groups_in_turn(hidden, steps, initial_state):
+def test_batch_sliced_blocks_take_several_groups_in_turn(dtype, hidden, steps, initial_state):
     # More groups of rows than the GPU runs blocks (clusters) at once: each runs its groups one
     # after another, each from its given or a zero state; at T = 1 backward's first step is also its last.
-    spec = LSTMSpec(input_size=5, hidden_size=hidden, dtype="float16")
+    spec = LSTMSpec(input_size=5, hidden_size=hidden, dtype=dtype)
     kernels = load_kernels(spec)
     plan = kernels.plan
     running = kernels.clusters or plan.num_blocks // plan.cluster_blocks
@@ -189,13 +198,13 @@ def test_tensor_core_shapes_of_gpus_with_fewer_sms(monkeypatch, dtype, hidden, s
     spec = LSTMSpec(input_size=11, hidden_size=hidden, dtype=dtype)  # input_size 11: no other test's kernels
     plan = load_kernels(spec).plan
     assert plan.math == "mma" and plan.num_blocks <= sm_count
-    assert (plan.forward_mma.m_tiles, plan.forward_mma.items_per_thread) == (forward_m_tiles, items_per_thread)
+    assert (plan.forward_step.m_tiles, plan.forward_step.items_per_thread) == (forward_m_tiles, items_per_thread)
     report = check_layer(Layer(spec, seed=5), Problem(3, 37, True, True, seed=6))
     assert not report, "\n".join(report)
 
 
 def test_batch_of_several_staged_chunks():
-    spec = LSTMSpec(input_size=4, hidden_size=40, dtype="float32")
+    spec = LSTMSpec(input_size=4, hidden_size=300, dtype="float32")  # not batch-sliced past H = 256
     chunk = load_kernels(spec).plan.forward_chunk_rows
     report = check_layer(Layer(spec, seed=2), Problem(5, 2 * chunk + 3, True, True, seed=3))
     assert not report, "\n".join(report)
