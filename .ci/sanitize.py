@@ -47,6 +47,7 @@ GRID = [
     (LSTMSpec(5, 128, "float32", "double", True), Problem(2, 19, True, True, 24)),   # strict float32: clusters of 8 FMA blocks
     (LSTMSpec(4, 200, "float32", "none", False), Problem(2, 9, False, True, 25)),    # FMA clusters of 16, the last block 5 units
     (LSTMSpec(6, 100, "float64", "single", True), Problem(2, 19, True, True, 26)),   # float64 FMA clusters of 8, st.async.b64
+    (LSTMSpec(4, 256, "float64", "double", False), Problem(2, 20, True, True, 27)),  # float64 FMA clusters of 16, groups of 8 rows
 ]
 
 # SANITIZE_MATCH, if set, keeps the entries whose plan summary contains it (e.g. "clusters of"),

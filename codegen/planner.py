@@ -32,7 +32,8 @@ writes h_t (dG_t) into the staged rows of every block of its cluster through dis
 shared memory, then meets them at the cluster's barrier (0.19 us to the grid's 1 us). The
 launch sizes the grid and the rows of a group by the batch (Plan.blocks, Plan.group_rows).
 Strict float32 (no TF32) runs the same batch-sliced kernels on CUDA cores (FmaStep) where its
-cluster's registers hold W_hh: to H = 256 on the H200, in clusters of up to 16 blocks.
+cluster's registers hold W_hh (float64 too): to H = 256 on the H200, in clusters of up to 16
+blocks.
 """
 
 from __future__ import annotations
@@ -99,9 +100,10 @@ _SLICED_ITEMS_PER_THREAD = 4
 # limits: 16-bit layers up to 8 units per block, H = 1056 on the H200; TF32 to H = 576).
 _MMA_FRAGMENT_REGISTERS = 72
 # Strict float32 (no TF32) and float64 run batch-sliced on CUDA cores where their clusters'
-# registers hold W_hh (FmaStep): up to this many 32-bit registers of weights a thread (64
-# float32, 32 float64), in blocks of 256 threads.
-_FMA_SLICED_WEIGHT_REGISTERS = 64
+# registers hold W_hh (FmaStep): up to this many weights a thread, in blocks of 256 threads.
+# ptxas -v: no spills at 64 (float64: 128 registers of 255); with 128 float32 weights
+# H = 192 spills.
+_FMA_SLICED_WEIGHTS = 64
 _FMA_THREADS = 256
 # Parts of K, at most: a (unit, row) adds up one partial sum per part after the product.
 _FMA_MAX_K_SPLIT = 16
@@ -464,7 +466,7 @@ def _fma_step(target: Target, units: int, element: int, max_chunk: int, stage_bu
     vector = _FMA_VECTOR_BYTES // element
     per_part = -(-k_len // k_split)
     k_per_thread = -(-per_part // vector) * vector
-    if k_per_thread * element // 4 > _FMA_SLICED_WEIGHT_REGISTERS:
+    if k_per_thread > _FMA_SLICED_WEIGHTS:
         return None
     stage_stride = k_split * k_per_thread + vector  # 16 bytes of padding, as TensorCoreStep's
     partial_stride = m_threads + 4  # even: the forward reads a (unit, row)'s 4 gates as 16-byte vectors

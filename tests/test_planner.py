@@ -248,7 +248,7 @@ def test_fma_steps_cover_the_block_and_fit_registers_and_shared_memory(spec, tar
     plan = plan_layer(spec, target)
     if not isinstance(plan.forward_step, FmaStep):
         return
-    assert spec.dtype in ("float32", "float64") and not spec.allow_tf32 and plan.math == "fma" and plan.batch_sliced
+    assert spec.dtype in ("float32", "float64") and plan.math == "fma" and not plan.mma_type and plan.batch_sliced
     units, element = plan.units_per_block, DTYPES[spec.dtype]["bytes"]
     vector = 16 // element
     for step, rows, k_len in ((plan.forward_step, 4 * units, spec.hidden_size),
@@ -258,8 +258,8 @@ def test_fma_steps_cover_the_block_and_fit_registers_and_shared_memory(spec, tar
         assert step.m_threads & (step.m_threads - 1) == 0 and step.m_threads * step.k_split == plan.threads == 256
         assert step.k_split <= 16
         # Parts of whole 16 bytes that cover K, with no part wholly past it; at most 64
-        # registers of weights a thread.
-        assert step.k_per_thread % vector == 0 and step.k_per_thread * element <= 64 * 4
+        # weights a thread.
+        assert step.k_per_thread % vector == 0 and step.k_per_thread <= 64
         assert step.k_per_thread * step.k_split >= k_len > (step.k_per_thread - vector) * step.k_split
         assert step.stage_stride == step.k_per_thread * step.k_split + vector  # 16-byte reads stay aligned
         # The forward's epilogue reads a (unit, row)'s 4 gate sums as 16-byte vectors.
@@ -275,19 +275,18 @@ def test_fma_steps_cover_the_block_and_fit_registers_and_shared_memory(spec, tar
 
 
 # Strict float32 and float64 on the H200: batch-sliced FMA blocks where a cluster's registers
-# hold W_hh (at most 64 registers of weights a thread, K in at most 16 parts), the largest
-# portable cluster that does,
+# hold W_hh (at most 64 weights a thread, K in at most 16 parts), the largest portable
+# cluster that does,
 # 16 blocks to H = 256 (not H = 129-135, where some block of 16 would own no unit); past
 # that, the cooperative warp-per-unit kernels.
-# float64 (twice the registers a weight) to H = 128.
 _FMA_CLUSTERS = {1: None, 8: None, 9: 1, 16: 1, 17: 2, 32: 2, 33: 4, 64: 4, 65: 8, 128: 8, 129: None, 144: 16, 256: 16, 257: None, 1024: None}
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("hidden", sorted(_FMA_CLUSTERS))
-def test_float32_and_float64_are_batch_sliced_on_cuda_cores_to_h_256_and_128(dtype, hidden):
+def test_float32_and_float64_are_batch_sliced_on_cuda_cores_to_h_256(dtype, hidden):
     plan = plan_layer(LSTMSpec(input_size=8, hidden_size=hidden, dtype=dtype), SM90_H200)
-    cluster = _FMA_CLUSTERS[hidden] if dtype == "float32" or hidden <= 128 else None
+    cluster = _FMA_CLUSTERS[hidden]
     assert plan.math == "fma" and plan.batch_sliced == (cluster is not None)
     assert ("for FMA" in plan.summary()) == plan.batch_sliced
     if cluster:
@@ -303,8 +302,7 @@ def test_strict_float32_past_portable_clusters_falls_back_to_the_cooperative_ker
     ampere = Target(arch="sm_80", sm_count=108, max_smem_per_block=166912)  # no clusters: one block to H = 64
     assert plan_layer(LSTMSpec(input_size=8, hidden_size=64), ampere).cluster_blocks == 1
     assert not plan_layer(LSTMSpec(input_size=8, hidden_size=65), ampere).batch_sliced
-    assert plan_layer(LSTMSpec(input_size=8, hidden_size=32, dtype="float64"), ampere).cluster_blocks == 1
-    assert not plan_layer(LSTMSpec(input_size=8, hidden_size=33, dtype="float64"), ampere).batch_sliced
+    assert plan_layer(LSTMSpec(input_size=8, hidden_size=64, dtype="float64"), ampere).cluster_blocks == 1
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

@@ -103,6 +103,7 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
     ("float32", 256, 37, True),      # 16 blocks of 16 units, 64 weights a thread
     ("float32", 200, 3, False),      # 16 blocks of 13 units, the last 5
     ("float64", 128, 37, True),      # float64 (st.async.b64): 8 blocks of 16 units, 32 weights a thread
+    ("float64", 256, 20, True),      # 16 blocks of 16 units, 64 weights a thread; groups of 8 rows
     ("float64", 100, 9, False),      # 8 blocks of 13 units, the last 9
     ("float64", 40, 20, True),       # 4 blocks of 10 units, parts of K padded to whole 16 bytes
 ])
@@ -119,12 +120,12 @@ def test_batch_sliced_layers(dtype, hidden, batch, initial_state):
     ("bfloat16", 112, 11),   # fragments past 4 (forward) and 18 (backward) k tiles a warp in shared memory
     ("float16", 128, 9),     # the 16-bit limit of one block
     ("float32", 64, 20),     # strict float32 (FMA): one block to H = 64
-    ("float64", 32, 9),      # float64 (FMA): one block to H = 32
+    ("float64", 64, 9),      # float64 too
 ])
 def test_batch_sliced_single_blocks_of_gpus_without_clusters(monkeypatch, dtype, hidden, batch):
     # Before sm_90 there are no clusters, so one block holds W_hh up to H = 128 in 16 bits,
-    # with fragments in shared memory past the register budget, to H = 64 in strict float32
-    # and to H = 32 in float64; those kernels run here.
+    # with fragments in shared memory past the register budget, and to H = 64 in strict
+    # float32 and float64; those kernels run here.
     from dataclasses import replace
 
     from lstmgen.runtime import compile as compile_module
