@@ -7,7 +7,7 @@
 Covers every dtype, every bias mode, both return_sequences, weights in registers, in shared
 memory and streamed from L2, batches of several staged chunks, row passes of 8, 4, 2 and 1,
 rows not aligned for 16-byte copies and odd sizes, tensor cores (16-bit storage and TF32),
-batch-sliced tensor-core blocks and clusters, strict float32 FMA clusters, and the 16-bit
+batch-sliced tensor-core blocks and clusters, float32 and float64 FMA clusters, and the 16-bit
 FMA fallback. Exits non-zero on any mismatch.
 """
 
@@ -46,6 +46,8 @@ GRID = [
     (LSTMSpec(3, 300, "float32", "single", True, allow_tf32=True), Problem(2, 5, True, True, 20)),  # cooperative TF32, padded k tile
     (LSTMSpec(5, 128, "float32", "double", True), Problem(2, 19, True, True, 24)),   # strict float32: clusters of 8 FMA blocks
     (LSTMSpec(4, 200, "float32", "none", False), Problem(2, 9, False, True, 25)),    # FMA clusters of 16, the last block 5 units
+    (LSTMSpec(6, 100, "float64", "single", True), Problem(2, 19, True, True, 26)),   # float64 FMA clusters of 8, st.async.b64
+    (LSTMSpec(4, 256, "float64", "double", False), Problem(2, 20, True, True, 27)),  # float64 FMA clusters of 16, groups of 8 rows
 ]
 
 # SANITIZE_MATCH, if set, keeps the entries whose plan summary contains it (e.g. "clusters of"),

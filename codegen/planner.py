@@ -32,7 +32,8 @@ writes h_t (dG_t) into the staged rows of every block of its cluster through dis
 shared memory, then meets them at the cluster's barrier (0.19 us to the grid's 1 us). The
 launch sizes the grid and the rows of a group by the batch (Plan.blocks, Plan.group_rows).
 Strict float32 (no TF32) runs the same batch-sliced kernels on CUDA cores (FmaStep) where its
-cluster's registers hold W_hh: to H = 256 on the H200, in clusters of up to 16 blocks.
+cluster's registers hold W_hh (float64 too): to H = 256 on the H200, in clusters of up to 16
+blocks.
 """
 
 from __future__ import annotations
@@ -98,15 +99,18 @@ _SLICED_ITEMS_PER_THREAD = 4
 # step needs about 60; past 72 the backward kernel spills (tests/test_nvrtc.py checks the
 # limits: 16-bit layers up to 8 units per block, H = 1056 on the H200; TF32 to H = 576).
 _MMA_FRAGMENT_REGISTERS = 72
-# Strict float32 (no TF32) runs batch-sliced on CUDA cores where its clusters' registers
-# hold W_hh (FmaStep): up to this many weights a thread, in blocks of 256 threads. With 16
-# weights in flight for 4 rows at once the step needs about 60 more registers.
+# Strict float32 (no TF32) and float64 run batch-sliced on CUDA cores where their clusters'
+# registers hold W_hh (FmaStep): up to this many weights a thread, in blocks of 256 threads.
+# ptxas -v: no spills at 64 (float64: 128 registers of 255); with 128 float32 weights
+# H = 192 spills.
 _FMA_SLICED_WEIGHTS = 64
 _FMA_THREADS = 256
 # Parts of K, at most: a (unit, row) adds up one partial sum per part after the product.
 _FMA_MAX_K_SPLIT = 16
-# Staged rows are read a float4 at a time: parts of K are whole float4.
-_FMA_VECTOR = 4
+# Staged rows are read 16 bytes at a time: parts of K are whole 16 bytes.
+_FMA_VECTOR_BYTES = 16
+# Staged rows a thread multiplies at once: as many independent chains of FMA.
+_FMA_ROWS_AT_ONCE = 4
 # A cluster's blocks send each other the staged rows by st.async, which counts the bytes on
 # an mbarrier per staged buffer in the receiving block: two of 8 bytes, last in shared memory.
 _EXCHANGE_BARRIER_BYTES = 16
@@ -166,25 +170,30 @@ class TensorCoreStep:
 
 @dataclass(frozen=True)
 class FmaStep:
-    """One direction's batch-sliced step in strict float32 (no tensor cores): the same
-    out[b][m] = sum_k in[b][k] * A[m][k] over staged rows as TensorCoreStep, into the same
-    partial sums, by FMA. Thread (m, part) keeps row m's weights over part `part` of K in
-    registers for the whole launch; m_threads consecutive threads share a part, so that a
-    warp's loads of a staged row are one broadcast, and 4 staged rows go through at once."""
+    """One direction's batch-sliced step on CUDA cores (strict float32, float64): the same
+    out[b][m] = sum_k in[b][k] * A[m][k] over staged rows as TensorCoreStep, into partial
+    sums laid out the same way (in the accumulation type), by FMA. Thread (m, part) keeps row
+    m's weights over part `part` of K in registers for the whole launch; m_threads
+    consecutive threads share a part, so that a warp's loads of a staged row are one
+    broadcast, and 4 staged rows go through at once, 16 bytes of each at a time."""
 
     rows: int              # M: weight rows the block multiplies
     m_threads: int         # threads per part of K: M rounded up to a power of two
     k_split: int           # parts of K: the block's threads / m_threads
-    k_per_thread: int      # weights a thread keeps: K / k_split, rounded up to whole float4
+    k_per_thread: int      # weights a thread keeps: K / k_split, rounded up to whole 16 bytes
     chunk_rows: int        # batch rows staged at once, a multiple of 8
-    stage_stride: int      # floats from one staged row to the next: every part, plus 4
-    partial_stride: int    # floats from one row's partial sums to the next: m_threads, plus 4
+    stage_stride: int      # elements from one staged row to the next: every part, plus 16 bytes
+    partial_stride: int    # elements from one row's partial sums to the next: m_threads, plus 4
     staged_bytes: int      # the staged rows; the partial sums follow them
-    smem_bytes: int        # staged rows + k_split * chunk_rows * partial_stride floats
+    smem_bytes: int        # staged rows + k_split * chunk_rows * partial_stride elements
                            # (+ in clusters, the staged buffers' mbarriers, last)
     items_per_thread: int  # (unit, batch row) pairs of a chunk that each thread finishes
     stage_buffers: int     # 2 in clusters, as TensorCoreStep
     async_exchange: bool = False  # as TensorCoreStep
+
+
+# Either kind of staged step: what the exchange and the epilogue need is common to both.
+Step = TensorCoreStep | FmaStep
 
 
 @dataclass(frozen=True)
@@ -208,8 +217,8 @@ class Plan:
     math: str = "fma"        # "mma": tensor cores (16-bit storage, TF32); "fma": CUDA cores (a warp
                              # per unit, or batch-sliced FmaStep)
     mma_type: str = ""       # the PTX type of mma.sync's inputs ("f16", "bf16", "tf32") when math == "mma"
-    forward_step: TensorCoreStep | FmaStep | None = None  # the staged step (tensor cores, or batch-sliced FMA);
-    backward_step: TensorCoreStep | FmaStep | None = None # None: the warp-per-unit FMA step
+    forward_step: Step | None = None   # the staged step (tensor cores, or batch-sliced FMA);
+    backward_step: Step | None = None  # None: the warp-per-unit FMA kernels
     batch_sliced: bool = False  # each cluster of blocks owns every unit and groups of batch rows
     cluster_blocks: int = 1     # blocks of a batch-sliced cluster, each owning units_per_block units
 
@@ -311,7 +320,7 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
             threads=_FMA_THREADS,
             weights_in="registers",
             weight_smem_bytes=0,
-            rows_per_pass=_FMA_VECTOR,
+            rows_per_pass=_FMA_ROWS_AT_ONCE,
             forward_chunk_rows=forward.chunk_rows,
             backward_chunk_rows=backward.chunk_rows,
             smem_bytes=max(forward.smem_bytes, backward.smem_bytes),
@@ -379,17 +388,16 @@ def _tensor_core_type(spec: LSTMSpec, target: Target) -> str | None:
     return "tf32" if spec.allow_tf32 else None
 
 
-def _sends_by_st_async(forward: TensorCoreStep, backward: TensorCoreStep, hidden: int, units: int,
-                       element: int) -> tuple[TensorCoreStep, TensorCoreStep]:
+def _sends_by_st_async(forward: Step, backward: Step, hidden: int, units: int, element: int) -> tuple[Step, Step]:
     """The cluster's steps, marked where their blocks send each other the staged rows by
-    st.async, 4 bytes a store (float32, or 16-bit pairs of adjacent units: every block's
-    slice starts at an even unit and H is even), instead of plain stores and a cluster
-    barrier a step. Measured on the H200 (bench/NOTES.md v6), st.async made the forward step
+    st.async, a value a store (float32, float64; 16-bit values in pairs of adjacent units,
+    where every block's slice starts at an even unit and H is even), instead of plain stores
+    and a cluster barrier a step. Measured on the H200 (bench/NOTES.md v6), st.async made the forward step
     6% (16-bit) and 8% (TF32) faster and the TF32 training step 7%, but the 16-bit training
     step 3% slower: a 16-bit backward sends each item's four gates as four pairs, and keeps
     the plain stores."""
-    words = element == 4 or (units % 2 == 0 and hidden % 2 == 0)
-    return replace(forward, async_exchange=words), replace(backward, async_exchange=words and element == 4)
+    words = element >= 4 or (units % 2 == 0 and hidden % 2 == 0)
+    return replace(forward, async_exchange=words), replace(backward, async_exchange=words and element >= 4)
 
 
 def _plan_batch_sliced(spec: LSTMSpec, target: Target, mma_type: str
@@ -418,13 +426,14 @@ def _plan_batch_sliced(spec: LSTMSpec, target: Target, mma_type: str
 
 
 def _plan_fma_sliced(spec: LSTMSpec, target: Target) -> tuple[int, tuple[FmaStep, FmaStep]] | None:
-    """Blocks per cluster and both directions' FMA steps of a batch-sliced strict-float32
-    plan, or None: the largest portable cluster (or one block, below sm_90) whose threads
-    keep their weights in registers, else a non-portable one where the target allows it.
-    Only float32: the partial sums are float."""
-    if DTYPES[spec.dtype]["storage"] != "float":
-        return None
-    hidden = spec.hidden_size
+    """Blocks per cluster and both directions' FMA steps of a batch-sliced plan for strict
+    float32 or float64, or None: the largest portable cluster (or one block, below sm_90)
+    whose threads keep their weights in registers, else a non-portable one where the target
+    allows it."""
+    types = DTYPES[spec.dtype]
+    if types["storage"] not in ("float", "double"):
+        return None  # 16-bit storage runs batch-sliced on tensor cores, or not at all
+    hidden, element = spec.hidden_size, types["bytes"]
     largest = min(target.sm_count, target.max_cluster_blocks) if _arch_number(target) >= 90 else 1
     fitting = {}
     for cluster in (size for size in _CLUSTER_SIZES if size <= largest):
@@ -434,10 +443,11 @@ def _plan_fma_sliced(spec: LSTMSpec, target: Target) -> tuple[int, tuple[FmaStep
         max_chunk = min(_MAX_CHUNK_ROWS, _SLICED_ITEMS_PER_THREAD * _FMA_THREADS // units // _MMA_N * _MMA_N)
         stage_buffers = 1 if cluster == 1 else 2
         shapes = ((4 * units, hidden), (units, 4 * hidden))  # (rows, k_len): forward, backward
-        steps = [_fma_step(target, units, max_chunk, stage_buffers, rows, k_len) for rows, k_len in shapes]
+        steps = [_fma_step(target, units, element, max_chunk, stage_buffers, rows, k_len) for rows, k_len in shapes]
         if None not in steps:
             chunk = min(step.chunk_rows for step in steps)
-            fitting[cluster] = tuple(_fma_step(target, units, chunk, stage_buffers, rows, k_len) for rows, k_len in shapes)
+            fitting[cluster] = tuple(_fma_step(target, units, element, chunk, stage_buffers, rows, k_len)
+                                     for rows, k_len in shapes)
     if not fitting:
         return None
     portable = [cluster for cluster in fitting if cluster <= PORTABLE_CLUSTER_BLOCKS]
@@ -445,24 +455,26 @@ def _plan_fma_sliced(spec: LSTMSpec, target: Target) -> tuple[int, tuple[FmaStep
     return cluster, fitting[cluster]
 
 
-def _fma_step(target: Target, units: int, max_chunk: int, stage_buffers: int, rows: int, k_len: int) -> FmaStep | None:
+def _fma_step(target: Target, units: int, element: int, max_chunk: int, stage_buffers: int, rows: int,
+              k_len: int) -> FmaStep | None:
     if max_chunk < _MMA_N or rows > _FMA_THREADS:
         return None
     m_threads = 1 << (rows - 1).bit_length()
     k_split = _FMA_THREADS // m_threads
     if k_split > _FMA_MAX_K_SPLIT:
         return None
+    vector = _FMA_VECTOR_BYTES // element
     per_part = -(-k_len // k_split)
-    k_per_thread = -(-per_part // _FMA_VECTOR) * _FMA_VECTOR
+    k_per_thread = -(-per_part // vector) * vector
     if k_per_thread > _FMA_SLICED_WEIGHTS:
         return None
-    stage_stride = k_split * k_per_thread + _FMA_VECTOR  # 16 bytes of padding, as TensorCoreStep's
-    partial_stride = m_threads + 4
+    stage_stride = k_split * k_per_thread + vector  # 16 bytes of padding, as TensorCoreStep's
+    partial_stride = m_threads + 4  # even: the forward reads a (unit, row)'s 4 gates as 16-byte vectors
 
     def sizes(chunk: int) -> tuple[int, int]:
-        staged = _round16(stage_buffers * chunk * stage_stride * 4)
+        staged = _round16(stage_buffers * chunk * stage_stride * element)
         barriers = _EXCHANGE_BARRIER_BYTES if stage_buffers == 2 else 0
-        return staged, staged + k_split * chunk * partial_stride * 4 + barriers
+        return staged, staged + k_split * chunk * partial_stride * element + barriers
 
     chunk = max_chunk
     while chunk >= _MMA_N and sizes(chunk)[1] > target.max_smem_per_block:

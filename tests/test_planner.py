@@ -226,6 +226,8 @@ def test_small_tensor_core_layers_are_batch_sliced_on_h200(dtype, hidden):
     ("bfloat16", 300, False, False),  # 16 blocks of 19 units
     ("float16", 514, False, False),   # no cluster holds it: cooperative
     ("tf32", 37, True, True),         # 4-byte values: any unit count
+    ("float32", 100, True, True),     # FMA clusters of 8 blocks of 13 units
+    ("float64", 128, True, True),     # 8-byte values, st.async.b64
 ])
 def test_clusters_send_staged_rows_by_st_async_in_whole_4_byte_words(dtype, hidden, forward, backward):
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype,
@@ -246,46 +248,51 @@ def test_fma_steps_cover_the_block_and_fit_registers_and_shared_memory(spec, tar
     plan = plan_layer(spec, target)
     if not isinstance(plan.forward_step, FmaStep):
         return
-    assert spec.dtype == "float32" and not spec.allow_tf32 and plan.math == "fma" and plan.batch_sliced
-    units = plan.units_per_block
+    assert spec.dtype in ("float32", "float64") and plan.math == "fma" and not plan.mma_type and plan.batch_sliced
+    units, element = plan.units_per_block, DTYPES[spec.dtype]["bytes"]
+    vector = 16 // element
     for step, rows, k_len in ((plan.forward_step, 4 * units, spec.hidden_size),
                               (plan.backward_step, units, 4 * spec.hidden_size)):
         # A thread per (weight row, part of K): rows padded to a power of two, at most 16 parts.
         assert step.rows == rows <= step.m_threads < 2 * rows or step.m_threads == rows == 1
         assert step.m_threads & (step.m_threads - 1) == 0 and step.m_threads * step.k_split == plan.threads == 256
         assert step.k_split <= 16
-        # Parts of whole float4 that cover K, with no part wholly past it; at most 64 weights a thread.
-        assert step.k_per_thread % 4 == 0 and step.k_per_thread <= 64
-        assert step.k_per_thread * step.k_split >= k_len > (step.k_per_thread - 4) * step.k_split
-        assert step.stage_stride == step.k_per_thread * step.k_split + 4  # float4 reads stay aligned
-        assert step.partial_stride % 4 == 0 and step.partial_stride >= step.m_threads  # the epilogue's float4 reads
+        # Parts of whole 16 bytes that cover K, with no part wholly past it; at most 64
+        # weights a thread.
+        assert step.k_per_thread % vector == 0 and step.k_per_thread <= 64
+        assert step.k_per_thread * step.k_split >= k_len > (step.k_per_thread - vector) * step.k_split
+        assert step.stage_stride == step.k_per_thread * step.k_split + vector  # 16-byte reads stay aligned
+        # The forward's epilogue reads a (unit, row)'s 4 gate sums as 16-byte vectors.
+        assert step.partial_stride % 4 == 0 and step.partial_stride >= step.m_threads
         assert step.chunk_rows % 8 == 0 and step.chunk_rows >= 8
-        assert step.staged_bytes % 16 == 0 and step.staged_bytes >= step.stage_buffers * step.chunk_rows * step.stage_stride * 4
+        assert step.staged_bytes % 16 == 0
+        assert step.staged_bytes >= step.stage_buffers * step.chunk_rows * step.stage_stride * element
         barriers = 16 if plan.cluster_blocks > 1 else 0
-        assert step.smem_bytes == step.staged_bytes + step.k_split * step.chunk_rows * step.partial_stride * 4 + barriers
+        partial_bytes = step.k_split * step.chunk_rows * step.partial_stride * element  # in the accumulation type
+        assert step.smem_bytes == step.staged_bytes + partial_bytes + barriers
         assert step.smem_bytes <= plan.smem_bytes <= target.max_smem_per_block
         assert step.items_per_thread * plan.threads >= units * step.chunk_rows
 
 
-# Strict float32 on the H200: batch-sliced FMA blocks where a cluster's registers hold W_hh
-# (at most 64 weights a thread, K in at most 16 parts), the largest portable cluster that does,
+# Strict float32 and float64 on the H200: batch-sliced FMA blocks where a cluster's registers
+# hold W_hh (at most 64 weights a thread, K in at most 16 parts), the largest portable
+# cluster that does,
 # 16 blocks to H = 256 (not H = 129-135, where some block of 16 would own no unit); past
 # that, the cooperative warp-per-unit kernels.
 _FMA_CLUSTERS = {1: None, 8: None, 9: 1, 16: 1, 17: 2, 32: 2, 33: 4, 64: 4, 65: 8, 128: 8, 129: None, 144: 16, 256: 16, 257: None, 1024: None}
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("hidden", sorted(_FMA_CLUSTERS))
-def test_strict_float32_is_batch_sliced_on_cuda_cores_to_h_256(hidden):
-    plan = plan_layer(LSTMSpec(input_size=8, hidden_size=hidden), SM90_H200)
+def test_float32_and_float64_are_batch_sliced_on_cuda_cores_to_h_256(dtype, hidden):
+    plan = plan_layer(LSTMSpec(input_size=8, hidden_size=hidden, dtype=dtype), SM90_H200)
     cluster = _FMA_CLUSTERS[hidden]
     assert plan.math == "fma" and plan.batch_sliced == (cluster is not None)
     assert ("for FMA" in plan.summary()) == plan.batch_sliced
     if cluster:
         assert plan.cluster_blocks == cluster and isinstance(plan.forward_step, FmaStep)
-        # 4-byte values: every cluster sends its rows by st.async.
+        # 4- and 8-byte values: every cluster sends its rows by st.async.
         assert plan.forward_step.async_exchange == plan.backward_step.async_exchange == (cluster > 1)
-    # float64's partial sums would need double: never batch-sliced.
-    assert not plan_layer(LSTMSpec(input_size=8, hidden_size=hidden, dtype="float64"), SM90_H200).batch_sliced
 
 
 def test_strict_float32_past_portable_clusters_falls_back_to_the_cooperative_kernels():
@@ -295,6 +302,7 @@ def test_strict_float32_past_portable_clusters_falls_back_to_the_cooperative_ker
     ampere = Target(arch="sm_80", sm_count=108, max_smem_per_block=166912)  # no clusters: one block to H = 64
     assert plan_layer(LSTMSpec(input_size=8, hidden_size=64), ampere).cluster_blocks == 1
     assert not plan_layer(LSTMSpec(input_size=8, hidden_size=65), ampere).batch_sliced
+    assert plan_layer(LSTMSpec(input_size=8, hidden_size=64, dtype="float64"), ampere).cluster_blocks == 1
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

@@ -44,8 +44,11 @@ __device__ __forceinline__ size_t weight_index(int gate, int unit, int k) {
 #define STAGED_BYTES 42240
 #define ITEMS_PER_THREAD 3
 #define STAGE_BUFFERS 2
+#define ROWS_AT_ONCE 4            // staged rows multiplied at once
+#define VECTOR (16 / sizeof(storage_t))  // elements of a 16-byte read of a staged row
+typedef acc_t partial_t;                 // the partial sums, as the products' accumulator
 static_assert(M_THREADS * K_SPLIT == THREADS, "each thread owns one (weight row, part of K)");
-static_assert(K_PER_THREAD % 4 == 0 && CHUNK_ROWS % 4 == 0, "parts of K are whole float4; rows go 4 at a time");
+static_assert(K_PER_THREAD % VECTOR == 0 && CHUNK_ROWS % ROWS_AT_ONCE == 0, "parts of K are whole vectors; rows go ROWS_AT_ONCE at a time");
 static_assert(ITEMS_PER_THREAD * THREADS >= UNITS_PER_BLOCK * CHUNK_ROWS, "every (unit, row) is finished");
 
 
@@ -91,18 +94,23 @@ __device__ __forceinline__ unsigned in_block(unsigned local, int rank) {
   return address;
 }
 
-// Stores `word` at `offset` of `rows` in every block of the cluster: in the others by
-// st.async, counted on their mbarrier `ready`; in this one by a plain store, which the end
-// of the step's block barrier makes visible.
-__device__ __forceinline__ void send_word(storage_t* rows, int offset, unsigned word, unsigned long long* ready) {
-  *reinterpret_cast<unsigned*>(rows + offset) = word;
+// Stores `word` (4 or 8 bytes) at `offset` of `rows` in every block of the cluster: in the
+// others by st.async, counted on their mbarrier `ready`; in this one by a plain store, which
+// the end of the step's block barrier makes visible.
+template <typename Word>
+__device__ __forceinline__ void send_word(storage_t* rows, int offset, Word word, unsigned long long* ready) {
+  *reinterpret_cast<Word*>(rows + offset) = word;
   const unsigned local = shared_address(rows + offset), barrier = shared_address(ready);
   const int own = cg::this_cluster().block_rank();
 #pragma unroll
   for (int next = 1; next < CLUSTER_BLOCKS; ++next) {
     const int rank = (own + next) % CLUSTER_BLOCKS;  // the blocks start at different ranks
-    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];"
-                 :: "r"(in_block(local, rank)), "r"(word), "r"(in_block(barrier, rank)) : "memory");
+    if constexpr (sizeof(Word) == 8)
+      asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b64 [%0], %1, [%2];"
+                   :: "r"(in_block(local, rank)), "l"(word), "r"(in_block(barrier, rank)) : "memory");
+    else
+      asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];"
+                   :: "r"(in_block(local, rank)), "r"(word), "r"(in_block(barrier, rank)) : "memory");
   }
 }
 
@@ -110,6 +118,10 @@ __device__ __forceinline__ void send_word(storage_t* rows, int offset, unsigned 
 // bytes at least, so 16-bit values go in pairs of adjacent units, which adjacent lanes hold:
 // every lane of the warp calls this, and `active` is the same for both lanes of a pair.
 __device__ __forceinline__ void send(storage_t* rows, int offset, storage_t value, bool active, unsigned long long* ready) {
+  if constexpr (sizeof(storage_t) == 8) {
+    if (active) send_word(rows, offset, *reinterpret_cast<const unsigned long long*>(&value), ready);
+    return;
+  }
   unsigned word;
   if constexpr (sizeof(storage_t) == 4) {
     word = *reinterpret_cast<const unsigned*>(&value);
@@ -174,24 +186,25 @@ __device__ __forceinline__ void stage_rows(storage_t* dst, const storage_t* src,
 
 // This thread's share of out[b][m] for the first `rows` staged rows: weight row m over part
 // `part` of K, left in shared memory at partial[(part * CHUNK_ROWS + b) * PARTIAL_STRIDE + m].
-// The M_THREADS threads of a part read the same staged float4 (a broadcast), and 4 rows go
-// through at once as 4 independent chains of FMA. Up to 3 rows past `rows` are multiplied
-// too (staged zeros, or an earlier group's finite rows) and not stored.
-__device__ __forceinline__ void block_product(const float (&kept)[K_PER_THREAD], const float* staged, float* partial, int rows) {
-  constexpr int ROWS_AT_ONCE = 4;
+// The M_THREADS threads of a part read the same 16 staged bytes (a broadcast), and
+// ROWS_AT_ONCE rows go through at once as independent chains of FMA. Rows past `rows` up to
+// a multiple of ROWS_AT_ONCE are multiplied too (staged zeros, or an earlier group's finite
+// rows) and not stored.
+__device__ __forceinline__ void block_product(const acc_t (&kept)[K_PER_THREAD], const storage_t* staged, partial_t* partial,
+                                              int rows) {
   const int m = threadIdx.x % M_THREADS, part = threadIdx.x / M_THREADS;
-  const float* in = staged + part * K_PER_THREAD;
+  const storage_t* in = staged + part * K_PER_THREAD;
   for (int b = 0; b < rows; b += ROWS_AT_ONCE) {
-    float acc[ROWS_AT_ONCE] = {};
+    acc_t acc[ROWS_AT_ONCE] = {};
 #pragma unroll
-    for (int k = 0; k < K_PER_THREAD; k += 4) {
+    for (int k = 0; k < K_PER_THREAD; k += VECTOR) {
 #pragma unroll
       for (int r = 0; r < ROWS_AT_ONCE; ++r) {
         const float4 x = *reinterpret_cast<const float4*>(in + (b + r) * STAGE_STRIDE + k);
-        acc[r] = fmaf(kept[k], x.x, acc[r]);
-        acc[r] = fmaf(kept[k + 1], x.y, acc[r]);
-        acc[r] = fmaf(kept[k + 2], x.z, acc[r]);
-        acc[r] = fmaf(kept[k + 3], x.w, acc[r]);
+        acc[r] = fma(kept[k + 0], x.x, acc[r]);
+        acc[r] = fma(kept[k + 1], x.y, acc[r]);
+        acc[r] = fma(kept[k + 2], x.z, acc[r]);
+        acc[r] = fma(kept[k + 3], x.w, acc[r]);
       }
     }
 #pragma unroll
@@ -232,8 +245,8 @@ lstm_forward_recurrence(
   const int first_unit = cg::this_cluster().block_rank() * UNITS_PER_BLOCK;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   storage_t* staged = reinterpret_cast<storage_t*>(smem_raw);
-  float* partial = reinterpret_cast<float*>(smem_raw + STAGED_BYTES);
-  float kept[K_PER_THREAD];  // A[m][part's k], zeros past the block's rows and past K
+  partial_t* partial = reinterpret_cast<partial_t*>(smem_raw + STAGED_BYTES);
+  acc_t kept[K_PER_THREAD];  // A[m][part's k], zeros past the block's rows and past K
 #pragma unroll
   for (int k = 0; k < K_PER_THREAD; ++k)
     kept[k] = weight_at(weights, first_unit, threadIdx.x % M_THREADS, threadIdx.x / M_THREADS * K_PER_THREAD + k);
@@ -342,9 +355,14 @@ lstm_forward_recurrence(
         if (h_prev != nullptr) {
 #pragma unroll
           for (int part = 0; part < K_SPLIT; ++part) {
-            const float4 sums = *reinterpret_cast<const float4*>(
-                partial + (part * CHUNK_ROWS + row) * PARTIAL_STRIDE + 4 * local_unit);
-            recurrent[0] += sums.x; recurrent[1] += sums.y; recurrent[2] += sums.z; recurrent[3] += sums.w;
+            const partial_t* sums = partial + (part * CHUNK_ROWS + row) * PARTIAL_STRIDE + 4 * local_unit;
+            if constexpr (sizeof(partial_t) == 4) {  // 16-byte reads
+              const float4 v = *reinterpret_cast<const float4*>(sums);
+              recurrent[0] += v.x; recurrent[1] += v.y; recurrent[2] += v.z; recurrent[3] += v.w;
+            } else {
+              const double2 a = *reinterpret_cast<const double2*>(sums), b = *reinterpret_cast<const double2*>(sums + 2);
+              recurrent[0] += a.x; recurrent[1] += a.y; recurrent[2] += b.x; recurrent[3] += b.y;
+            }
           }
         }
         const int unit = first_unit + local_unit;

@@ -60,6 +60,7 @@ __device__ __forceinline__ size_t weight_index(int, int unit, int r) { return (s
 #define ITEMS_PER_THREAD 1
 #define STAGE_BUFFERS 1
 #define MMA_TYPE "bf16"
+typedef float partial_t;  // the partial sums: mma.sync accumulates in float32
 static_assert(M_GROUPS * K_SPLIT == WARPS, "each warp owns one (group of m tiles, k part)");
 static_assert(CHUNK_ROWS % 8 == 0, "a chunk is whole n tiles of 8 rows");
 static_assert(ITEMS_PER_THREAD * THREADS >= UNITS_PER_BLOCK * CHUNK_ROWS, "every (unit, row) is finished");

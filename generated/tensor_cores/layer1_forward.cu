@@ -61,6 +61,7 @@ __device__ __forceinline__ size_t weight_index(int gate, int unit, int k) {
 #define ITEMS_PER_THREAD 2
 #define STAGE_BUFFERS 1
 #define MMA_TYPE "bf16"
+typedef float partial_t;  // the partial sums: mma.sync accumulates in float32
 static_assert(M_GROUPS * K_SPLIT == WARPS, "each warp owns one (group of m tiles, k part)");
 static_assert(CHUNK_ROWS % 8 == 0, "a chunk is whole n tiles of 8 rows");
 static_assert(ITEMS_PER_THREAD * THREADS >= UNITS_PER_BLOCK * CHUNK_ROWS, "every (unit, row) is finished");
@@ -362,9 +363,14 @@ lstm_forward_recurrence(
         if (h_prev != nullptr) {
 #pragma unroll
           for (int part = 0; part < K_SPLIT; ++part) {
-            const float4 sums = *reinterpret_cast<const float4*>(
-                partial + (part * CHUNK_ROWS + row) * PARTIAL_STRIDE + 4 * local_unit);
-            recurrent[0] += sums.x; recurrent[1] += sums.y; recurrent[2] += sums.z; recurrent[3] += sums.w;
+            const partial_t* sums = partial + (part * CHUNK_ROWS + row) * PARTIAL_STRIDE + 4 * local_unit;
+            if constexpr (sizeof(partial_t) == 4) {  // 16-byte reads
+              const float4 v = *reinterpret_cast<const float4*>(sums);
+              recurrent[0] += v.x; recurrent[1] += v.y; recurrent[2] += v.z; recurrent[3] += v.w;
+            } else {
+              const double2 a = *reinterpret_cast<const double2*>(sums), b = *reinterpret_cast<const double2*>(sums + 2);
+              recurrent[0] += a.x; recurrent[1] += a.y; recurrent[2] += b.x; recurrent[3] += b.y;
+            }
           }
         }
         const int unit = first_unit + local_unit;

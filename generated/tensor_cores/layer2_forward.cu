@@ -61,6 +61,7 @@ __device__ __forceinline__ size_t weight_index(int gate, int unit, int k) {
 #define ITEMS_PER_THREAD 4
 #define STAGE_BUFFERS 2
 #define MMA_TYPE "bf16"
+typedef float partial_t;  // the partial sums: mma.sync accumulates in float32
 static_assert(M_GROUPS * K_SPLIT == WARPS, "each warp owns one (group of m tiles, k part)");
 static_assert(CHUNK_ROWS % 8 == 0, "a chunk is whole n tiles of 8 rows");
 static_assert(ITEMS_PER_THREAD * THREADS >= UNITS_PER_BLOCK * CHUNK_ROWS, "every (unit, row) is finished");
@@ -130,18 +131,23 @@ __device__ __forceinline__ unsigned in_block(unsigned local, int rank) {
   return address;
 }
 
-// Stores `word` at `offset` of `rows` in every block of the cluster: in the others by
-// st.async, counted on their mbarrier `ready`; in this one by a plain store, which the end
-// of the step's block barrier makes visible.
-__device__ __forceinline__ void send_word(storage_t* rows, int offset, unsigned word, unsigned long long* ready) {
-  *reinterpret_cast<unsigned*>(rows + offset) = word;
+// Stores `word` (4 or 8 bytes) at `offset` of `rows` in every block of the cluster: in the
+// others by st.async, counted on their mbarrier `ready`; in this one by a plain store, which
+// the end of the step's block barrier makes visible.
+template <typename Word>
+__device__ __forceinline__ void send_word(storage_t* rows, int offset, Word word, unsigned long long* ready) {
+  *reinterpret_cast<Word*>(rows + offset) = word;
   const unsigned local = shared_address(rows + offset), barrier = shared_address(ready);
   const int own = cg::this_cluster().block_rank();
 #pragma unroll
   for (int next = 1; next < CLUSTER_BLOCKS; ++next) {
     const int rank = (own + next) % CLUSTER_BLOCKS;  // the blocks start at different ranks
-    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];"
-                 :: "r"(in_block(local, rank)), "r"(word), "r"(in_block(barrier, rank)) : "memory");
+    if constexpr (sizeof(Word) == 8)
+      asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b64 [%0], %1, [%2];"
+                   :: "r"(in_block(local, rank)), "l"(word), "r"(in_block(barrier, rank)) : "memory");
+    else
+      asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];"
+                   :: "r"(in_block(local, rank)), "r"(word), "r"(in_block(barrier, rank)) : "memory");
   }
 }
 
@@ -149,6 +155,10 @@ __device__ __forceinline__ void send_word(storage_t* rows, int offset, unsigned 
 // bytes at least, so 16-bit values go in pairs of adjacent units, which adjacent lanes hold:
 // every lane of the warp calls this, and `active` is the same for both lanes of a pair.
 __device__ __forceinline__ void send(storage_t* rows, int offset, storage_t value, bool active, unsigned long long* ready) {
+  if constexpr (sizeof(storage_t) == 8) {
+    if (active) send_word(rows, offset, *reinterpret_cast<const unsigned long long*>(&value), ready);
+    return;
+  }
   unsigned word;
   if constexpr (sizeof(storage_t) == 4) {
     word = *reinterpret_cast<const unsigned*>(&value);
@@ -466,9 +476,14 @@ lstm_forward_recurrence(
         if (h_prev != nullptr) {
 #pragma unroll
           for (int part = 0; part < K_SPLIT; ++part) {
-            const float4 sums = *reinterpret_cast<const float4*>(
-                partial + (part * CHUNK_ROWS + row) * PARTIAL_STRIDE + 4 * local_unit);
-            recurrent[0] += sums.x; recurrent[1] += sums.y; recurrent[2] += sums.z; recurrent[3] += sums.w;
+            const partial_t* sums = partial + (part * CHUNK_ROWS + row) * PARTIAL_STRIDE + 4 * local_unit;
+            if constexpr (sizeof(partial_t) == 4) {  // 16-byte reads
+              const float4 v = *reinterpret_cast<const float4*>(sums);
+              recurrent[0] += v.x; recurrent[1] += v.y; recurrent[2] += v.z; recurrent[3] += v.w;
+            } else {
+              const double2 a = *reinterpret_cast<const double2*>(sums), b = *reinterpret_cast<const double2*>(sums + 2);
+              recurrent[0] += a.x; recurrent[1] += a.y; recurrent[2] += b.x; recurrent[3] += b.y;
+            }
           }
         }
         const int unit = first_unit + local_unit;

@@ -102,6 +102,10 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
     ("float32", 40, 20, True),       # 4 blocks of 10 units, parts of K padded to whole float4
     ("float32", 256, 37, True),      # 16 blocks of 16 units, 64 weights a thread
     ("float32", 200, 3, False),      # 16 blocks of 13 units, the last 5
+    ("float64", 128, 37, True),      # float64 (st.async.b64): 8 blocks of 16 units, 32 weights a thread
+    ("float64", 256, 20, True),      # 16 blocks of 16 units, 64 weights a thread; groups of 8 rows
+    ("float64", 100, 9, False),      # 8 blocks of 13 units, the last 9
+    ("float64", 40, 20, True),       # 4 blocks of 10 units, parts of K padded to whole 16 bytes
 ])
 def test_batch_sliced_layers(dtype, hidden, batch, initial_state):
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype,
@@ -116,11 +120,12 @@ def test_batch_sliced_layers(dtype, hidden, batch, initial_state):
     ("bfloat16", 112, 11),   # fragments past 4 (forward) and 18 (backward) k tiles a warp in shared memory
     ("float16", 128, 9),     # the 16-bit limit of one block
     ("float32", 64, 20),     # strict float32 (FMA): one block to H = 64
+    ("float64", 64, 9),      # float64 too
 ])
 def test_batch_sliced_single_blocks_of_gpus_without_clusters(monkeypatch, dtype, hidden, batch):
     # Before sm_90 there are no clusters, so one block holds W_hh up to H = 128 in 16 bits,
     # with fragments in shared memory past the register budget, and to H = 64 in strict
-    # float32; those kernels run here.
+    # float32 and float64; those kernels run here.
     from dataclasses import replace
 
     from lstmgen.runtime import compile as compile_module
@@ -166,6 +171,7 @@ def test_layers_plan_portable_clusters_where_no_gpc_holds_16_blocks(monkeypatch)
     ("float16", 512, 2, True),                              # clusters of 16
     ("float16", 512, 5, True),                              # both staged buffers of each group, by st.async
     ("float32", 128, 3, True),                              # strict float32: clusters of 8 FMA blocks
+    ("float64", 128, 2, False),                             # float64: clusters of 8 FMA blocks
 ])
 def test_batch_sliced_blocks_take_several_groups_in_turn(dtype, hidden, steps, initial_state):
     # More groups of rows than the GPU runs blocks (clusters) at once: each runs its groups one
