@@ -66,14 +66,21 @@ def _compile_error(spec: LSTMSpec, direction: str, log: str, text: str) -> Kerne
     )
 
 
+# What cupy.RawModule adds to compile_options() (cupy/cuda/compiler.py): unannotated
+# functions, such as the FMA kernels' generic lambdas, are device code, and denormals flush
+# to zero. Some NVRTC versions (the H200 image's) reject those lambdas without the first.
+RAW_MODULE_OPTIONS = ("--device-as-default-execution-space", "-ftz=true")
+
+
 def compile_for_arch(spec: LSTMSpec, direction: str, text: str, arch: str) -> bytes:
-    """Compile `text` to a cubin for `arch` (e.g. "sm_90") without a GPU; raise on failure."""
+    """Compile `text` to a cubin for `arch` (e.g. "sm_90") without a GPU, with the options the
+    runtime's compiles get; raise on failure."""
     from cupy.cuda import nvrtc
 
     program = nvrtc.createProgram(text, f"{direction}.cu", [], [])
     try:
         try:
-            nvrtc.compileProgram(program, [*compile_options(), f"-arch={arch}"])
+            nvrtc.compileProgram(program, [*compile_options(), *RAW_MODULE_OPTIONS, f"-arch={arch}"])
         except nvrtc.NVRTCError:
             raise _compile_error(spec, direction, nvrtc.getProgramLog(program), text) from None
         return nvrtc.getCUBIN(program)

@@ -10,7 +10,7 @@ pytest.importorskip("cupy", reason="NVRTC comes with CuPy: pip install 'lstmgen[
 
 from lstmgen.codegen import SM90_H200, LSTMSpec, Target, load_spec, render_layer  # noqa: E402
 from lstmgen.errors import KernelCompileError  # noqa: E402
-from lstmgen.runtime.compile import compile_for_arch  # noqa: E402
+from lstmgen.runtime.compile import RAW_MODULE_OPTIONS, compile_for_arch  # noqa: E402
 from lstmgen.strategies import layer_specs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +43,19 @@ def test_kernels_for_gpus_before_ampere_compile_without_cp_async(dtype):
         assert source.plan.math == "fma" and "cp.async" in source.text
         cubin = compile_for_arch(spec, direction, source.text, "sm_75")
         assert cubin[:4] == b"\x7fELF", f"{direction}: NVRTC returned no ELF cubin"
+
+
+def test_compiles_without_a_gpu_take_the_runtime_options():
+    # cupy.RawModule (the runtime) compiles unannotated functions as device code; `lstmgen
+    # compile` must too, or kernels that the runtime accepts fail there on some NVRTC versions.
+    import inspect
+
+    import cupy.cuda.compiler as cupy_compiler  # what RawModule compiles with
+
+    assert all(option in inspect.getsource(cupy_compiler) for option in RAW_MODULE_OPTIONS)
+    spec = LSTMSpec(input_size=1, hidden_size=1)
+    source = 'int twice(int x) { return 2 * x; }\nextern "C" __global__ void k(int* p) { *p = twice(*p); }\n'
+    assert compile_for_arch(spec, "forward", source, "sm_90")[:4] == b"\x7fELF"
 
 
 def test_compile_failure_shows_log_spec_and_numbered_source():
