@@ -471,17 +471,10 @@ def _fma_step(target: Target, units: int, element: int, max_chunk: int, stage_bu
     stage_stride = k_split * k_per_thread + vector  # 16 bytes of padding, as TensorCoreStep's
     partial_stride = m_threads + 4  # even: the forward reads a (unit, row)'s 4 gates as 16-byte vectors
 
-    def sizes(chunk: int) -> tuple[int, int]:
-        staged = _round16(stage_buffers * chunk * stage_stride * element)
-        barriers = _EXCHANGE_BARRIER_BYTES if stage_buffers == 2 else 0
-        return staged, staged + k_split * chunk * partial_stride * element + barriers
-
-    chunk = max_chunk
-    while chunk >= _MMA_N and sizes(chunk)[1] > target.max_smem_per_block:
-        chunk -= _MMA_N
-    if chunk < _MMA_N:
+    fitted = _fit_staging(target, max_chunk, stage_buffers, stage_stride * element, k_split * partial_stride * element)
+    if fitted is None:
         return None
-    staged_bytes, smem_bytes = sizes(chunk)
+    chunk, staged_bytes, smem_bytes = fitted
     return FmaStep(
         rows=rows, m_threads=m_threads, k_split=k_split, k_per_thread=k_per_thread, chunk_rows=chunk,
         stage_stride=stage_stride, partial_stride=partial_stride, staged_bytes=staged_bytes, smem_bytes=smem_bytes,
@@ -547,23 +540,37 @@ def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, s
     stage_stride = k_tiles_per_warp * k_split * k_tile + 16 // element
     partial_stride = m_tiles * _MMA_M + 4
 
-    def sizes(chunk: int) -> tuple[int, int]:
-        staged = _round16(stage_buffers * chunk * stage_stride * element)
-        barriers = _EXCHANGE_BARRIER_BYTES if stage_buffers == 2 else 0
-        return staged, staged + k_split * chunk * partial_stride * 4 + shared_fragment_bytes + barriers
-
-    chunk = max_chunk
-    while chunk >= _MMA_N and sizes(chunk)[1] > target.max_smem_per_block:
-        chunk -= _MMA_N
-    if chunk < _MMA_N:
+    fitted = _fit_staging(target, max_chunk, stage_buffers, stage_stride * element, k_split * partial_stride * 4,
+                          shared_fragment_bytes)
+    if fitted is None:
         return None
-    staged_bytes, smem_bytes = sizes(chunk)
+    chunk, staged_bytes, smem_bytes = fitted
     return TensorCoreStep(
         rows=rows, m_tiles=m_tiles, m_tiles_per_warp=m_tiles_per_warp, k_split=k_split, k_tiles=k_tiles,
         k_tiles_per_warp=k_tiles_per_warp, k_tiles_in_registers=k_tiles_in_registers, chunk_rows=chunk, stage_stride=stage_stride,
         partial_stride=partial_stride, staged_bytes=staged_bytes, smem_bytes=smem_bytes,
         items_per_thread=-(-units * chunk // (_MMA_WARPS * WARP)), stage_buffers=stage_buffers,
     )
+
+
+def _fit_staging(target: Target, max_chunk: int, stage_buffers: int, row_bytes: int, partial_row_bytes: int,
+                 other_bytes: int = 0) -> tuple[int, int, int] | None:
+    """The most staged rows, a multiple of 8 up to max_chunk, whose shared memory fits the
+    target: (rows, staged bytes, all bytes), or None below 8 rows. The layout: the staged
+    buffers, each row's partial sums, `other_bytes` (fragments kept in shared memory), and in
+    clusters (two buffers) their mbarriers last."""
+    barriers = _EXCHANGE_BARRIER_BYTES if stage_buffers == 2 else 0
+
+    def sizes(chunk: int) -> tuple[int, int]:
+        staged = _round16(stage_buffers * chunk * row_bytes)
+        return staged, staged + chunk * partial_row_bytes + other_bytes + barriers
+
+    chunk = max_chunk
+    while chunk >= _MMA_N and sizes(chunk)[1] > target.max_smem_per_block:
+        chunk -= _MMA_N
+    if chunk < _MMA_N:
+        return None
+    return chunk, *sizes(chunk)
 
 
 def _chunk_rows(fitting: int) -> int:
