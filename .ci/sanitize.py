@@ -22,7 +22,8 @@ from lstmgen.verify import check_layer
 
 GRID = [
     (LSTMSpec(3, 1, "float32", "double", True), Problem(4, 3, True, True, 1)),
-    (LSTMSpec(5, 37, "float64", "single", False), Problem(3, 2, False, True, 2)),
+    (LSTMSpec(5, 37, "float64", "single", False), Problem(3, 2, False, True, 2)),   # float64 FMA clusters of 4
+    (LSTMSpec(5, 300, "float64", "single", False), Problem(2, 2, False, True, 28)),  # float64 warp per unit, W_hh in registers
     (LSTMSpec(17, 261, "float32", "none", True), Problem(3, 15, True, False, 3)),  # H*4 B rows: unaligned
     (LSTMSpec(8, 384, "float64", "double", True), Problem(2, 5, True, True, 4)),     # W_hh in shared memory
     (LSTMSpec(8, 1100, "float32", "single", False), Problem(2, 3, True, True, 5)),   # W_hh in shared memory

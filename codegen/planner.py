@@ -101,9 +101,12 @@ _SLICED_ITEMS_PER_THREAD = 4
 _MMA_FRAGMENT_REGISTERS = 72
 # Strict float32 (no TF32) and float64 run batch-sliced on CUDA cores where their clusters'
 # registers hold W_hh (FmaStep): up to this many weights a thread, in blocks of 256 threads.
-# ptxas -v: no spills at 64 (float64: 128 registers of 255); with 128 float32 weights
-# H = 192 spills.
+# ptxas -v (tests/test_nvrtc.py): no spills at 64 with up to 2 (unit, row) items a thread
+# where they take more than 64 registers (float64: 128 of 255; with 4 items, one A100 block
+# at float64 H = 64 spills), and with 128 float32 weights H = 192 spills.
 _FMA_SLICED_WEIGHTS = 64
+_FMA_WIDE_WEIGHT_BYTES = 64 * 4
+_FMA_WIDE_ITEMS_PER_THREAD = 2
 _FMA_THREADS = 256
 # Parts of K, at most: a (unit, row) adds up one partial sum per part after the product.
 _FMA_MAX_K_SPLIT = 16
@@ -205,12 +208,14 @@ class Plan:
     accumulate_type: str     # C type of dot products and the cell state
     units_per_block: int     # U: hidden units (each with 4 gates) a block owns
     num_blocks: int          # blocks in the cooperative grid (batch-sliced: at most; see blocks())
-    warps: int               # warps per block: FMA, U x row groups, at most 32; tensor cores, 8
+    warps: int               # warps per block: FMA, U x row groups, at most 32; tensor cores and
+                             # batch-sliced FMA, 8
     threads: int             # threads per block = 32 * warps
     weights_in: str          # "registers", "shared" (block slice) or "global" (streamed from L2)
     weight_smem_bytes: int   # the block's 4*U*H slice when weights_in == "shared", else 0
     rows_per_pass: int       # batch rows a warp carries through one pass over its weights
-                             # (FMA; on tensor cores, the 8 of an n tile)
+                             # (FMA; on tensor cores, the 8 of an n tile; batch-sliced FMA,
+                             # the rows a thread multiplies at once)
     forward_chunk_rows: int  # batch rows of h_{t-1} staged in shared memory at once
     backward_chunk_rows: int # batch rows of dG_{t+1} staged at once
     smem_bytes: int          # dynamic shared memory per block (weights + staging)
@@ -405,21 +410,35 @@ def _plan_batch_sliced(spec: LSTMSpec, target: Target, mma_type: str
     """Blocks per cluster and both directions' steps of a batch-sliced plan, or (1, None):
     one block where its warps' chains of mma.sync are short (_SHORT_CHAIN), else the largest
     cluster that fits."""
-    hidden = spec.hidden_size
-    largest = min(target.sm_count, target.max_cluster_blocks) if _arch_number(target) >= 90 else 1
-    sizes = [size for size in _CLUSTER_SIZES if size <= largest]
-    fitting = {}
-    for cluster in sizes:
-        units = -(-hidden // cluster)
-        if -(-hidden // units) < cluster:
-            break  # some block of the cluster would own no unit
-        steps = _plan_tensor_cores(spec, target, units, mma_type, sliced=True, stage_buffers=1 if cluster == 1 else 2)
-        if steps:
-            fitting[cluster] = steps
+    fitting = _fitting_clusters(spec, target, lambda units, stage_buffers: _plan_tensor_cores(
+        spec, target, units, mma_type, sliced=True, stage_buffers=stage_buffers))
     if not fitting:
         return 1, None
     if 1 in fitting and all(step.m_tiles_per_warp * step.k_tiles_per_warp <= _SHORT_CHAIN for step in fitting[1]):
         return 1, fitting[1]
+    return _largest_portable(fitting)
+
+
+def _fitting_clusters(spec: LSTMSpec, target: Target, plan_steps) -> dict[int, tuple[Step, Step]]:
+    """Both directions' steps for each cluster size the target has (one block below sm_90)
+    in which every block owns a unit: plan_steps(units a block, staged buffers), None where
+    they do not fit. Clusters double-buffer the staged rows: others write step t's while a
+    block still reads t - 1's."""
+    hidden = spec.hidden_size
+    largest = min(target.sm_count, target.max_cluster_blocks) if _arch_number(target) >= 90 else 1
+    fitting = {}
+    for cluster in (size for size in _CLUSTER_SIZES if size <= largest):
+        units = -(-hidden // cluster)
+        if -(-hidden // units) < cluster:
+            break  # some block of the cluster would own no unit
+        steps = plan_steps(units, 1 if cluster == 1 else 2)
+        if steps:
+            fitting[cluster] = steps
+    return fitting
+
+
+def _largest_portable(fitting: dict[int, tuple[Step, Step]]) -> tuple[int, tuple[Step, Step]]:
+    """The largest fitting cluster of at most the portable size, else the largest."""
     portable = [cluster for cluster in fitting if cluster <= PORTABLE_CLUSTER_BLOCKS]
     cluster = max(portable or fitting)
     return cluster, fitting[cluster]
@@ -434,25 +453,21 @@ def _plan_fma_sliced(spec: LSTMSpec, target: Target) -> tuple[int, tuple[FmaStep
     if types["storage"] not in ("float", "double"):
         return None  # 16-bit storage runs batch-sliced on tensor cores, or not at all
     hidden, element = spec.hidden_size, types["bytes"]
-    largest = min(target.sm_count, target.max_cluster_blocks) if _arch_number(target) >= 90 else 1
-    fitting = {}
-    for cluster in (size for size in _CLUSTER_SIZES if size <= largest):
-        units = -(-hidden // cluster)
-        if -(-hidden // units) < cluster:
-            break  # some block of the cluster would own no unit
+    if _FMA_THREADS > target.max_threads_per_block:
+        return None
+
+    def plan_steps(units: int, stage_buffers: int) -> tuple[FmaStep, FmaStep] | None:
         max_chunk = min(_MAX_CHUNK_ROWS, _SLICED_ITEMS_PER_THREAD * _FMA_THREADS // units // _MMA_N * _MMA_N)
-        stage_buffers = 1 if cluster == 1 else 2
         shapes = ((4 * units, hidden), (units, 4 * hidden))  # (rows, k_len): forward, backward
         steps = [_fma_step(target, units, element, max_chunk, stage_buffers, rows, k_len) for rows, k_len in shapes]
-        if None not in steps:
-            chunk = min(step.chunk_rows for step in steps)
-            fitting[cluster] = tuple(_fma_step(target, units, element, chunk, stage_buffers, rows, k_len)
-                                     for rows, k_len in shapes)
-    if not fitting:
-        return None
-    portable = [cluster for cluster in fitting if cluster <= PORTABLE_CLUSTER_BLOCKS]
-    cluster = max(portable or fitting)
-    return cluster, fitting[cluster]
+        if None in steps:
+            return None
+        chunk = min(step.chunk_rows for step in steps)  # both directions stage the same groups
+        forward, backward = (_fma_step(target, units, element, chunk, stage_buffers, rows, k_len) for rows, k_len in shapes)
+        return forward, backward
+
+    fitting = _fitting_clusters(spec, target, plan_steps)
+    return _largest_portable(fitting) if fitting else None
 
 
 def _fma_step(target: Target, units: int, element: int, max_chunk: int, stage_buffers: int, rows: int,
@@ -468,8 +483,10 @@ def _fma_step(target: Target, units: int, element: int, max_chunk: int, stage_bu
     k_per_thread = -(-per_part // vector) * vector
     if k_per_thread > _FMA_SLICED_WEIGHTS:
         return None
-    stage_stride = k_split * k_per_thread + vector  # 16 bytes of padding, as TensorCoreStep's
-    partial_stride = m_threads + 4  # even: the forward reads a (unit, row)'s 4 gates as 16-byte vectors
+    if k_per_thread * element > _FMA_WIDE_WEIGHT_BYTES:
+        max_chunk = min(max_chunk, _FMA_WIDE_ITEMS_PER_THREAD * _FMA_THREADS // units // _MMA_N * _MMA_N)
+    stage_stride = k_split * k_per_thread + vector  # whole vectors; the 16 bytes past K as TensorCoreStep's
+    partial_stride = m_threads + 4  # m_threads >= 16 (k_split <= 16): 16-byte reads of 4 gate sums stay aligned
 
     fitted = _fit_staging(target, max_chunk, stage_buffers, stage_stride * element, k_split * partial_stride * element)
     if fitted is None:

@@ -22,6 +22,7 @@ TARGETS = (
     SM90_H200,
     Target(arch="sm_80", sm_count=108, max_smem_per_block=166912),  # A100
     Target(arch="sm_75", sm_count=40, max_smem_per_block=65536),    # T4
+    Target(arch="sm_90", sm_count=132, max_smem_per_block=232448, max_threads_per_block=128),  # hand-built, small blocks
 )
 
 specs = layer_specs(max_hidden=20000, max_input=4096)
@@ -242,6 +243,10 @@ def test_clusters_send_staged_rows_by_st_async_in_whole_4_byte_words(dtype, hidd
     assert (sends in kernels["forward"].text) == forward and (sends in kernels["backward"].text) == backward
 
 
+@example(spec=LSTMSpec(input_size=1, hidden_size=128), target=SM90_H200)
+@example(spec=LSTMSpec(input_size=1, hidden_size=256, dtype="float64"), target=SM90_H200)
+@example(spec=LSTMSpec(input_size=1, hidden_size=9), target=SM90_H200)
+@example(spec=LSTMSpec(input_size=1, hidden_size=64, dtype="float64"), target=TARGETS[1])
 @given(specs, targets)
 def test_fma_steps_cover_the_block_and_fit_registers_and_shared_memory(spec, target):
     assume(spec.hidden_size <= _largest_hidden(target, spec.dtype))
@@ -254,11 +259,10 @@ def test_fma_steps_cover_the_block_and_fit_registers_and_shared_memory(spec, tar
     for step, rows, k_len in ((plan.forward_step, 4 * units, spec.hidden_size),
                               (plan.backward_step, units, 4 * spec.hidden_size)):
         # A thread per (weight row, part of K): rows padded to a power of two, at most 16 parts.
-        assert step.rows == rows <= step.m_threads < 2 * rows or step.m_threads == rows == 1
+        assert step.rows == rows <= step.m_threads < 2 * rows
         assert step.m_threads & (step.m_threads - 1) == 0 and step.m_threads * step.k_split == plan.threads == 256
         assert step.k_split <= 16
-        # Parts of whole 16 bytes that cover K, with no part wholly past it; at most 64
-        # weights a thread.
+        # The fewest whole 16 bytes a part that cover K; at most 64 weights a thread.
         assert step.k_per_thread % vector == 0 and step.k_per_thread <= 64
         assert step.k_per_thread * step.k_split >= k_len > (step.k_per_thread - vector) * step.k_split
         assert step.stage_stride == step.k_per_thread * step.k_split + vector  # 16-byte reads stay aligned
@@ -272,6 +276,9 @@ def test_fma_steps_cover_the_block_and_fit_registers_and_shared_memory(spec, tar
         assert step.smem_bytes == step.staged_bytes + partial_bytes + barriers
         assert step.smem_bytes <= plan.smem_bytes <= target.max_smem_per_block
         assert step.items_per_thread * plan.threads >= units * step.chunk_rows
+        # Past 64 registers of weights, at most 2 (unit, row) items a thread (ptxas spills at 4).
+        assert step.k_per_thread * element <= 256 or step.items_per_thread <= 2
+    assert plan.threads <= target.max_threads_per_block
 
 
 # Strict float32 and float64 on the H200: batch-sliced FMA blocks where a cluster's registers

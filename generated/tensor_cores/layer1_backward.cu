@@ -102,7 +102,7 @@ __device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], unsig
 // Copies `rows` rows of K_LEN elements, which other blocks wrote during this launch, into
 // shared memory STAGE_STRIDE elements apart: through L2 (.cg; L1 is not coherent across SMs),
 // 16-byte loads with several in flight per thread where the rows allow. Not through cp.async
-// as the FMA kernels stage: measured against this loop in one run (bench/NOTES.md, v3),
+// as the warp-per-unit FMA kernels stage: measured against this loop in one run (bench/NOTES.md, v3),
 // cp.async made the tensor-core step 15-20% slower at B >= 8, H = 1024.
 __device__ __forceinline__ void stage_rows(storage_t* dst, const storage_t* src, int rows) {
   constexpr int IN_FLIGHT = 8;

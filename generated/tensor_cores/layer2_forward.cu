@@ -157,17 +157,14 @@ __device__ __forceinline__ void send_word(storage_t* rows, int offset, Word word
 __device__ __forceinline__ void send(storage_t* rows, int offset, storage_t value, bool active, unsigned long long* ready) {
   if constexpr (sizeof(storage_t) == 8) {
     if (active) send_word(rows, offset, *reinterpret_cast<const unsigned long long*>(&value), ready);
-    return;
-  }
-  unsigned word;
-  if constexpr (sizeof(storage_t) == 4) {
-    word = *reinterpret_cast<const unsigned*>(&value);
+  } else if constexpr (sizeof(storage_t) == 4) {
+    if (active) send_word(rows, offset, *reinterpret_cast<const unsigned*>(&value), ready);
   } else {
     const unsigned bits = *reinterpret_cast<const unsigned short*>(&value);
-    word = bits | __shfl_down_sync(FULL_WARP, bits, 1) << 16;
+    const unsigned word = bits | __shfl_down_sync(FULL_WARP, bits, 1) << 16;
     if (threadIdx.x % 2 == 1) return;  // its value goes with its even neighbour's
+    if (active) send_word(rows, offset, word, ready);
   }
-  if (active) send_word(rows, offset, word, ready);
 }
 
 // Waits until the staged rows that step `s` sent are complete in this block: every other
@@ -203,7 +200,7 @@ __device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], unsig
 // Copies `rows` rows of K_LEN elements, which other blocks wrote during this launch, into
 // shared memory STAGE_STRIDE elements apart: through L2 (.cg; L1 is not coherent across SMs),
 // 16-byte loads with several in flight per thread where the rows allow. Not through cp.async
-// as the FMA kernels stage: measured against this loop in one run (bench/NOTES.md, v3),
+// as the warp-per-unit FMA kernels stage: measured against this loop in one run (bench/NOTES.md, v3),
 // cp.async made the tensor-core step 15-20% slower at B >= 8, H = 1024.
 __device__ __forceinline__ void stage_rows(storage_t* dst, const storage_t* src, int rows) {
   constexpr int IN_FLIGHT = 8;

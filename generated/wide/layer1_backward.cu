@@ -50,6 +50,8 @@ __device__ __forceinline__ size_t weight_index(int, int unit, int r) { return (s
 typedef acc_t partial_t;                 // the partial sums, as the products' accumulator
 static_assert(M_THREADS * K_SPLIT == THREADS, "each thread owns one (weight row, part of K)");
 static_assert(K_PER_THREAD % VECTOR == 0 && CHUNK_ROWS % ROWS_AT_ONCE == 0, "parts of K are whole vectors; rows go ROWS_AT_ONCE at a time");
+static_assert(STAGE_STRIDE % VECTOR == 0 && STAGED_BYTES % 16 == 0 && PARTIAL_STRIDE * sizeof(partial_t) % 16 == 0,
+              "16-byte reads of staged rows and of a (unit, row)'s gate sums stay aligned");
 static_assert(ITEMS_PER_THREAD * THREADS >= UNITS_PER_BLOCK * CHUNK_ROWS, "every (unit, row) is finished");
 
 
@@ -121,17 +123,14 @@ __device__ __forceinline__ void send_word(storage_t* rows, int offset, Word word
 __device__ __forceinline__ void send(storage_t* rows, int offset, storage_t value, bool active, unsigned long long* ready) {
   if constexpr (sizeof(storage_t) == 8) {
     if (active) send_word(rows, offset, *reinterpret_cast<const unsigned long long*>(&value), ready);
-    return;
-  }
-  unsigned word;
-  if constexpr (sizeof(storage_t) == 4) {
-    word = *reinterpret_cast<const unsigned*>(&value);
+  } else if constexpr (sizeof(storage_t) == 4) {
+    if (active) send_word(rows, offset, *reinterpret_cast<const unsigned*>(&value), ready);
   } else {
     const unsigned bits = *reinterpret_cast<const unsigned short*>(&value);
-    word = bits | __shfl_down_sync(FULL_WARP, bits, 1) << 16;
+    const unsigned word = bits | __shfl_down_sync(FULL_WARP, bits, 1) << 16;
     if (threadIdx.x % 2 == 1) return;  // its value goes with its even neighbour's
+    if (active) send_word(rows, offset, word, ready);
   }
-  if (active) send_word(rows, offset, word, ready);
 }
 
 // Waits until the staged rows that step `s` sent are complete in this block: every other
@@ -158,7 +157,7 @@ __device__ __forceinline__ void receive(unsigned long long* ready, int s, unsign
 // Copies `rows` rows of K_LEN elements, which other blocks wrote during this launch, into
 // shared memory STAGE_STRIDE elements apart: through L2 (.cg; L1 is not coherent across SMs),
 // 16-byte loads with several in flight per thread where the rows allow. Not through cp.async
-// as the FMA kernels stage: measured against this loop in one run (bench/NOTES.md, v3),
+// as the warp-per-unit FMA kernels stage: measured against this loop in one run (bench/NOTES.md, v3),
 // cp.async made the tensor-core step 15-20% slower at B >= 8, H = 1024.
 __device__ __forceinline__ void stage_rows(storage_t* dst, const storage_t* src, int rows) {
   constexpr int IN_FLIGHT = 8;
@@ -240,7 +239,6 @@ lstm_backward_recurrence(
     int group_rows                          // batch rows of a group, at most CHUNK_ROWS (Plan.group_rows)
 )
 {
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int first_unit = cg::this_cluster().block_rank() * UNITS_PER_BLOCK;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   storage_t* staged = reinterpret_cast<storage_t*>(smem_raw);
