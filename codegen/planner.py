@@ -313,53 +313,14 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
     mma_type = _tensor_core_type(spec, target)
     fma_sliced = None if mma_type else _plan_fma_sliced(spec, target)
     if fma_sliced:
-        cluster, (forward, backward) = fma_sliced
-        units_per_block = -(-hidden // cluster)
-        if cluster > 1:
-            forward, backward = _sends_by_st_async(forward, backward, hidden, units_per_block, element)
-        return Plan(
-            **layout,
-            units_per_block=units_per_block,
-            num_blocks=target.sm_count // cluster * cluster,
-            warps=_FMA_THREADS // WARP,
-            threads=_FMA_THREADS,
-            weights_in="registers",
-            weight_smem_bytes=0,
-            rows_per_pass=_FMA_ROWS_AT_ONCE,
-            forward_chunk_rows=forward.chunk_rows,
-            backward_chunk_rows=backward.chunk_rows,
-            smem_bytes=max(forward.smem_bytes, backward.smem_bytes),
-            forward_step=forward,
-            backward_step=backward,
-            batch_sliced=True,
-            cluster_blocks=cluster,
-        )
+        cluster, steps = fma_sliced
+        return _staged_plan(spec, layout, steps, cluster, sliced=True, units=units, num_blocks=num_blocks,
+                            threads=_FMA_THREADS, rows_per_pass=_FMA_ROWS_AT_ONCE, math="fma")
     cluster, sliced = _plan_batch_sliced(spec, target, mma_type) if mma_type else (1, None)
     tensor_core = sliced or (mma_type and _plan_tensor_cores(spec, target, units, mma_type, sliced=False))
     if tensor_core:
-        forward, backward = tensor_core
-        units_per_block = -(-hidden // cluster) if sliced else units
-        if cluster > 1:
-            forward, backward = _sends_by_st_async(forward, backward, hidden, units_per_block, element)
-        return Plan(
-            **layout,
-            units_per_block=units_per_block,
-            num_blocks=target.sm_count // cluster * cluster if sliced else num_blocks,
-            warps=_MMA_WARPS,
-            threads=_MMA_WARPS * WARP,
-            weights_in="registers",
-            weight_smem_bytes=0,
-            rows_per_pass=_MMA_N,
-            forward_chunk_rows=forward.chunk_rows,
-            backward_chunk_rows=backward.chunk_rows,
-            smem_bytes=max(forward.smem_bytes, backward.smem_bytes),
-            math="mma",
-            mma_type=mma_type,
-            forward_step=forward,
-            backward_step=backward,
-            batch_sliced=bool(sliced),
-            cluster_blocks=cluster,
-        )
+        return _staged_plan(spec, layout, tensor_core, cluster, sliced=bool(sliced), units=units, num_blocks=num_blocks,
+                            threads=_MMA_WARPS * WARP, rows_per_pass=_MMA_N, math="mma", mma_type=mma_type)
     forward_chunk = _chunk_rows(staging // forward_row)
     backward_chunk = _chunk_rows(staging // backward_row)
     return Plan(
@@ -374,6 +335,38 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
         forward_chunk_rows=forward_chunk,
         backward_chunk_rows=backward_chunk,
         smem_bytes=weight_smem + _round16(max(forward_chunk * forward_row, backward_chunk * backward_row)),
+    )
+
+
+def _staged_plan(spec: LSTMSpec, layout: dict, steps: tuple[Step, Step], cluster: int, sliced: bool, units: int,
+                 num_blocks: int, threads: int, rows_per_pass: int, math: str, mma_type: str = "") -> Plan:
+    """A plan whose blocks run a staged step each way (tensor cores, or batch-sliced FMA),
+    with W_hh in registers; batch-sliced in clusters of `cluster` blocks that each own a
+    slice of the units, else the cooperative grid's `num_blocks` of `units` units."""
+    hidden = spec.hidden_size
+    forward, backward = steps
+    units_per_block = -(-hidden // cluster) if sliced else units
+    if cluster > 1:
+        forward, backward = _sends_by_st_async(forward, backward, hidden, units_per_block,
+                                               DTYPES[spec.dtype]["bytes"])
+    return Plan(
+        **layout,
+        units_per_block=units_per_block,
+        num_blocks=layout["target"].sm_count // cluster * cluster if sliced else num_blocks,
+        warps=threads // WARP,
+        threads=threads,
+        weights_in="registers",
+        weight_smem_bytes=0,
+        rows_per_pass=rows_per_pass,
+        forward_chunk_rows=forward.chunk_rows,
+        backward_chunk_rows=backward.chunk_rows,
+        smem_bytes=max(forward.smem_bytes, backward.smem_bytes),
+        math=math,
+        mma_type=mma_type,
+        forward_step=forward,
+        backward_step=backward,
+        batch_sliced=sliced,
+        cluster_blocks=cluster,
     )
 
 
