@@ -35,15 +35,16 @@ __device__ __forceinline__ acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) 
 __device__ __forceinline__ size_t weight_index(int gate, int unit, int k) {
   return (size_t)(gate * HIDDEN + unit) * HIDDEN + k;
 }
-#define M_ROWS 64                // weight rows of the block
-#define M_THREADS 64             // threads per part of K, a weight row each
-#define K_SPLIT 4                // parts of K
-#define K_PER_THREAD 32          // weights a thread keeps in registers
+#define M_ROWS 64                      // weight rows of the block
+#define K_SPLIT 4                     // parts of K, each a warp's (mma) or a thread's (FMA)
 #define STAGE_STRIDE 132
 #define PARTIAL_STRIDE 68
 #define STAGED_BYTES 42240
 #define ITEMS_PER_THREAD 3
 #define STAGE_BUFFERS 2
+static_assert(ITEMS_PER_THREAD * THREADS >= UNITS_PER_BLOCK * CHUNK_ROWS, "every (unit, row) is finished");
+#define M_THREADS 64             // threads per part of K, a weight row each
+#define K_PER_THREAD 32          // weights a thread keeps in registers
 #define ROWS_AT_ONCE 4            // staged rows multiplied at once
 #define VECTOR (16 / sizeof(storage_t))  // elements of a 16-byte read of a staged row
 typedef acc_t partial_t;                 // the partial sums, as the products' accumulator
@@ -51,7 +52,6 @@ static_assert(M_THREADS * K_SPLIT == THREADS, "each thread owns one (weight row,
 static_assert(K_PER_THREAD % VECTOR == 0 && CHUNK_ROWS % ROWS_AT_ONCE == 0, "parts of K are whole vectors; rows go ROWS_AT_ONCE at a time");
 static_assert(STAGE_STRIDE % VECTOR == 0 && STAGED_BYTES % 16 == 0 && PARTIAL_STRIDE * sizeof(partial_t) % 16 == 0,
               "16-byte reads of staged rows and of a (unit, row)'s gate sums stay aligned");
-static_assert(ITEMS_PER_THREAD * THREADS >= UNITS_PER_BLOCK * CHUNK_ROWS, "every (unit, row) is finished");
 
 
 #define CLUSTER_BLOCKS 8  // blocks that share the units of a group of rows

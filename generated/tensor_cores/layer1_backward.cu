@@ -46,24 +46,24 @@ __device__ __forceinline__ float sigmoid(float x) { return fmaf(0.5f, tanh_of(0.
 // W_hh[r][unit]: read once, when the block loads its weights on chip.
 __device__ __forceinline__ size_t weight_index(int, int unit, int r) { return (size_t)r * HIDDEN + unit; }
 #define M_ROWS 8                      // weight rows of the block
-#define M_TILES 1
-#define M_TILES_PER_WARP 1
-#define M_GROUPS (M_TILES / M_TILES_PER_WARP)        // a warp's m tiles are one group
-#define K_SPLIT 8                     // warps per group of m tiles
-#define K_TILES_PER_WARP 32
-#define K_TILES_IN_REGISTERS 32
-#define SHARED_K_TILES (K_TILES_PER_WARP - K_TILES_IN_REGISTERS)  // the rest, in shared memory
-#define N_TILES (CHUNK_ROWS / 8)
+#define K_SPLIT 8                     // parts of K, each a warp's (mma) or a thread's (FMA)
 #define STAGE_STRIDE 4104
 #define PARTIAL_STRIDE 20
 #define STAGED_BYTES 196992
 #define ITEMS_PER_THREAD 1
 #define STAGE_BUFFERS 1
+static_assert(ITEMS_PER_THREAD * THREADS >= UNITS_PER_BLOCK * CHUNK_ROWS, "every (unit, row) is finished");
+#define M_TILES 1
+#define M_TILES_PER_WARP 1
+#define M_GROUPS (M_TILES / M_TILES_PER_WARP)        // a warp's m tiles are one group; K_SPLIT warps each
+#define K_TILES_PER_WARP 32
+#define K_TILES_IN_REGISTERS 32
+#define SHARED_K_TILES (K_TILES_PER_WARP - K_TILES_IN_REGISTERS)  // the rest, in shared memory
+#define N_TILES (CHUNK_ROWS / 8)
 #define MMA_TYPE "bf16"
 typedef float partial_t;  // the partial sums: mma.sync accumulates in float32
 static_assert(M_GROUPS * K_SPLIT == WARPS, "each warp owns one (group of m tiles, k part)");
 static_assert(CHUNK_ROWS % 8 == 0, "a chunk is whole n tiles of 8 rows");
-static_assert(ITEMS_PER_THREAD * THREADS >= UNITS_PER_BLOCK * CHUNK_ROWS, "every (unit, row) is finished");
 
 #define MMA_SHAPE "m16n8k16"
 #define K_TILE 16                 // k per mma.sync
