@@ -7,8 +7,8 @@
 Covers every dtype, every bias mode, both return_sequences, weights in registers, in shared
 memory and streamed from L2, batches of several staged chunks, row passes of 8, 4, 2 and 1,
 rows not aligned for 16-byte copies and odd sizes, tensor cores (16-bit storage and TF32),
-batch-sliced tensor-core blocks and clusters, float32 and float64 FMA clusters, and the 16-bit
-FMA fallback. Exits non-zero on any mismatch.
+batch-sliced tensor-core blocks and clusters, float32 and float64 FMA clusters, the 16-bit
+FMA fallback, and the stepwise recurrence's cell kernels. Exits non-zero on any mismatch.
 """
 
 import os
@@ -50,17 +50,27 @@ GRID = [
     (LSTMSpec(6, 100, "float64", "single", True), Problem(2, 19, True, True, 26)),   # float64 FMA clusters of 8, st.async.b64
     (LSTMSpec(4, 256, "float64", "double", False), Problem(2, 20, True, True, 27)),  # float64 FMA clusters of 16, groups of 8 rows
 ]
+# The stepwise recurrence (a cuBLAS GEMM and a cell kernel a step), forced on small shapes.
+STEPWISE_GRID = [
+    (LSTMSpec(5, 37, "float32", "double", True), Problem(3, 9, True, True, 29)),     # odd H
+    (LSTMSpec(4, 200, "float16", "single", False), Problem(2, 19, False, True, 30)),  # no h0: no GEMM at t = 0
+    (LSTMSpec(6, 64, "float64", "none", True), Problem(3, 5, True, False, 31)),
+    (LSTMSpec(3, 130, "bfloat16", "double", True), Problem(2, 33, True, True, 32)),
+]
 
-# SANITIZE_MATCH, if set, keeps the entries whose plan summary contains it (e.g. "clusters of"),
+# SANITIZE_MATCH, if set, keeps the entries whose plan summary (the forced stepwise entries:
+# "stepwise recurrence") contains it (e.g. "clusters of"),
 # so that a kernel change can be checked within one device call.
 match = os.environ.get("SANITIZE_MATCH", "")
 failures = 0
-for spec, problem in GRID:
+runs = [(spec, problem, "persistent") for spec, problem in GRID] + [(*entry, "stepwise") for entry in STEPWISE_GRID]
+for spec, problem, recurrence in runs:
     plan = load_kernels(spec).plan
-    if match not in plan.summary():
+    kind = plan.summary() if recurrence == "persistent" else "stepwise recurrence"
+    if match not in kind:
         continue
-    report = check_layer(Layer(spec, seed=0), problem)
-    print(f"{spec.describe()} {problem} [{plan.summary()}]: {'ok' if not report else 'MISMATCH'}")
+    report = check_layer(Layer(spec, seed=0, recurrence=recurrence), problem)
+    print(f"{spec.describe()} {problem} [{kind}]: {'ok' if not report else 'MISMATCH'}")
     for line in report:
         print("  " + line)
     failures += bool(report)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from lstmgen.bench.report import format_table, plot_heatmap, read_json, write_json
+from lstmgen.runtime.layer import RECURRENCES
 
 
 def main(argv=None) -> int:
@@ -19,6 +20,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per cell; the median is reported")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--recurrence", choices=RECURRENCES, default="auto",
+                        help="how our layer runs its recurrence: as planned for the batch (auto), or always "
+                             "the persistent kernels or always stepwise (a cuBLAS GEMM and a cell kernel a step)")
     parser.add_argument("--out", default="bench/results", help="folder for <gpu>.json and <gpu>.png")
     parser.add_argument("--include", type=Path, default=None, metavar="JSON",
                         help="an earlier run's JSON: its cells of dtypes not measured now join the report")
@@ -33,7 +37,7 @@ def main(argv=None) -> int:
     for dtype in args.dtypes:
         for hidden in args.hidden:
             for batch in args.batch:
-                measured = measure(dtype, hidden, batch, args.steps, args.repeats, args.warmup)
+                measured = measure(dtype, hidden, batch, args.steps, args.repeats, args.warmup, args.recurrence)
                 cells += measured
                 # As it goes, so that a run cut short still shows what it measured.
                 print(format_table(measured, header=False), file=sys.stderr, flush=True)

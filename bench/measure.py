@@ -73,11 +73,14 @@ def _cudnn_peak_bytes(run) -> int:
     return torch.cuda.max_memory_allocated() - baseline
 
 
-def measure(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmup: int) -> list[Cell]:
-    """Forward and training cells of one (dtype, H, B), I = H, bias as torch (double).
+def measure(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmup: int,
+            recurrence: str = "auto") -> list[Cell]:
+    """Forward and training cells of one (dtype, H, B), I = H, bias as torch (double); our
+    layer runs its recurrence as `recurrence` says (runtime/layer.py RECURRENCES).
 
     dtype "tf32" is float32 with TF32 allowed on both sides: cuDNN's allow_tf32 and the
-    layer's allow_tf32 (its recurrence on tensor cores; its GEMMs stay strict float32).
+    layer's allow_tf32 (its recurrence on tensor cores, stepwise too; its input-projection
+    and weight-gradient GEMMs stay strict float32).
     """
     import cupy
     import torch
@@ -123,7 +126,8 @@ def measure(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmu
     if storage not in DTYPES:
         notes.append(f"lstmgen: no {dtype} kernels yet")
     else:
-        layer = Layer(LSTMSpec(hidden, hidden, storage, "double", return_sequences=True, allow_tf32=allow_tf32))
+        layer = Layer(LSTMSpec(hidden, hidden, storage, "double", return_sequences=True, allow_tf32=allow_tf32),
+                      recurrence=recurrence)
         layer.load_torch_state_dict(lstm.state_dict())
         x = cupy.from_dlpack(x_torch.detach())
         dy = cupy.ones((steps, batch, hidden), dtype=numpy_dtype(storage))

@@ -117,6 +117,11 @@ _FMA_ROWS_AT_ONCE = 4
 # A cluster's blocks send each other the staged rows by st.async, which counts the bytes on
 # an mbarrier per staged buffer in the receiving block: two of 8 bytes, last in shared memory.
 _EXCHANGE_BARRIER_BYTES = 16
+# The stepwise recurrence (_stepwise_from_batch) from this much work a step, batch x H^2,
+# by element bytes (and TF32), and from this many rows at least. Measured on the H200
+# (bench/NOTES.md v8).
+_STEPWISE_WORK = {8: 4 * 2**20, 4: 12 * 2**20, "tf32": 12 * 2**20, 2: 48 * 2**20}
+_STEPWISE_MIN_BATCH = 32
 # As the FMA path: a warp runs the chunk's n tiles one after another, so more rows cost no
 # registers, only (unit, row) pairs per thread in the epilogue.
 _MMA_MAX_CHUNK_ROWS = _MAX_CHUNK_ROWS
@@ -226,6 +231,8 @@ class Plan:
     backward_step: Step | None = None  # None: the warp-per-unit FMA kernels
     batch_sliced: bool = False  # each cluster of blocks owns every unit and groups of batch rows
     cluster_blocks: int = 1     # blocks of a batch-sliced cluster, each owning units_per_block units
+    stepwise_from_batch: int = 0  # batches of at least this many rows run the stepwise recurrence
+                                  # (a cuBLAS GEMM and the cell kernels a step); 0: never
 
     @property
     def non_portable_cluster(self) -> bool:
@@ -269,10 +276,12 @@ class Plan:
             blocks = f"up to {self.num_blocks} blocks of up to {self.forward_chunk_rows} batch rows"
         else:
             blocks = f"{self.num_blocks} blocks"
+        stepwise = (f"; from B = {self.stepwise_from_batch} a cuBLAS GEMM and a cell kernel a step"
+                    if self.stepwise_from_batch else "")
         return (f"{self.target.arch}: {blocks} x {self.threads} threads, "
                 f"{self.units_per_block} units/block, W_hh slice in {where}{how}, staging "
                 f"{self.forward_chunk_rows} rows forward / {self.backward_chunk_rows} backward "
-                f"({self.smem_bytes} B smem)")
+                f"({self.smem_bytes} B smem){stepwise}")
 
 
 def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
@@ -309,7 +318,8 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
             f"lower hidden_size to {largest} or less"
             + (", or use float16" if element > 2 else "")
         )
-    layout = dict(target=target, storage_type=types["storage"], accumulate_type=types["accumulate"])
+    layout = dict(target=target, storage_type=types["storage"], accumulate_type=types["accumulate"],
+                  stepwise_from_batch=_stepwise_from_batch(spec))
     mma_type = _tensor_core_type(spec, target)
     fma_sliced = None if mma_type else _plan_fma_sliced(spec, target)
     if fma_sliced:
@@ -368,6 +378,18 @@ def _staged_plan(spec: LSTMSpec, layout: dict, steps: tuple[Step, Step], cluster
         batch_sliced=sliced,
         cluster_blocks=cluster,
     )
+
+
+def _stepwise_from_batch(spec: LSTMSpec) -> int:
+    """The smallest batch that runs the stepwise recurrence (runtime/stepwise.py): a step's
+    work, batch x H^2 multiply-adds per gate, past what the persistent kernels do faster, and
+    enough rows that cuBLAS's tiles fill the GPU. Below that, the persistent kernels' W_hh
+    on chip and their single launch win; above it, their blocks each read all of h_{t-1} from
+    L2 and run products tiled for few rows, while cuBLAS tiles the whole batch (and runs
+    float64 on DMMA). The two launches a step cost the stepwise recurrence several
+    microseconds of CPU time, hidden only behind steps at least that long."""
+    key = "tf32" if spec.allow_tf32 else DTYPES[spec.dtype]["bytes"]
+    return max(_STEPWISE_MIN_BATCH, -(-_STEPWISE_WORK[key] // spec.hidden_size ** 2))
 
 
 def _arch_number(target: Target) -> int:

@@ -15,10 +15,12 @@ import jinja2
 from lstmgen.codegen.planner import SM90_H200, Plan, Target, plan_layer
 from lstmgen.codegen.spec import LSTMSpec
 
-# Emitted file -> (template, kernel entry point).
+# Emitted file -> (template, its kernels' entry points). "cell" holds the stepwise
+# recurrence's kernels, which large batches run (Plan.stepwise_from_batch).
 KERNELS = {
-    "forward": ("forward.cu.j2", "lstm_forward_recurrence"),
-    "backward": ("backward.cu.j2", "lstm_backward_recurrence"),
+    "forward": ("forward.cu.j2", ("lstm_forward_recurrence",)),
+    "backward": ("backward.cu.j2", ("lstm_backward_recurrence",)),
+    "cell": ("cell.cu.j2", ("lstm_forward_cell", "lstm_backward_cell")),
 }
 
 
@@ -26,8 +28,8 @@ KERNELS = {
 class KernelSource:
     """One emitted CUDA file."""
 
-    direction: str   # "forward" or "backward"
-    entry: str       # name of the __global__ function
+    direction: str   # "forward", "backward" or "cell"
+    entries: tuple[str, ...]  # names of its __global__ functions
     text: str
     plan: Plan
 
@@ -49,10 +51,11 @@ def _environment() -> jinja2.Environment:
 
 
 def render_layer(spec: LSTMSpec, target: Target = SM90_H200) -> dict[str, KernelSource]:
-    """Forward and backward kernel sources of one layer, keyed by direction."""
+    """Kernel sources of one layer: the forward and backward recurrences and the cells of the
+    stepwise recurrence, keyed by direction."""
     plan = plan_layer(spec, target)
     sources = {}
-    for direction, (template, entry) in KERNELS.items():
+    for direction, (template, entries) in KERNELS.items():
         text = _environment().get_template(template).render(spec=spec, plan=plan)
-        sources[direction] = KernelSource(direction=direction, entry=entry, text=text, plan=plan)
+        sources[direction] = KernelSource(direction=direction, entries=entries, text=text, plan=plan)
     return sources

@@ -128,15 +128,11 @@ def _compile(spec: LSTMSpec, target: Target) -> LayerKernels:
 
     sources = render_layer(spec, target)
     kernels = {}
-    for direction, source in sources.items():
+    for direction in ("forward", "backward"):
+        source = sources[direction]
         # Cooperative launches where the kernels cross a grid-wide barrier every step;
         # batch-sliced ones meet only within a block or cluster, which any launch keeps together.
-        module = cupy.RawModule(code=source.text, options=compile_options(),
-                                enable_cooperative_groups=not source.plan.batch_sliced)
-        try:
-            kernel = module.get_function(source.entry)
-        except cupy.cuda.compiler.CompileException as error:
-            raise _compile_error(spec, direction, str(error), source.text) from None
+        (kernel,) = _module_functions(spec, source, cooperative=not source.plan.batch_sliced)
         # The staged rows (and a W_hh slice in shared memory) take more than the default 48 KiB.
         kernel.max_dynamic_shared_size_bytes = source.plan.smem_bytes
         if source.plan.non_portable_cluster:
@@ -152,6 +148,37 @@ def _compile(spec: LSTMSpec, target: Target) -> LayerKernels:
             counts = [0 if count is None else count for count in counts]
         clusters = running_clusters(spec, plan, counts)
     return LayerKernels(forward=kernels["forward"], backward=kernels["backward"], plan=plan, clusters=clusters)
+
+
+def _module_functions(spec: LSTMSpec, source, cooperative: bool = False) -> list:
+    """The kernels of one emitted file, compiled (NVRTC errors come with the source)."""
+    import cupy
+
+    module = cupy.RawModule(code=source.text, options=compile_options(), enable_cooperative_groups=cooperative)
+    try:
+        return [module.get_function(entry) for entry in source.entries]
+    except cupy.cuda.compiler.CompileException as error:
+        raise _compile_error(spec, source.direction, str(error), source.text) from None
+
+
+@dataclass(frozen=True)
+class CellKernels:
+    """A layer's kernels for the stepwise recurrence (templates/cell.cu.j2)."""
+
+    forward: object   # cupy.RawKernel
+    backward: object  # cupy.RawKernel
+
+
+@functools.cache
+def _load_cells(spec: LSTMSpec, device_id: int) -> CellKernels:
+    forward, backward = _module_functions(spec, render_layer(spec, current_target())["cell"])
+    return CellKernels(forward=forward, backward=backward)
+
+
+def load_cell_kernels(spec: LSTMSpec) -> CellKernels:
+    """Compiled cell kernels of `spec` for the current device, compiled when a layer first runs
+    the stepwise recurrence, at most once per process."""
+    return _load_cells(spec, require_gpu())
 
 
 def running_clusters(spec: LSTMSpec, plan: Plan, counts: list[int | None]) -> int | None:

@@ -3,7 +3,9 @@
 Forward: Gx = x W_ih^T + b for all steps as one cuBLAS GEMM, then the generated persistent
 recurrence kernel. Backward: the generated reverse recurrence kernel produces the
 pre-activation gate gradients dG, then cuBLAS GEMMs give dx, dW_ih and dW_hh and a
-reduction gives the bias gradient.
+reduction gives the bias gradient. Large batches (Plan.stepwise_from_batch) run the
+recurrence stepwise instead: a cuBLAS GEMM and a generated cell kernel a step
+(runtime/stepwise.py), into the same buffers.
 
 Memory (elements of the spec's dtype, T steps, B rows, H units, I inputs):
   inference: Gx 4*T*B*H, plus T*B*H for y when return_sequences (else 2*B*H ping-pong)
@@ -11,7 +13,8 @@ Memory (elements of the spec's dtype, T steps, B rows, H units, I inputs):
   states and every h_t; backward writes dG over the gates and adds dx (T*B*I), the weight
   gradients, dh0, dc0 and, with W_hh streamed from L2, its transposed copy (4H^2). float16
   and bfloat16 add a float32 [B, H] running state per direction. batch_first adds a
-  time-major copy of x (and of y, dy, dx).
+  time-major copy of x (and of y, dy, dx). The stepwise recurrence adds one step's
+  products in the accumulation type: B*4H forward, B*H backward.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 from lstmgen.codegen import BIAS_PARAMETERS, DTYPES, LSTMSpec
 from lstmgen.errors import InputError
 from lstmgen.parameters import initial_parameters, parameter_shapes
+from lstmgen.runtime import stepwise
 from lstmgen.runtime.buffers import new_buffer
 from lstmgen.runtime.compile import load_kernels
 from lstmgen.runtime.device import require_gpu
@@ -29,6 +33,9 @@ from lstmgen.runtime.validate import check_array
 _FORWARD_ADVICE = ("lower the batch size or the sequence length, or run with training=False, "
                    "which keeps no backward cache")
 _BACKWARD_ADVICE = "lower the batch size or the sequence length"
+# How a layer runs its recurrence: "auto" by the batch (Plan.stepwise_from_batch), or always
+# the persistent kernels, or always stepwise (a cuBLAS GEMM and a cell kernel a step).
+RECURRENCES = ("auto", "persistent", "stepwise")
 
 
 def _pointer(array) -> np.uint64:
@@ -59,8 +66,14 @@ class Layer:
     y (the h sequence), x and h0 for backward: change them in place only after backward.
     """
 
-    def __init__(self, spec: LSTMSpec, seed: int | None = None):
+    def __init__(self, spec: LSTMSpec, seed: int | None = None, *, recurrence: str = "auto"):
+        if recurrence not in RECURRENCES:
+            raise InputError(
+                f"recurrence must be one of {', '.join(map(repr, RECURRENCES))}, got {recurrence!r}: leave it "
+                f"\"auto\" to choose by the batch size, or force \"persistent\" or \"stepwise\" to compare them"
+            )
         self.spec = spec
+        self.recurrence = recurrence
         self.device_id = require_gpu()
         self.kernels = load_kernels(spec)
         import cupy
@@ -183,14 +196,18 @@ class Layer:
 
         # The running cell state is kept in the accumulation type (float32 for 16-bit storage).
         cell = c_last if self._accumulates_in_storage() else self._state_buffer(batch, "the cell state", _FORWARD_ADVICE)
-        self._launch(self.kernels.forward, (
-            _pointer(gx), _pointer(self.params["W_hh"]), _pointer(h0), _pointer(c0),
-            _pointer(h_buf), np.int32(h_buf.shape[0]), _pointer(h_last), _pointer(c_last), _pointer(cell),
-            # Training writes the activated gates over Gx: each lane reads Gx[t] of its own
-            # (unit, row) before writing the gates there, so nothing is lost.
-            _pointer(gx if training else None), _pointer(c_seq),
-            np.int32(steps), np.int32(batch),
-        ), batch)
+        if self._runs_stepwise(batch):
+            stepwise.forward(spec, self.params["W_hh"], gx, h0, c0, h_buf, h_last, c_last, cell, training, c_seq,
+                             _FORWARD_ADVICE)
+        else:
+            self._launch(self.kernels.forward, (
+                _pointer(gx), _pointer(self.params["W_hh"]), _pointer(h0), _pointer(c0),
+                _pointer(h_buf), np.int32(h_buf.shape[0]), _pointer(h_last), _pointer(c_last), _pointer(cell),
+                # Training writes the activated gates over Gx: each lane reads Gx[t] of its own
+                # (unit, row) before writing the gates there, so nothing is lost.
+                _pointer(gx if training else None), _pointer(c_seq),
+                np.int32(steps), np.int32(batch),
+            ), batch)
 
         self._cache = (dict(x=x, h0=h0, c0=c0, h_seq=h_buf, gates=gx, c_seq=c_seq, batch_first=batch_first)
                        if training else None)
@@ -237,6 +254,12 @@ class Layer:
 
     def _state_buffer(self, batch: int, what: str, advice: str):
         return new_buffer((batch, self.spec.hidden_size), DTYPES[self.spec.dtype]["accumulate_dtype"], what, advice)
+
+    def _runs_stepwise(self, batch: int) -> bool:
+        if self.recurrence == "auto":
+            from_batch = self.kernels.plan.stepwise_from_batch
+            return bool(from_batch) and batch >= from_batch
+        return self.recurrence == "stepwise"
 
     def _launch(self, kernel, args: tuple, batch: int) -> None:
         kernels, plan = self.kernels, self.kernels.plan
@@ -286,20 +309,11 @@ class Layer:
         dh0 = self._buffer((batch, hidden), "dh0", _BACKWARD_ADVICE)
         dc0 = self._buffer((batch, hidden), "dc0", _BACKWARD_ADVICE)
         d_cell = dc0 if self._accumulates_in_storage() else self._state_buffer(batch, "dL/dc", _BACKWARD_ADVICE)
-        # Weights streamed from L2 are read as W_hh^T, so that the lanes gathering one unit's
-        # dh read consecutive gate rows; on chip they are loaded once, from W_hh itself.
-        weights = self.params["W_hh"]
-        if self.kernels.plan.weights_in == "global":
-            weights = cupy.ascontiguousarray(weights.T)
-        self._launch(self.kernels.backward, (
-            _pointer(weights), _pointer(gates), _pointer(cache["c_seq"]), _pointer(cache["c0"]),
-            _pointer(dy), _pointer(dh_T), _pointer(dc_T),
-            _pointer(gates), _pointer(dh0), _pointer(dc0), _pointer(d_cell),
-            np.int32(steps), np.int32(batch),
-        ), batch)
-        # The transposed copy goes back to CuPy's pool now, for the gradients below: the pool
-        # hands it out again only to work queued after this launch on the same stream.
-        del weights
+        if self._runs_stepwise(batch):
+            stepwise.backward(spec, self.params["W_hh"], gates, cache["c_seq"], cache["c0"], dy, dh_T, dc_T,
+                              dh0, dc0, d_cell, _BACKWARD_ADVICE)
+        else:
+            self._backward_recurrence(gates, cache, dy, dh_T, dc_T, dh0, dc0, d_cell, steps, batch)
 
         d_gates = gates.reshape(steps * batch, 4 * hidden)
         dx = self._buffer((steps, batch, input_size), "dx", _BACKWARD_ADVICE)
@@ -324,3 +338,22 @@ class Layer:
             grads.update({"d" + name: db if index == 0 else db.copy() for index, name in enumerate(bias_names)})
         grads.update(dh0=dh0, dc0=dc0)
         return grads
+
+    def _backward_recurrence(self, gates, cache, dy, dh_T, dc_T, dh0, dc0, d_cell, steps: int, batch: int) -> None:
+        """The persistent backward kernel: dG over the gates, dh0, dc0."""
+        import cupy
+
+        # Weights streamed from L2 are read as W_hh^T, so that the lanes gathering one unit's
+        # dh read consecutive gate rows; on chip they are loaded once, from W_hh itself.
+        weights = self.params["W_hh"]
+        if self.kernels.plan.weights_in == "global":
+            weights = cupy.ascontiguousarray(weights.T)
+        self._launch(self.kernels.backward, (
+            _pointer(weights), _pointer(gates), _pointer(cache["c_seq"]), _pointer(cache["c0"]),
+            _pointer(dy), _pointer(dh_T), _pointer(dc_T),
+            _pointer(gates), _pointer(dh0), _pointer(dc0), _pointer(d_cell),
+            np.int32(steps), np.int32(batch),
+        ), batch)
+        # The transposed copy goes back to CuPy's pool when this returns, for the gradients
+        # after it: the pool hands it out again only to work queued after this launch on the
+        # same stream.

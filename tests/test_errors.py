@@ -44,3 +44,12 @@ def test_clusters_that_no_gpc_holds_are_named_with_a_way_out():
                                           r"clusters of 8 blocks of 256 threads and \d+ B of shared memory each, and the "
                                           r"driver reports that none fits; use hidden_size above 256"):
         running_clusters(spec, plan, [15, 0])
+
+
+def test_an_unknown_recurrence_names_the_choices():
+    from lstmgen.codegen import LSTMSpec
+    from lstmgen.runtime import Layer
+
+    with pytest.raises(InputError, match=r"recurrence must be one of 'auto', 'persistent', 'stepwise', got 'fast': "
+                                         r"leave it \"auto\" to choose by the batch size"):
+        Layer(LSTMSpec(input_size=2, hidden_size=3), recurrence="fast")

@@ -403,3 +403,16 @@ def test_clusters_need_sm_90_and_a_hand_built_target_gets_the_portable_size(arch
                     **({"max_cluster_blocks": asked} if asked else {}))
     assert plan_layer(spec, target).cluster_blocks == planned
     assert ("__cluster_dims__" in render_layer(spec, target)["forward"].text) == (planned > 1)
+
+
+@given(specs, st.integers(1, 4096))
+def test_stepwise_recurrence_from_a_batch_that_shrinks_as_h_grows(spec, larger_by):
+    # Large batches run a cuBLAS GEMM and a cell kernel a step; the planner names the batch
+    # from which, never below the rows that fill cuBLAS's tiles, and wider layers (more work
+    # a row) switch at fewer rows.
+    assume(spec.hidden_size <= _largest_hidden(SM90_H200, spec.dtype))
+    plan = plan_layer(spec, SM90_H200)
+    wider = plan_layer(LSTMSpec(spec.input_size, spec.hidden_size + larger_by, spec.dtype, allow_tf32=spec.allow_tf32),
+                       SM90_H200)
+    assert 32 <= wider.stepwise_from_batch <= plan.stepwise_from_batch
+    assert f"from B = {plan.stepwise_from_batch} a cuBLAS GEMM and a cell kernel a step" in plan.summary()

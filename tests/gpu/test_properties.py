@@ -3,7 +3,9 @@ with the float64 reference (tolerances and their derivation: lstmgen/compare.py)
 
 One test item per (dtype, bias, return_sequences) so that pytest-xdist can spread the
 NVRTC compiles of the drawn hidden sizes over CPU cores; "tf32" stands for float32 with
-allow_tf32 (tensor cores up to H = 1056, the FMA kernels above).
+allow_tf32 (tensor cores up to H = 1056, the FMA kernels above). Each example also draws
+how the layer runs its recurrence: as planned for the batch ("auto", which at the drawn
+batches is the persistent kernels) or stepwise (a cuBLAS GEMM and a cell kernel a step).
 """
 
 import os
@@ -39,5 +41,6 @@ def test_layer_matches_reference(request, dtype, bias, return_sequences, data, h
     spec = LSTMSpec(input_size=input_size, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype,
                     bias=bias, return_sequences=return_sequences, allow_tf32=dtype == "tf32")
     problem = data.draw(problems(spec), label="problem")
-    report = check_layer(Layer(spec, seed=seed), problem)
+    recurrence = data.draw(st.sampled_from(["auto", "stepwise"]), label="recurrence")
+    report = check_layer(Layer(spec, seed=seed, recurrence=recurrence), problem)
     assert not report, "\n".join(report)

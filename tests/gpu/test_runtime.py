@@ -165,6 +165,59 @@ def test_layers_plan_portable_clusters_where_no_gpc_holds_16_blocks(monkeypatch)
     assert not report, "\n".join(report)
 
 
+@pytest.mark.parametrize("dtype, hidden, batch, steps, initial_state, return_sequences", [
+    ("float32", 37, 9, 4, True, True),        # odd H: (row, unit) threads straddle rows
+    ("float32", 300, 70, 3, False, True),     # zero initial state: no GEMM at t = 0
+    ("tf32", 128, 33, 3, True, False),        # TF32 GEMMs; y = h_T
+    ("float64", 256, 5, 1, True, True),       # one step: backward's first step is its last
+    ("float64", 1, 3, 5, False, False),
+    ("float16", 200, 19, 3, True, True),      # float16 products, float32 sums and cell
+    ("bfloat16", 77, 8, 4, False, False),
+    ("bfloat16", 1024, 40, 2, True, True),
+])
+def test_stepwise_recurrence_matches_reference(dtype, hidden, batch, steps, initial_state, return_sequences):
+    # The stepwise recurrence (a cuBLAS GEMM and a cell kernel a step) runs large batches
+    # (Plan.stepwise_from_batch); here it is forced on small shapes of every kind.
+    spec = LSTMSpec(input_size=6, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype, bias="double",
+                    return_sequences=return_sequences, allow_tf32=dtype == "tf32")
+    report = check_layer(Layer(spec, seed=21, recurrence="stepwise"),
+                         Problem(steps, batch, initial_state, initial_state, seed=22))
+    assert not report, "\n".join(report)
+
+
+@pytest.mark.parametrize("forward_by, backward_by", [("persistent", "stepwise"), ("stepwise", "persistent")])
+def test_either_recurrence_backpropagates_the_others_forward(forward_by, backward_by):
+    # Both kinds read and write the training cache in the same layout, so either backward
+    # consumes either forward: what lets each pass choose its kind on its own.
+    spec = LSTMSpec(input_size=5, hidden_size=96, dtype="float32", bias="single")
+    rng = np.random.default_rng(23)
+    x, h0, c0, dy = uniform(rng, 6, 11, 5), uniform(rng, 11, 96), uniform(rng, 11, 96), uniform(rng, 6, 11, 96)
+    mixed, plain = Layer(spec, seed=24, recurrence=forward_by), Layer(spec, seed=24, recurrence=backward_by)
+    mixed.forward(x, h0, c0)
+    mixed.recurrence = backward_by
+    plain.forward(x, h0, c0)
+    expected = plain.backward(dy)
+    for name, value in mixed.backward(dy).items():
+        report = mismatches(name, value.get(), expected[name].get(), "float32")
+        assert not report, "\n".join(report)
+
+
+def test_auto_recurrence_goes_stepwise_at_the_planned_batch(monkeypatch):
+    from lstmgen.runtime import stepwise
+
+    spec = LSTMSpec(input_size=8, hidden_size=512, dtype="float64")
+    from_batch = load_kernels(spec).plan.stepwise_from_batch
+    calls = []
+    for name in ("forward", "backward"):
+        run = getattr(stepwise, name)
+        monkeypatch.setattr(stepwise, name, lambda *args, run=run, name=name, **kwargs: calls.append(name) or run(*args, **kwargs))
+    layer = Layer(spec, seed=25)
+    report = check_layer(layer, Problem(3, from_batch - 1, True, True, seed=26))
+    assert not report and calls == [], "\n".join(report)
+    report = check_layer(layer, Problem(3, from_batch, True, True, seed=26))
+    assert not report and calls == ["forward", "backward"], "\n".join(report)
+
+
 @pytest.mark.parametrize("dtype, hidden, steps, initial_state", [
     ("float16", 64, 3, True), ("float16", 64, 3, False), ("float16", 64, 1, True),
     ("float16", 256, 3, True), ("float16", 256, 1, False),  # clusters of 8 blocks
@@ -216,10 +269,11 @@ def test_batch_of_several_staged_chunks():
     assert not report, "\n".join(report)
 
 
+@pytest.mark.parametrize("recurrence", ["persistent", "stepwise"])
 @pytest.mark.parametrize("return_sequences", [True, False])
-def test_inference_mode_gives_the_training_outputs(return_sequences):
+def test_inference_mode_gives_the_training_outputs(return_sequences, recurrence):
     spec = LSTMSpec(input_size=6, hidden_size=33, dtype="float32", return_sequences=return_sequences)
-    layer = Layer(spec, seed=4)
+    layer = Layer(spec, seed=4, recurrence=recurrence)
     rng = np.random.default_rng(5)
     x, h0, c0 = uniform(rng, 11, 4, 6), uniform(rng, 4, 33), uniform(rng, 4, 33)
     trained = layer.forward(x, h0, c0, training=True)
@@ -230,10 +284,11 @@ def test_inference_mode_gives_the_training_outputs(return_sequences):
         layer.backward(cupy.ones_like(inferred[0]))
 
 
+@pytest.mark.parametrize("recurrence", ["persistent", "stepwise"])
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
-def test_results_are_bitwise_identical_run_to_run(dtype):
+def test_results_are_bitwise_identical_run_to_run(dtype, recurrence):
     spec = LSTMSpec(input_size=16, hidden_size=300, dtype=dtype)
-    layer = Layer(spec, seed=6)
+    layer = Layer(spec, seed=6, recurrence=recurrence)
     rng = np.random.default_rng(7)
     x, dy = uniform(rng, 20, 9, 16, dtype=dtype), uniform(rng, 20, 9, 300, dtype=dtype)
     runs = []

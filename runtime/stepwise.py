@@ -1,0 +1,108 @@
+"""The stepwise recurrence, which large batches run (Plan.stepwise_from_batch): a step's
+product is one cuBLAS GEMM over the whole batch, and a generated cell kernel
+(templates/cell.cu.j2) applies the cell to it.
+
+At large batches the persistent kernels' step is bound by every block reading all of h_{t-1}
+from L2 and by products tiled for few rows; cuBLAS tiles [B, H] x [H, 4H] for the whole GPU
+(float64 on DMMA). Its price is two launches a step, whose CPU time is hidden only behind
+steps at least that long. The GEMMs' products are in the accumulation type, as the persistent
+kernels' are; TF32 only where the spec allows it.
+
+cuBLAS is column-major: a row-major [rows, cols] matrix is its column-major transpose, so
+the row-major R = h W_hh^T ([B, 4H]) is the column-major R^T = W_hh h^T, with W_hh read
+as stored ([4H, H] row-major, op T of the column-major [H, 4H]).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lstmgen.codegen import DTYPES, LSTMSpec
+from lstmgen.runtime.buffers import new_buffer
+from lstmgen.runtime.compile import load_cell_kernels
+
+# cudaDataType_t (library_types.h) and cublasComputeType_t (cublas_api.h).
+_CUDA_TYPES = {"float16": 2, "bfloat16": 14, "float32": 0, "float64": 1}
+_COMPUTE_32F, _COMPUTE_32F_FAST_TF32, _COMPUTE_64F = 68, 77, 70
+_CELL_THREADS = 256
+
+
+class _Gemms:
+    """C = A B with the layer's types: storage inputs, outputs in the accumulation type
+    (or storage), on CuPy's cuBLAS handle and current stream."""
+
+    def __init__(self, spec: LSTMSpec):
+        import cupy
+        from cupy_backends.cuda.libs import cublas
+
+        self._cublas = cublas
+        self.handle = cupy.cuda.device.get_cublas_handle()
+        cublas.setStream(self.handle, cupy.cuda.get_current_stream().ptr)
+        cublas.setPointerMode(self.handle, cublas.CUBLAS_POINTER_MODE_HOST)
+        accumulate = DTYPES[spec.dtype]["accumulate_dtype"]
+        self.storage_type = _CUDA_TYPES[spec.dtype]
+        self.accumulate_type = _CUDA_TYPES[accumulate]
+        if accumulate == "float64":
+            self.compute = _COMPUTE_64F
+        else:
+            self.compute = _COMPUTE_32F_FAST_TF32 if spec.allow_tf32 else _COMPUTE_32F
+        # alpha and beta in the compute type, read from host memory during each call.
+        self._one, self._zero = np.ones(1, accumulate), np.zeros(1, accumulate)
+
+    def __call__(self, transpose_a: bool, m: int, n: int, k: int, a: int, lda: int, b: int, ldb: int,
+                 c: int, ldc: int, c_type: int) -> None:
+        """Column-major C[m, n] = op(A) B, op(A) = A^T where transpose_a; device pointers."""
+        cublas = self._cublas
+        cublas.gemmEx(self.handle, cublas.CUBLAS_OP_T if transpose_a else cublas.CUBLAS_OP_N, cublas.CUBLAS_OP_N,
+                      m, n, k, self._one.ctypes.data, a, self.storage_type, lda, b, self.storage_type, ldb,
+                      self._zero.ctypes.data, c, c_type, ldc, self.compute, cublas.CUBLAS_GEMM_DEFAULT)
+
+
+def _blocks(batch: int, hidden: int) -> tuple[int]:
+    return (-(-batch * hidden // _CELL_THREADS),)
+
+
+def forward(spec: LSTMSpec, w_hh, gx, h0, c0, h_buf, h_last, c_last, cell, training: bool, c_cache,
+            advice: str) -> None:
+    """Every step of the forward recurrence, into the buffers the persistent kernel fills."""
+    cell_kernel = load_cell_kernels(spec).forward
+    steps, batch = gx.shape[:2]
+    hidden = spec.hidden_size
+    gemm = _Gemms(spec)
+    recurrent = new_buffer((batch, 4 * hidden), DTYPES[spec.dtype]["accumulate_dtype"],
+                           "one step's recurrent products h W_hh^T", advice)
+    slot_bytes = batch * hidden * h_buf.itemsize
+    pointer = np.uint64
+    for t in range(steps):
+        h_prev = h0.data.ptr if t == 0 and h0 is not None else None
+        if t > 0:
+            h_prev = h_buf.data.ptr + (t - 1) % h_buf.shape[0] * slot_bytes
+        if h_prev is not None:
+            gemm(True, 4 * hidden, batch, hidden, w_hh.data.ptr, hidden, h_prev, hidden,
+                 recurrent.data.ptr, 4 * hidden, gemm.accumulate_type)
+        cell_kernel(_blocks(batch, hidden), (_CELL_THREADS,), (
+            gx, pointer(0 if h_prev is None else recurrent.data.ptr), pointer(0 if c0 is None else c0.data.ptr),
+            h_buf, np.int32(h_buf.shape[0]), h_last, c_last, cell, np.int32(training),
+            pointer(0 if c_cache is None else c_cache.data.ptr), np.int32(t), np.int32(steps), np.int32(batch)))
+
+
+def backward(spec: LSTMSpec, w_hh, gates, c_seq, c0, dy, dh_T, dc_T, dh0, dc0, d_cell, advice: str) -> None:
+    """Every step of the backward recurrence: dG over the gates, dh0, dc0."""
+    cell_kernel = load_cell_kernels(spec).backward
+    steps, batch = gates.shape[:2]
+    hidden = spec.hidden_size
+    gemm = _Gemms(spec)
+    recurrent = new_buffer((batch, hidden), DTYPES[spec.dtype]["accumulate_dtype"],
+                           "one step's recurrent gradients dG W_hh", advice)
+    gate_bytes = batch * 4 * hidden * gates.itemsize
+    pointer = np.uint64
+    for t in range(steps - 1, -1, -1):
+        cell_kernel(_blocks(batch, hidden), (_CELL_THREADS,), (
+            gates, c_seq, pointer(0 if c0 is None else c0.data.ptr), pointer(0 if dy is None else dy.data.ptr),
+            pointer(0 if dh_T is None else dh_T.data.ptr), pointer(0 if dc_T is None else dc_T.data.ptr),
+            pointer(0 if t + 1 == steps else recurrent.data.ptr), dc0, d_cell,
+            np.int32(t), np.int32(steps), np.int32(batch)))
+        # dL/dh_{t-1} = dG[t] W_hh: column-major [H, B] = W_hh^T (as stored) dG[t]^T; at t = 0 it is dh0.
+        out, out_type = (recurrent, gemm.accumulate_type) if t > 0 else (dh0, gemm.storage_type)
+        gemm(False, hidden, batch, 4 * hidden, w_hh.data.ptr, hidden, gates.data.ptr + t * gate_bytes, 4 * hidden,
+             out.data.ptr, hidden, out_type)
