@@ -15,6 +15,8 @@ as stored ([4H, H] row-major, op T of the column-major [H, 4H]).
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 
 from lstmgen.codegen import DTYPES, LSTMSpec
@@ -46,62 +48,90 @@ class _Gemms:
             self.compute = _COMPUTE_64F
         else:
             self.compute = _COMPUTE_32F_FAST_TF32 if spec.allow_tf32 else _COMPUTE_32F
-        # alpha and beta in the compute type, read from host memory during each call.
-        self._one, self._zero = np.ones(1, accumulate), np.zeros(1, accumulate)
+        # alpha = 1 and beta = 0 in the compute type, read from host memory during each call.
+        self._scalars = np.array([1, 0], accumulate)
+        self._alpha = self._scalars.ctypes.data
+        self._beta = self._alpha + self._scalars.itemsize
 
     def __call__(self, transpose_a: bool, m: int, n: int, k: int, a: int, lda: int, b: int, ldb: int,
                  c: int, ldc: int, c_type: int) -> None:
         """Column-major C[m, n] = op(A) B, op(A) = A^T where transpose_a; device pointers."""
         cublas = self._cublas
         cublas.gemmEx(self.handle, cublas.CUBLAS_OP_T if transpose_a else cublas.CUBLAS_OP_N, cublas.CUBLAS_OP_N,
-                      m, n, k, self._one.ctypes.data, a, self.storage_type, lda, b, self.storage_type, ldb,
-                      self._zero.ctypes.data, c, c_type, ldc, self.compute, cublas.CUBLAS_GEMM_DEFAULT)
+                      m, n, k, self._alpha, a, self.storage_type, lda, b, self.storage_type, ldb,
+                      self._beta, c, c_type, ldc, self.compute, cublas.CUBLAS_GEMM_DEFAULT)
 
 
-def _blocks(batch: int, hidden: int) -> tuple[int]:
-    return (-(-batch * hidden // _CELL_THREADS),)
+class _CellLaunches:
+    """One cell kernel, launched at every step with the same arguments but the step's: they
+    are packed once (ctypes), so that a launch is one driver call. A CuPy RawKernel call
+    converts every argument again, about 10 us a launch on the H200 (bench/NOTES.md v8):
+    longer than the steps it would launch."""
+
+    def __init__(self, kernel, batch: int, hidden: int, arguments: list):
+        import cupy
+
+        self._function = kernel.kernel.ptr
+        self._grid = -(-batch * hidden // _CELL_THREADS)
+        self._stream = cupy.cuda.get_current_stream().ptr
+        self.arguments = arguments  # ctypes values: change one to change later launches
+        self._addresses = (ctypes.c_void_p * len(arguments))(*map(ctypes.addressof, arguments))
+
+    def __call__(self) -> None:
+        from cupy.cuda import driver
+
+        driver.launchKernel(self._function, self._grid, 1, 1, _CELL_THREADS, 1, 1, 0, self._stream,
+                            ctypes.addressof(self._addresses), 0)
+
+
+def _pointer(array) -> ctypes.c_uint64:
+    """A device address as a kernel argument (0 for an absent optional tensor)."""
+    return ctypes.c_uint64(0 if array is None else array.data.ptr)
 
 
 def forward(spec: LSTMSpec, w_hh, gx, h0, c0, h_buf, h_last, c_last, cell, training: bool, c_cache,
             advice: str) -> None:
     """Every step of the forward recurrence, into the buffers the persistent kernel fills."""
-    cell_kernel = load_cell_kernels(spec).forward
     steps, batch = gx.shape[:2]
     hidden = spec.hidden_size
     gemm = _Gemms(spec)
     recurrent = new_buffer((batch, 4 * hidden), DTYPES[spec.dtype]["accumulate_dtype"],
                            "one step's recurrent products h W_hh^T", advice)
+    step, products = ctypes.c_int32(0), ctypes.c_uint64(0)
+    cell_step = _CellLaunches(load_cell_kernels(spec).forward, batch, hidden, [
+        _pointer(gx), products, _pointer(c0), _pointer(h_buf), ctypes.c_int32(h_buf.shape[0]), _pointer(h_last),
+        _pointer(c_last), _pointer(cell), ctypes.c_int32(training), _pointer(c_cache), step, ctypes.c_int32(steps),
+        ctypes.c_int32(batch)])
     slot_bytes = batch * hidden * h_buf.itemsize
-    pointer = np.uint64
     for t in range(steps):
-        h_prev = h0.data.ptr if t == 0 and h0 is not None else None
         if t > 0:
             h_prev = h_buf.data.ptr + (t - 1) % h_buf.shape[0] * slot_bytes
+        else:
+            h_prev = None if h0 is None else h0.data.ptr
         if h_prev is not None:
             gemm(True, 4 * hidden, batch, hidden, w_hh.data.ptr, hidden, h_prev, hidden,
                  recurrent.data.ptr, 4 * hidden, gemm.accumulate_type)
-        cell_kernel(_blocks(batch, hidden), (_CELL_THREADS,), (
-            gx, pointer(0 if h_prev is None else recurrent.data.ptr), pointer(0 if c0 is None else c0.data.ptr),
-            h_buf, np.int32(h_buf.shape[0]), h_last, c_last, cell, np.int32(training),
-            pointer(0 if c_cache is None else c_cache.data.ptr), np.int32(t), np.int32(steps), np.int32(batch)))
+        products.value = 0 if h_prev is None else recurrent.data.ptr
+        step.value = t
+        cell_step()
 
 
 def backward(spec: LSTMSpec, w_hh, gates, c_seq, c0, dy, dh_T, dc_T, dh0, dc0, d_cell, advice: str) -> None:
     """Every step of the backward recurrence: dG over the gates, dh0, dc0."""
-    cell_kernel = load_cell_kernels(spec).backward
     steps, batch = gates.shape[:2]
     hidden = spec.hidden_size
     gemm = _Gemms(spec)
     recurrent = new_buffer((batch, hidden), DTYPES[spec.dtype]["accumulate_dtype"],
                            "one step's recurrent gradients dG W_hh", advice)
+    step, products = ctypes.c_int32(0), ctypes.c_uint64(0)
+    cell_step = _CellLaunches(load_cell_kernels(spec).backward, batch, hidden, [
+        _pointer(gates), _pointer(c_seq), _pointer(c0), _pointer(dy), _pointer(dh_T), _pointer(dc_T), products,
+        _pointer(dc0), _pointer(d_cell), step, ctypes.c_int32(steps), ctypes.c_int32(batch)])
     gate_bytes = batch * 4 * hidden * gates.itemsize
-    pointer = np.uint64
     for t in range(steps - 1, -1, -1):
-        cell_kernel(_blocks(batch, hidden), (_CELL_THREADS,), (
-            gates, c_seq, pointer(0 if c0 is None else c0.data.ptr), pointer(0 if dy is None else dy.data.ptr),
-            pointer(0 if dh_T is None else dh_T.data.ptr), pointer(0 if dc_T is None else dc_T.data.ptr),
-            pointer(0 if t + 1 == steps else recurrent.data.ptr), dc0, d_cell,
-            np.int32(t), np.int32(steps), np.int32(batch)))
+        products.value = 0 if t + 1 == steps else recurrent.data.ptr
+        step.value = t
+        cell_step()
         # dL/dh_{t-1} = dG[t] W_hh: column-major [H, B] = W_hh^T (as stored) dG[t]^T; at t = 0 it is dh0.
         out, out_type = (recurrent, gemm.accumulate_type) if t > 0 else (dh0, gemm.storage_type)
         gemm(False, hidden, batch, 4 * hidden, w_hh.data.ptr, hidden, gates.data.ptr + t * gate_bytes, 4 * hidden,
