@@ -4,9 +4,10 @@ product is one cuBLAS GEMM over the whole batch, and a generated cell kernel
 
 At large batches the persistent kernels' step is bound by every block reading all of h_{t-1}
 from L2 and by products tiled for few rows; cuBLAS tiles [B, H] x [H, 4H] for the whole GPU
-(float64 on DMMA). Its price is two launches a step, whose CPU time is hidden only behind
-steps at least that long. The GEMMs' products are in the accumulation type, as the persistent
-kernels' are; TF32 only where the spec allows it.
+(float64 on DMMA). Its price is two launches a step, whose CPU time (about 17 us a step on
+the H200) would be longer than the step itself: a loop called again on the same buffers is
+replayed as a CUDA graph (runtime/replay.py). The GEMMs' products are in the accumulation
+type, as the persistent kernels' are; TF32 only where the spec allows it.
 
 cuBLAS is column-major: a row-major [rows, cols] matrix is its column-major transpose, so
 the row-major R = h W_hh^T ([B, 4H]) is the column-major R^T = W_hh h^T, with W_hh read
@@ -20,6 +21,7 @@ import ctypes
 import numpy as np
 
 from lstmgen.codegen import DTYPES, LSTMSpec
+from lstmgen.runtime import replay
 from lstmgen.runtime.buffers import new_buffer
 from lstmgen.runtime.compile import load_cell_kernels
 
@@ -31,7 +33,7 @@ _CELL_THREADS = 256
 
 class _Gemms:
     """C = A B with the layer's types: storage inputs, outputs in the accumulation type
-    (or storage), on CuPy's cuBLAS handle and current stream."""
+    (or storage), on CuPy's cuBLAS handle."""
 
     def __init__(self, spec: LSTMSpec):
         import cupy
@@ -39,8 +41,6 @@ class _Gemms:
 
         self._cublas = cublas
         self.handle = cupy.cuda.device.get_cublas_handle()
-        cublas.setStream(self.handle, cupy.cuda.get_current_stream().ptr)
-        cublas.setPointerMode(self.handle, cublas.CUBLAS_POINTER_MODE_HOST)
         accumulate = DTYPES[spec.dtype]["accumulate_dtype"]
         self.storage_type = _CUDA_TYPES[spec.dtype]
         self.accumulate_type = _CUDA_TYPES[accumulate]
@@ -53,6 +53,11 @@ class _Gemms:
         self._alpha = self._scalars.ctypes.data
         self._beta = self._alpha + self._scalars.itemsize
 
+    def bind(self, stream) -> None:
+        """Issue the following GEMMs on `stream`."""
+        self._cublas.setStream(self.handle, stream.ptr)
+        self._cublas.setPointerMode(self.handle, self._cublas.CUBLAS_POINTER_MODE_HOST)
+
     def __call__(self, transpose_a: bool, m: int, n: int, k: int, a: int, lda: int, b: int, ldb: int,
                  c: int, ldc: int, c_type: int) -> None:
         """Column-major C[m, n] = op(A) B, op(A) = A^T where transpose_a; device pointers."""
@@ -64,23 +69,19 @@ class _Gemms:
 
 class _CellLaunches:
     """One cell kernel, launched at every step with the same arguments but the step's: they
-    are packed once (ctypes), so that a launch is one driver call. A CuPy RawKernel call
-    converts every argument again, about 10 us a launch on the H200 (bench/NOTES.md v8):
-    longer than the steps it would launch."""
+    are packed once (ctypes), so that a launch is one driver call, where a CuPy RawKernel
+    call converts every argument again (bench/NOTES.md v8)."""
 
     def __init__(self, kernel, batch: int, hidden: int, arguments: list):
-        import cupy
-
         self._function = kernel.kernel.ptr
         self._grid = -(-batch * hidden // _CELL_THREADS)
-        self._stream = cupy.cuda.get_current_stream().ptr
-        self.arguments = arguments  # ctypes values: change one to change later launches
         self._addresses = (ctypes.c_void_p * len(arguments))(*map(ctypes.addressof, arguments))
+        self.key = (self._function, *(argument.value for argument in arguments))
 
-    def __call__(self) -> None:
+    def __call__(self, stream) -> None:
         from cupy.cuda import driver
 
-        driver.launchKernel(self._function, self._grid, 1, 1, _CELL_THREADS, 1, 1, 0, self._stream,
+        driver.launchKernel(self._function, self._grid, 1, 1, _CELL_THREADS, 1, 1, 0, stream.ptr,
                             ctypes.addressof(self._addresses), 0)
 
 
@@ -89,9 +90,15 @@ def _pointer(array) -> ctypes.c_uint64:
     return ctypes.c_uint64(0 if array is None else array.data.ptr)
 
 
+def _address(array) -> int | None:
+    return None if array is None else array.data.ptr
+
+
 def forward(spec: LSTMSpec, w_hh, gx, h0, c0, h_buf, h_last, c_last, cell, training: bool, c_cache,
             advice: str) -> None:
     """Every step of the forward recurrence, into the buffers the persistent kernel fills."""
+    import cupy
+
     steps, batch = gx.shape[:2]
     hidden = spec.hidden_size
     gemm = _Gemms(spec)
@@ -103,21 +110,29 @@ def forward(spec: LSTMSpec, w_hh, gx, h0, c0, h_buf, h_last, c_last, cell, train
         _pointer(c_last), _pointer(cell), ctypes.c_int32(training), _pointer(c_cache), step, ctypes.c_int32(steps),
         ctypes.c_int32(batch)])
     slot_bytes = batch * hidden * h_buf.itemsize
-    for t in range(steps):
-        if t > 0:
-            h_prev = h_buf.data.ptr + (t - 1) % h_buf.shape[0] * slot_bytes
-        else:
-            h_prev = None if h0 is None else h0.data.ptr
-        if h_prev is not None:
-            gemm(True, 4 * hidden, batch, hidden, w_hh.data.ptr, hidden, h_prev, hidden,
-                 recurrent.data.ptr, 4 * hidden, gemm.accumulate_type)
-        products.value = 0 if h_prev is None else recurrent.data.ptr
-        step.value = t
-        cell_step()
+
+    def issue(stream) -> None:
+        gemm.bind(stream)
+        for t in range(steps):
+            if t > 0:
+                h_prev = h_buf.data.ptr + (t - 1) % h_buf.shape[0] * slot_bytes
+            else:
+                h_prev = _address(h0)
+            if h_prev is not None:
+                gemm(True, 4 * hidden, batch, hidden, w_hh.data.ptr, hidden, h_prev, hidden,
+                     recurrent.data.ptr, 4 * hidden, gemm.accumulate_type)
+            products.value = 0 if h_prev is None else recurrent.data.ptr
+            step.value = t
+            cell_step(stream)
+
+    replay.run(("forward", *cell_step.key, w_hh.data.ptr, _address(h0), recurrent.data.ptr), issue)
+    gemm.bind(cupy.cuda.get_current_stream())  # a capture left the handle on its own stream
 
 
 def backward(spec: LSTMSpec, w_hh, gates, c_seq, c0, dy, dh_T, dc_T, dh0, dc0, d_cell, advice: str) -> None:
     """Every step of the backward recurrence: dG over the gates, dh0, dc0."""
+    import cupy
+
     steps, batch = gates.shape[:2]
     hidden = spec.hidden_size
     gemm = _Gemms(spec)
@@ -128,11 +143,17 @@ def backward(spec: LSTMSpec, w_hh, gates, c_seq, c0, dy, dh_T, dc_T, dh0, dc0, d
         _pointer(gates), _pointer(c_seq), _pointer(c0), _pointer(dy), _pointer(dh_T), _pointer(dc_T), products,
         _pointer(dc0), _pointer(d_cell), step, ctypes.c_int32(steps), ctypes.c_int32(batch)])
     gate_bytes = batch * 4 * hidden * gates.itemsize
-    for t in range(steps - 1, -1, -1):
-        products.value = 0 if t + 1 == steps else recurrent.data.ptr
-        step.value = t
-        cell_step()
-        # dL/dh_{t-1} = dG[t] W_hh: column-major [H, B] = W_hh^T (as stored) dG[t]^T; at t = 0 it is dh0.
-        out, out_type = (recurrent, gemm.accumulate_type) if t > 0 else (dh0, gemm.storage_type)
-        gemm(False, hidden, batch, 4 * hidden, w_hh.data.ptr, hidden, gates.data.ptr + t * gate_bytes, 4 * hidden,
-             out.data.ptr, hidden, out_type)
+
+    def issue(stream) -> None:
+        gemm.bind(stream)
+        for t in range(steps - 1, -1, -1):
+            products.value = 0 if t + 1 == steps else recurrent.data.ptr
+            step.value = t
+            cell_step(stream)
+            # dL/dh_{t-1} = dG[t] W_hh: column-major [H, B] = W_hh^T (as stored) dG[t]^T; at t = 0 it is dh0.
+            out, out_type = (recurrent, gemm.accumulate_type) if t > 0 else (dh0, gemm.storage_type)
+            gemm(False, hidden, batch, 4 * hidden, w_hh.data.ptr, hidden, gates.data.ptr + t * gate_bytes,
+                 4 * hidden, out.data.ptr, hidden, out_type)
+
+    replay.run(("backward", *cell_step.key, w_hh.data.ptr, recurrent.data.ptr, dh0.data.ptr), issue)
+    gemm.bind(cupy.cuda.get_current_stream())  # a capture left the handle on its own stream
