@@ -75,6 +75,7 @@ class _CellLaunches:
     def __init__(self, kernel, batch: int, hidden: int, arguments: list):
         self._function = kernel.kernel.ptr
         self._grid = -(-batch * hidden // _CELL_THREADS)
+        self._arguments = arguments  # alive as long as the addresses of their values are launched
         self._addresses = (ctypes.c_void_p * len(arguments))(*map(ctypes.addressof, arguments))
         self.key = (self._function, *(argument.value for argument in arguments))
 
