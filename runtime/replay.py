@@ -20,32 +20,36 @@ _seen: OrderedDict = OrderedDict()
 _graphs: OrderedDict = OrderedDict()
 
 
-def run(key: tuple, issue) -> None:
+def run(key: tuple, prepare, issue) -> None:
     """Issue the launches of `issue(stream)` on the current stream, or replay their graph.
 
     `key` must hold everything the launches depend on except the contents of device memory.
+    `prepare(stream)` runs first, outside any capture: CuPy refuses to bind its cuBLAS handle
+    to a stream while the stream captures.
     """
     import cupy
 
     stream = cupy.cuda.get_current_stream()
     graph = _graphs.get(key)
     if graph is None and key in _seen:
-        graph = _capture(issue)
+        graph = _capture(prepare, issue)
         _remember(_graphs, key, graph)
     if graph is None:
         _remember(_seen, key, True)
+        prepare(stream)
         issue(stream)
     else:
         _graphs.move_to_end(key)
         graph.launch(stream=stream)
 
 
-def _capture(issue):
+def _capture(prepare, issue):
     import cupy
 
     # Capture needs a stream of its own: the legacy default stream cannot capture. Nothing
     # runs while capturing; the graph launches on the caller's stream, after its earlier work.
     capturing = cupy.cuda.Stream(non_blocking=True)
+    prepare(capturing)
     capturing.begin_capture()
     try:
         issue(capturing)

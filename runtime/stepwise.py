@@ -113,7 +113,6 @@ def forward(spec: LSTMSpec, w_hh, gx, h0, c0, h_buf, h_last, c_last, cell, train
     slot_bytes = batch * hidden * h_buf.itemsize
 
     def issue(stream) -> None:
-        gemm.bind(stream)
         for t in range(steps):
             if t > 0:
                 h_prev = h_buf.data.ptr + (t - 1) % h_buf.shape[0] * slot_bytes
@@ -126,7 +125,7 @@ def forward(spec: LSTMSpec, w_hh, gx, h0, c0, h_buf, h_last, c_last, cell, train
             step.value = t
             cell_step(stream)
 
-    replay.run(("forward", *cell_step.key, w_hh.data.ptr, _address(h0), recurrent.data.ptr), issue)
+    replay.run(("forward", *cell_step.key, w_hh.data.ptr, _address(h0), recurrent.data.ptr), gemm.bind, issue)
     gemm.bind(cupy.cuda.get_current_stream())  # a capture left the handle on its own stream
 
 
@@ -146,7 +145,6 @@ def backward(spec: LSTMSpec, w_hh, gates, c_seq, c0, dy, dh_T, dc_T, dh0, dc0, d
     gate_bytes = batch * 4 * hidden * gates.itemsize
 
     def issue(stream) -> None:
-        gemm.bind(stream)
         for t in range(steps - 1, -1, -1):
             products.value = 0 if t + 1 == steps else recurrent.data.ptr
             step.value = t
@@ -156,5 +154,5 @@ def backward(spec: LSTMSpec, w_hh, gates, c_seq, c0, dy, dh_T, dc_T, dh0, dc0, d
             gemm(False, hidden, batch, 4 * hidden, w_hh.data.ptr, hidden, gates.data.ptr + t * gate_bytes,
                  4 * hidden, out.data.ptr, hidden, out_type)
 
-    replay.run(("backward", *cell_step.key, w_hh.data.ptr, recurrent.data.ptr, dh0.data.ptr), issue)
+    replay.run(("backward", *cell_step.key, w_hh.data.ptr, recurrent.data.ptr, dh0.data.ptr), gemm.bind, issue)
     gemm.bind(cupy.cuda.get_current_stream())  # a capture left the handle on its own stream

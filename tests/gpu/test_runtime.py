@@ -519,7 +519,7 @@ def test_repeated_stepwise_calls_replay_one_captured_graph_each_way(monkeypatch,
 
     captured = []
     capture = replay._capture
-    monkeypatch.setattr(replay, "_capture", lambda issue: captured.append(issue) or capture(issue))
+    monkeypatch.setattr(replay, "_capture", lambda prepare, issue: captured.append(issue) or capture(prepare, issue))
     monkeypatch.setattr(replay, "_seen", OrderedDict())
     monkeypatch.setattr(replay, "_graphs", OrderedDict())
     spec = LSTMSpec(input_size=7, hidden_size=130, dtype=dtype)
