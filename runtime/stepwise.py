@@ -17,6 +17,7 @@ as stored ([4H, H] row-major, op T of the column-major [H, 4H]).
 from __future__ import annotations
 
 import ctypes
+import functools
 
 import numpy as np
 
@@ -31,6 +32,22 @@ _COMPUTE_32F, _COMPUTE_32F_FAST_TF32, _COMPUTE_64F = 68, 77, 70
 _CELL_THREADS = 256
 
 
+@functools.cache
+def _gemm_ex():
+    """cublasGemmEx itself, through ctypes: CuPy's wrapper binds the handle to CuPy's current
+    stream on every call and refuses a capturing one, so it cannot be captured on a stream of
+    our own. cuBLAS supports capture (with host pointer mode, alpha and beta are captured)."""
+    from cuda.pathfinder import load_nvidia_dynamic_lib
+
+    loaded = load_nvidia_dynamic_lib("cublas")  # the library CuPy uses, already loaded
+    function = ctypes.CDLL(loaded.abs_path or "libcublas.so").cublasGemmEx
+    pointer, value = ctypes.c_void_p, ctypes.c_int
+    function.argtypes = [pointer, value, value, value, value, value, pointer, pointer, value, value, pointer, value,
+                         value, pointer, pointer, value, value, value, value]
+    function.restype = value
+    return function
+
+
 class _Gemms:
     """C = A B with the layer's types: storage inputs, outputs in the accumulation type
     (or storage), on CuPy's cuBLAS handle."""
@@ -40,6 +57,7 @@ class _Gemms:
         from cupy_backends.cuda.libs import cublas
 
         self._cublas = cublas
+        self._gemm_ex = _gemm_ex()
         self.handle = cupy.cuda.device.get_cublas_handle()
         accumulate = DTYPES[spec.dtype]["accumulate_dtype"]
         self.storage_type = _CUDA_TYPES[spec.dtype]
@@ -62,9 +80,11 @@ class _Gemms:
                  c: int, ldc: int, c_type: int) -> None:
         """Column-major C[m, n] = op(A) B, op(A) = A^T where transpose_a; device pointers."""
         cublas = self._cublas
-        cublas.gemmEx(self.handle, cublas.CUBLAS_OP_T if transpose_a else cublas.CUBLAS_OP_N, cublas.CUBLAS_OP_N,
-                      m, n, k, self._alpha, a, self.storage_type, lda, b, self.storage_type, ldb,
-                      self._beta, c, c_type, ldc, self.compute, cublas.CUBLAS_GEMM_DEFAULT)
+        status = self._gemm_ex(self.handle, cublas.CUBLAS_OP_T if transpose_a else cublas.CUBLAS_OP_N,
+                               cublas.CUBLAS_OP_N, m, n, k, self._alpha, a, self.storage_type, lda, b,
+                               self.storage_type, ldb, self._beta, c, c_type, ldc, self.compute,
+                               cublas.CUBLAS_GEMM_DEFAULT)
+        cublas.check_status(status)
 
 
 class _CellLaunches:

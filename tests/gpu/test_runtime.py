@@ -526,7 +526,7 @@ def test_repeated_stepwise_calls_replay_one_captured_graph_each_way(monkeypatch,
     layer = Layer(spec, seed=27, recurrence="stepwise")
     rng = np.random.default_rng(28)
     x, h0, c0 = uniform(rng, 9, 40, 7, dtype=dtype), uniform(rng, 40, 130, dtype=dtype), uniform(rng, 40, 130, dtype=dtype)
-    dy = uniform(rng, 40, 130, dtype=dtype)
+    dy = uniform(rng, 9, 40, 130, dtype=dtype)
     runs = []
     for _ in range(4):
         y, (h, c) = layer.forward(x, h0, c0)
