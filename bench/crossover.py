@@ -1,8 +1,8 @@
 """python -m lstmgen.bench.crossover: where the stepwise recurrence overtakes the persistent
 kernels, which is what places Plan.stepwise_from_batch (codegen/planner.py _STEPWISE_WORK).
 
-For each dtype, H and B it times our layer both ways on the same weights and inputs (after
-checking that they agree), forward-only and training step, and prints us per step, the
+For each dtype, H and B it times our layer both ways on the same weights and inputs (and
+checks that they agree), forward-only and training step, and prints us per step, the
 ratio persistent / stepwise (above 1: stepwise is faster) and the batch the planner now
 chooses. No cuDNN: this compares our two recurrences only.
 """
@@ -40,8 +40,9 @@ def _times(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmup
             layer.forward(x, training=True)
             return layer.backward(dy)
 
-        outputs[recurrence] = (forward().get(), training()["dW_hh"].get())
         times[recurrence] = [_median_ms(_cupy_ms, run, repeats, warmup) * 1000 / steps for run in (forward, training)]
+        # After the timed runs: stepwise, these replay the captured loops (runtime/replay.py).
+        outputs[recurrence] = (forward().get(), training()["dW_hh"].get())
         precision = tolerance_key(storage, layer.kernels.plan.mma_type)
         from_batch = layer.kernels.plan.stepwise_from_batch
     report = []
