@@ -118,9 +118,10 @@ _FMA_ROWS_AT_ONCE = 4
 # an mbarrier per staged buffer in the receiving block: two of 8 bytes, last in shared memory.
 _EXCHANGE_BARRIER_BYTES = 16
 # The stepwise recurrence (_stepwise_from_batch) from this much work a step, batch x H^2,
-# by element bytes (and TF32), and from this many rows at least. Measured on the H200
-# (bench/NOTES.md v8).
-_STEPWISE_WORK = {8: 4 * 2**20, 4: 12 * 2**20, "tf32": 12 * 2**20, 2: 48 * 2**20}
+# by element bytes, and from this many rows at least: where python -m lstmgen.bench.crossover
+# measured it faster than the persistent kernels on the H200 (bench/NOTES.md v8), e.g. from
+# B = 128 at H = 512 and B = 32 at H = 1024 (float64: B = 64 at H = 256).
+_STEPWISE_WORK = {8: 4 * 2**20, 4: 32 * 2**20, 2: 32 * 2**20}
 _STEPWISE_MIN_BATCH = 32
 # As the FMA path: a warp runs the chunk's n tiles one after another, so more rows cost no
 # registers, only (unit, row) pairs per thread in the epilogue.
@@ -385,11 +386,11 @@ def _stepwise_from_batch(spec: LSTMSpec) -> int:
     work, batch x H^2 multiply-adds per gate, past what the persistent kernels do faster, and
     enough rows that cuBLAS's tiles fill the GPU. Below that, the persistent kernels' W_hh
     on chip and their single launch win; above it, their blocks each read all of h_{t-1} from
-    L2 and run products tiled for few rows, while cuBLAS tiles the whole batch (and runs
-    float64 on DMMA). The two launches a step cost the stepwise recurrence several
-    microseconds of CPU time, hidden only behind steps at least that long."""
-    key = "tf32" if spec.allow_tf32 else DTYPES[spec.dtype]["bytes"]
-    return max(_STEPWISE_MIN_BATCH, -(-_STEPWISE_WORK[key] // spec.hidden_size ** 2))
+    L2 and run products tiled for few rows, while cuBLAS tiles the whole batch. The two
+    launches a step cost about 17 us of CPU time, which only a replayed CUDA graph of the
+    loop hides (runtime/replay.py): the thresholds are where it is replayed."""
+    work = _STEPWISE_WORK[DTYPES[spec.dtype]["bytes"]]
+    return max(_STEPWISE_MIN_BATCH, -(-work // spec.hidden_size ** 2))
 
 
 def _arch_number(target: Target) -> int:

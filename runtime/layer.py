@@ -33,8 +33,9 @@ from lstmgen.runtime.validate import check_array
 _FORWARD_ADVICE = ("lower the batch size or the sequence length, or run with training=False, "
                    "which keeps no backward cache")
 _BACKWARD_ADVICE = "lower the batch size or the sequence length"
-# How a layer runs its recurrence: "auto" by the batch (Plan.stepwise_from_batch), or always
-# the persistent kernels, or always stepwise (a cuBLAS GEMM and a cell kernel a step).
+# How a layer runs its recurrence: "auto" by the batch (Plan.stepwise_from_batch; stepwise only
+# where the call replays a captured loop), or always the persistent kernels, or always
+# stepwise (a cuBLAS GEMM and a cell kernel a step).
 RECURRENCES = ("auto", "persistent", "stepwise")
 
 
@@ -196,10 +197,10 @@ class Layer:
 
         # The running cell state is kept in the accumulation type (float32 for 16-bit storage).
         cell = c_last if self._accumulates_in_storage() else self._state_buffer(batch, "the cell state", _FORWARD_ADVICE)
-        if self._runs_stepwise(batch):
-            stepwise.forward(spec, self.params["W_hh"], gx, h0, c0, h_buf, h_last, c_last, cell, training, c_seq,
-                             _FORWARD_ADVICE)
-        else:
+        ran_stepwise = self._may_run_stepwise(batch) and stepwise.forward(
+            spec, self.params["W_hh"], gx, h0, c0, h_buf, h_last, c_last, cell, training, c_seq, _FORWARD_ADVICE,
+            replays_only=self.recurrence == "auto")
+        if not ran_stepwise:
             self._launch(self.kernels.forward, (
                 _pointer(gx), _pointer(self.params["W_hh"]), _pointer(h0), _pointer(c0),
                 _pointer(h_buf), np.int32(h_buf.shape[0]), _pointer(h_last), _pointer(c_last), _pointer(cell),
@@ -255,7 +256,9 @@ class Layer:
     def _state_buffer(self, batch: int, what: str, advice: str):
         return new_buffer((batch, self.spec.hidden_size), DTYPES[self.spec.dtype]["accumulate_dtype"], what, advice)
 
-    def _runs_stepwise(self, batch: int) -> bool:
+    def _may_run_stepwise(self, batch: int) -> bool:
+        """Forced, or "auto" at a batch where the stepwise recurrence is faster when replayed
+        (which "auto" then asks of it: a first call on new buffers runs the persistent kernels)."""
         if self.recurrence == "auto":
             from_batch = self.kernels.plan.stepwise_from_batch
             return bool(from_batch) and batch >= from_batch
@@ -309,10 +312,10 @@ class Layer:
         dh0 = self._buffer((batch, hidden), "dh0", _BACKWARD_ADVICE)
         dc0 = self._buffer((batch, hidden), "dc0", _BACKWARD_ADVICE)
         d_cell = dc0 if self._accumulates_in_storage() else self._state_buffer(batch, "dL/dc", _BACKWARD_ADVICE)
-        if self._runs_stepwise(batch):
-            stepwise.backward(spec, self.params["W_hh"], gates, cache["c_seq"], cache["c0"], dy, dh_T, dc_T,
-                              dh0, dc0, d_cell, _BACKWARD_ADVICE)
-        else:
+        ran_stepwise = self._may_run_stepwise(batch) and stepwise.backward(
+            spec, self.params["W_hh"], gates, cache["c_seq"], cache["c0"], dy, dh_T, dc_T, dh0, dc0, d_cell,
+            _BACKWARD_ADVICE, replays_only=self.recurrence == "auto")
+        if not ran_stepwise:
             self._backward_recurrence(gates, cache, dy, dh_T, dc_T, dh0, dc0, d_cell, steps, batch)
 
         d_gates = gates.reshape(steps * batch, 4 * hidden)

@@ -4,9 +4,10 @@ A loop that issues thousands of small launches from Python spends more time on t
 its kernels take on the GPU. Captured once as a CUDA graph (CuPy's stream capture), it runs
 again with one launch. A graph bakes in every argument of every launch, device addresses
 included, so it is keyed by all of them: a call whose key was seen before is captured on the
-second sighting and replayed from the third. Fixed shapes in a loop, such as a training loop,
-get the same buffers from CuPy's pool call after call; any other call runs its launches
-directly, as the first sighting does.
+second sighting and replayed from then on. A loop over fixed shapes that lets go of each
+call's arrays before the next gets the same buffers from CuPy's pool call after call; a
+first sighting runs its launches directly, or not at all where the caller has a faster way
+for calls that are not replayed (Layer's "auto" recurrence).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ _seen: OrderedDict = OrderedDict()
 _graphs: OrderedDict = OrderedDict()
 
 
-def run(key: tuple, prepare, issue) -> None:
-    """Issue the launches of `issue(stream)` on the current stream, or replay their graph.
+def run(key: tuple, prepare, issue, replays_only: bool = False) -> bool:
+    """Issue the launches of `issue(stream)` on the current stream, or replay their graph;
+    with `replays_only`, a key seen for the first time is only remembered. Returns whether
+    the launches ran.
 
     `key` must hold everything the launches depend on except the contents of device memory.
     `prepare(stream)` runs first, outside any capture: CuPy refuses to bind its cuBLAS handle
@@ -34,13 +37,16 @@ def run(key: tuple, prepare, issue) -> None:
     if graph is None and key in _seen:
         graph = _capture(prepare, issue)
         _remember(_graphs, key, graph)
-    if graph is None:
-        _remember(_seen, key, True)
-        prepare(stream)
-        issue(stream)
-    else:
+    if graph is not None:
         _graphs.move_to_end(key)
         graph.launch(stream=stream)
+        return True
+    _remember(_seen, key, True)
+    if replays_only:
+        return False
+    prepare(stream)
+    issue(stream)
+    return True
 
 
 def _capture(prepare, issue):

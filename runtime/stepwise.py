@@ -6,7 +6,8 @@ At large batches the persistent kernels' step is bound by every block reading al
 from L2 and by products tiled for few rows; cuBLAS tiles [B, H] x [H, 4H] for the whole GPU
 (float64 on DMMA). Its price is two launches a step, whose CPU time (about 17 us a step on
 the H200) would be longer than the step itself: a loop called again on the same buffers is
-replayed as a CUDA graph (runtime/replay.py). The GEMMs' products are in the accumulation
+replayed as a CUDA graph (runtime/replay.py), and a layer left to choose ("auto") runs the
+stepwise recurrence only then. The GEMMs' products are in the accumulation
 type, as the persistent kernels' are; TF32 only where the spec allows it.
 
 cuBLAS is column-major: a row-major [rows, cols] matrix is its column-major transpose, so
@@ -116,8 +117,10 @@ def _address(array) -> int | None:
 
 
 def forward(spec: LSTMSpec, w_hh, gx, h0, c0, h_buf, h_last, c_last, cell, training: bool, c_cache,
-            advice: str) -> None:
-    """Every step of the forward recurrence, into the buffers the persistent kernel fills."""
+            advice: str, replays_only: bool = False) -> bool:
+    """Every step of the forward recurrence, into the buffers the persistent kernel fills;
+    with `replays_only`, only where the loop is replayed (runtime/replay.py). Returns
+    whether it ran."""
     import cupy
 
     steps, batch = gx.shape[:2]
@@ -145,12 +148,16 @@ def forward(spec: LSTMSpec, w_hh, gx, h0, c0, h_buf, h_last, c_last, cell, train
             step.value = t
             cell_step(stream)
 
-    replay.run(("forward", *cell_step.key, w_hh.data.ptr, _address(h0), recurrent.data.ptr), gemm.bind, issue)
+    ran = replay.run(("forward", *cell_step.key, w_hh.data.ptr, _address(h0), recurrent.data.ptr), gemm.bind,
+                     issue, replays_only)
     gemm.bind(cupy.cuda.get_current_stream())  # a capture left the handle on its own stream
+    return ran
 
 
-def backward(spec: LSTMSpec, w_hh, gates, c_seq, c0, dy, dh_T, dc_T, dh0, dc0, d_cell, advice: str) -> None:
-    """Every step of the backward recurrence: dG over the gates, dh0, dc0."""
+def backward(spec: LSTMSpec, w_hh, gates, c_seq, c0, dy, dh_T, dc_T, dh0, dc0, d_cell, advice: str,
+             replays_only: bool = False) -> bool:
+    """Every step of the backward recurrence: dG over the gates, dh0, dc0; `replays_only`
+    and the result as forward's."""
     import cupy
 
     steps, batch = gates.shape[:2]
@@ -174,5 +181,7 @@ def backward(spec: LSTMSpec, w_hh, gates, c_seq, c0, dy, dh_T, dc_T, dh0, dc0, d
             gemm(False, hidden, batch, 4 * hidden, w_hh.data.ptr, hidden, gates.data.ptr + t * gate_bytes,
                  4 * hidden, out.data.ptr, hidden, out_type)
 
-    replay.run(("backward", *cell_step.key, w_hh.data.ptr, recurrent.data.ptr, dh0.data.ptr), gemm.bind, issue)
+    ran = replay.run(("backward", *cell_step.key, w_hh.data.ptr, recurrent.data.ptr, dh0.data.ptr), gemm.bind,
+                     issue, replays_only)
     gemm.bind(cupy.cuda.get_current_stream())  # a capture left the handle on its own stream
+    return ran

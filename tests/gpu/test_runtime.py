@@ -202,20 +202,28 @@ def test_either_recurrence_backpropagates_the_others_forward(forward_by, backwar
         assert not report, "\n".join(report)
 
 
-def test_auto_recurrence_goes_stepwise_at_the_planned_batch(monkeypatch):
-    from lstmgen.runtime import stepwise
+def test_auto_recurrence_goes_stepwise_at_the_planned_batch_when_the_loop_replays(monkeypatch):
+    # "auto" runs the stepwise recurrence from Plan.stepwise_from_batch, and there only for
+    # calls that replay a captured loop: a call on new buffers runs the persistent kernels.
+    from collections import OrderedDict
 
+    from lstmgen.runtime import replay
+
+    ran = []
+    run = replay.run
+    monkeypatch.setattr(replay, "run", lambda *args, **kwargs: ran.append(run(*args, **kwargs)) or ran[-1])
+    monkeypatch.setattr(replay, "_seen", OrderedDict())
+    monkeypatch.setattr(replay, "_graphs", OrderedDict())
     spec = LSTMSpec(input_size=8, hidden_size=512, dtype="float64")
     from_batch = load_kernels(spec).plan.stepwise_from_batch
-    calls = []
-    for name in ("forward", "backward"):
-        run = getattr(stepwise, name)
-        monkeypatch.setattr(stepwise, name, lambda *args, run=run, name=name, **kwargs: calls.append(name) or run(*args, **kwargs))
     layer = Layer(spec, seed=25)
     report = check_layer(layer, Problem(3, from_batch - 1, True, True, seed=26))
-    assert not report and calls == [], "\n".join(report)
-    report = check_layer(layer, Problem(3, from_batch, True, True, seed=26))
-    assert not report and calls == ["forward", "backward"], "\n".join(report)
+    assert not report and ran == [], "\n".join(report)
+    for _ in range(3):
+        report = check_layer(layer, Problem(3, from_batch, True, True, seed=26))
+        assert not report, "\n".join(report)
+    # Forward and backward each: persistent on new buffers, then captured, then replayed.
+    assert ran == [False, False, True, True, True, True] and len(replay._graphs) == 2
 
 
 @pytest.mark.parametrize("dtype, hidden, steps, initial_state", [
@@ -532,13 +540,17 @@ def test_repeated_stepwise_calls_replay_one_captured_graph_each_way(monkeypatch,
         y, (h, c) = layer.forward(x, h0, c0)
         grads = layer.backward(dy)
         runs.append([y.get(), h.get(), c.get(), *(g.get() for g in grads.values())])
+        # Nothing of this call outlives it, so the next one gets the same buffers from CuPy's pool.
+        del y, h, c, grads
     assert len(captured) == 2, "the forward and the backward loop should each be captured once"
     for later in runs[1:]:
         for a, b in zip(runs[0], later):
             assert np.array_equal(a, b)
     persistent = Layer(spec, seed=27, recurrence="persistent")
     y, (h, c) = persistent.forward(x, h0, c0)
-    expected = [y.get(), h.get(), c.get(), *(g.get() for g in persistent.backward(dy).values())]
-    for name, actual, wanted in zip(["y", "h_T", "c_T", *grads], runs[-1], expected):
+    persistent_grads = persistent.backward(dy)
+    expected = [y.get(), h.get(), c.get(), *(g.get() for g in persistent_grads.values())]
+    names = ["y", "h_T", "c_T", *persistent_grads]
+    for name, actual, wanted in zip(names, runs[-1], expected):
         report = mismatches(name, actual, wanted, dtype)
         assert not report, "\n".join(report)
