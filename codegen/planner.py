@@ -123,6 +123,9 @@ _EXCHANGE_BARRIER_BYTES = 16
 # B = 128 at H = 512 and B = 32 at H = 1024 (float64: B = 64 at H = 256).
 _STEPWISE_WORK = {8: 4 * 2**20, 4: 32 * 2**20, 2: 32 * 2**20}
 _STEPWISE_MIN_BATCH = 32
+# Below this H the batch-sliced clusters hold W_hh on chip at any batch, and the crossover
+# was not measured: the persistent kernels only.
+_STEPWISE_MIN_HIDDEN = 256
 # As the FMA path: a warp runs the chunk's n tiles one after another, so more rows cost no
 # registers, only (unit, row) pairs per thread in the epilogue.
 _MMA_MAX_CHUNK_ROWS = _MAX_CHUNK_ROWS
@@ -389,6 +392,8 @@ def _stepwise_from_batch(spec: LSTMSpec) -> int:
     L2 and run products tiled for few rows, while cuBLAS tiles the whole batch. The two
     launches a step cost about 17 us of CPU time, which only a replayed CUDA graph of the
     loop hides (runtime/replay.py): the thresholds are where it is replayed."""
+    if spec.hidden_size < _STEPWISE_MIN_HIDDEN:
+        return 0
     work = _STEPWISE_WORK[DTYPES[spec.dtype]["bytes"]]
     return max(_STEPWISE_MIN_BATCH, -(-work // spec.hidden_size ** 2))
 

@@ -10,13 +10,14 @@
 // with one grid barrier per step, after which every block can read all of h_t (where the
 // kernel is batch-sliced, the barrier of the block or cluster that owns every unit of its rows).
 #include <cooperative_groups.h>
-namespace cg = cooperative_groups;
 
 typedef float storage_t;     // element type of every tensor in memory
 typedef float acc_t;      // dot products and cell state
 
 #define HIDDEN 128
 #define GATES (4 * HIDDEN)
+
+namespace cg = cooperative_groups;
 #define UNITS_PER_BLOCK 16
 #define WARPS 8
 #define THREADS (WARPS * 32)

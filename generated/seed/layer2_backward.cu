@@ -11,13 +11,14 @@
 // lanes of a warp read consecutive r.
 // dx, dW_ih, dW_hh and the bias gradients are GEMMs and a reduction over dG after this launch.
 #include <cooperative_groups.h>
-namespace cg = cooperative_groups;
 
 typedef float storage_t;     // element type of every tensor in memory
 typedef float acc_t;      // dot products and cell state
 
 #define HIDDEN 1
 #define GATES (4 * HIDDEN)
+
+namespace cg = cooperative_groups;
 #define UNITS_PER_BLOCK 1
 #define WARPS 8
 #define THREADS (WARPS * 32)
