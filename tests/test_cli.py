@@ -18,7 +18,7 @@ def test_generate_writes_the_golden_files(tmp_path, capsys):
     assert main(["generate", SEED, "-o", str(tmp_path)]) == 0
     golden = sorted((ROOT / "generated" / "seed").glob("*.cu"))
     assert [p.name for p in golden] == sorted(p.name for p in (tmp_path / "seed").iterdir())
-    assert len(golden) == 4
+    assert len(golden) == 6  # 2 layers: forward, backward, cell
     for path in golden:
         assert (tmp_path / "seed" / path.name).read_text() == path.read_text()
     assert f"wrote {tmp_path / 'seed' / 'layer2_backward.cu'}" in capsys.readouterr().out
@@ -38,7 +38,7 @@ def test_compile_reports_each_kernel(capsys):
     pytest.importorskip("cupy")
     assert main(["compile", SEED]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 4
+    assert len(out) == 6  # 2 layers: forward, backward, cell
     assert out[0].startswith(f"{SEED}: layer 1 forward: ") and "bytes of sm_90 code" in out[0]
 
 
@@ -48,7 +48,7 @@ def test_demo_without_gpu_generates_compiles_and_says_why_it_stops(tmp_path, cap
     assert main(["demo", SEED, "-o", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "2. compile with NVRTC for sm_90 (no GPU needed):" in out
-    assert out.count("bytes of sm_90 code") == 4
+    assert out.count("bytes of sm_90 code") == 6
     assert "3. verify and run: skipped, they need a CUDA GPU. no CUDA GPU is usable" in out
     assert (tmp_path / "seed" / "layer1_forward.cu").exists()
 
