@@ -117,15 +117,17 @@ _FMA_ROWS_AT_ONCE = 4
 # A cluster's blocks send each other the staged rows by st.async, which counts the bytes on
 # an mbarrier per staged buffer in the receiving block: two of 8 bytes, last in shared memory.
 _EXCHANGE_BARRIER_BYTES = 16
-# The stepwise recurrence (_stepwise_from_batch) from this much work a step, batch x H^2,
-# by element bytes, and from this many rows at least: where python -m lstmgen.bench.crossover
-# measured it faster than the persistent kernels on the H200 (bench/NOTES.md v8), e.g. from
-# B = 128 at H = 512 and B = 32 at H = 1024 (float64: B = 64 at H = 256).
-_STEPWISE_WORK = {8: 4 * 2**20, 4: 32 * 2**20, 2: 32 * 2**20}
+# The stepwise recurrence (_stepwise_from_batch) where python -m lstmgen.bench.crossover
+# measured it faster than the persistent kernels on the H200 (bench/NOTES.md v8): float64
+# from batch x H^2 = 4M (B = 64 at H = 256, 32 from H = 512), the other dtypes from
+# batch x H = 64K and H = 512 (B = 128 at H = 512, 64 at H = 1024; at H = 256 the
+# clusters keep W_hh on chip, and at B = 256 the two kinds tie in float32 and the
+# persistent kernels win in 16 bits). At least 32 rows: fewer leave cuBLAS's tiles idle.
+_STEPWISE_FLOAT64_WORK = 4 * 2**20
+_STEPWISE_FLOAT64_MIN_HIDDEN = 256
+_STEPWISE_ROW_UNITS = 64 * 1024
+_STEPWISE_MIN_HIDDEN = 512
 _STEPWISE_MIN_BATCH = 32
-# Below this H the batch-sliced clusters hold W_hh on chip at any batch, and the crossover
-# was not measured: the persistent kernels only.
-_STEPWISE_MIN_HIDDEN = 256
 # As the FMA path: a warp runs the chunk's n tiles one after another, so more rows cost no
 # registers, only (unit, row) pairs per thread in the epilogue.
 _MMA_MAX_CHUNK_ROWS = _MAX_CHUNK_ROWS
@@ -385,17 +387,19 @@ def _staged_plan(spec: LSTMSpec, layout: dict, steps: tuple[Step, Step], cluster
 
 
 def _stepwise_from_batch(spec: LSTMSpec) -> int:
-    """The smallest batch that runs the stepwise recurrence (runtime/stepwise.py): a step's
-    work, batch x H^2 multiply-adds per gate, past what the persistent kernels do faster, and
-    enough rows that cuBLAS's tiles fill the GPU. Below that, the persistent kernels' W_hh
+    """The smallest batch that runs the stepwise recurrence (runtime/stepwise.py), 0 for
+    none: past where the persistent kernels are faster, and enough rows that cuBLAS's tiles
+    fill the GPU. Below that, the persistent kernels' W_hh
     on chip and their single launch win; above it, their blocks each read all of h_{t-1} from
     L2 and run products tiled for few rows, while cuBLAS tiles the whole batch. The two
     launches a step cost about 17 us of CPU time, which only a replayed CUDA graph of the
     loop hides (runtime/replay.py): the thresholds are where it is replayed."""
-    if spec.hidden_size < _STEPWISE_MIN_HIDDEN:
-        return 0
-    work = _STEPWISE_WORK[DTYPES[spec.dtype]["bytes"]]
-    return max(_STEPWISE_MIN_BATCH, -(-work // spec.hidden_size ** 2))
+    hidden = spec.hidden_size
+    if DTYPES[spec.dtype]["bytes"] == 8:
+        rows = -(-_STEPWISE_FLOAT64_WORK // hidden ** 2) if hidden >= _STEPWISE_FLOAT64_MIN_HIDDEN else 0
+    else:
+        rows = -(-_STEPWISE_ROW_UNITS // hidden) if hidden >= _STEPWISE_MIN_HIDDEN else 0
+    return rows and max(_STEPWISE_MIN_BATCH, rows)
 
 
 def _arch_number(target: Target) -> int:
