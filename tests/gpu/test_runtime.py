@@ -519,41 +519,21 @@ def test_initialisation_is_torch_uniform_and_seeded():
 @pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
 def test_repeated_stepwise_calls_replay_one_captured_graph_each_way(monkeypatch, dtype):
     # The stepwise loops are captured as CUDA graphs on their second call with the same
-    # buffers and replayed from the third (runtime/replay.py); replays must give the bits
-    # that direct launches give.
+    # buffers and replayed after (runtime/replay.py): the replays must match the reference.
+    # check_layer lets go of every array before it returns, so each call gets the buffers
+    # of the one before from CuPy's pool (a loop that keeps earlier outputs alive may not).
     from collections import OrderedDict
 
     from lstmgen.runtime import replay
 
-    captured, replayed = [], []
-    capture, run = replay._capture, replay.run
-    monkeypatch.setattr(replay, "_capture", lambda prepare, issue: captured.append(issue) or capture(prepare, issue))
+    replayed = []
+    run = replay.run
     monkeypatch.setattr(replay, "run", lambda key, *args: replayed.append(key in replay._graphs) or run(key, *args))
     monkeypatch.setattr(replay, "_seen", OrderedDict())
     monkeypatch.setattr(replay, "_graphs", OrderedDict())
-    spec = LSTMSpec(input_size=7, hidden_size=130, dtype=dtype)
-    layer = Layer(spec, seed=27, recurrence="stepwise")
-    rng = np.random.default_rng(28)
-    x, h0, c0 = uniform(rng, 9, 40, 7, dtype=dtype), uniform(rng, 40, 130, dtype=dtype), uniform(rng, 40, 130, dtype=dtype)
-    dy = uniform(rng, 9, 40, 130, dtype=dtype)
-    runs = []
-    for _ in range(6):
-        y, (h, c) = layer.forward(x, h0, c0)
-        grads = layer.backward(dy)
-        runs.append([y.get(), h.get(), c.get(), *(g.get() for g in grads.values())])
-        # Nothing of this call outlives it, so later ones get these buffers again from CuPy's
-        # pool (measured: the same ones every call or every other call).
-        del y, h, c, grads
-    assert 2 <= len(captured) == len(replay._graphs), "each repeated loop is captured once"
-    assert sum(replayed) >= 2, "the last calls should replay the captured loops"
-    for later in runs[1:]:
-        for a, b in zip(runs[0], later):
-            assert np.array_equal(a, b)
-    persistent = Layer(spec, seed=27, recurrence="persistent")
-    y, (h, c) = persistent.forward(x, h0, c0)
-    persistent_grads = persistent.backward(dy)
-    expected = [y.get(), h.get(), c.get(), *(g.get() for g in persistent_grads.values())]
-    names = ["y", "h_T", "c_T", *persistent_grads]
-    for name, actual, wanted in zip(names, runs[-1], expected):
-        report = mismatches(name, actual, wanted, dtype)
+    layer = Layer(LSTMSpec(input_size=7, hidden_size=130, dtype=dtype), seed=27, recurrence="stepwise")
+    for _ in range(4):
+        report = check_layer(layer, Problem(9, 40, True, True, seed=28))
         assert not report, "\n".join(report)
+    # Forward and backward each: launched, captured, then replayed twice.
+    assert replayed == [False] * 4 + [True] * 4 and len(replay._graphs) == 2
