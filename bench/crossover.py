@@ -1,5 +1,5 @@
 """python -m lstmgen.bench.crossover: where the stepwise recurrence overtakes the persistent
-kernels, which is what places Plan.stepwise_from_batch (codegen/planner.py _STEPWISE_WORK).
+kernels, which is what places Plan.stepwise_from_batch (codegen/planner.py _stepwise_from_batch).
 
 For each dtype, H and B it times our layer both ways on the same weights and inputs (and
 checks that they agree), forward-only and training step, and prints us per step, the
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lstmgen.bench.measure import _cupy_ms, _median_ms
+from lstmgen.bench.measure import cupy_ms, median_ms
 
 
 def _times(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmup: int) -> dict:
@@ -40,7 +40,7 @@ def _times(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmup
             layer.forward(x, training=True)
             return layer.backward(dy)
 
-        times[recurrence] = [_median_ms(_cupy_ms, run, repeats, warmup) * 1000 / steps for run in (forward, training)]
+        times[recurrence] = [median_ms(cupy_ms, run, repeats, warmup) * 1000 / steps for run in (forward, training)]
         # After the timed runs: stepwise, these replay the captured loops (runtime/replay.py).
         outputs[recurrence] = (forward().get(), training()["dW_hh"].get())
         precision = tolerance_key(storage, layer.kernels.plan.mma_type)

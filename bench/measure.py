@@ -16,7 +16,7 @@ from lstmgen.compare import mismatches, tolerance_key
 from lstmgen.dtypes import numpy_dtype
 
 
-def _cupy_ms(run) -> float:
+def cupy_ms(run) -> float:
     import cupy
 
     start, stop = cupy.cuda.Event(), cupy.cuda.Event()
@@ -38,7 +38,7 @@ def _torch_ms(run) -> float:
     return start.elapsed_time(stop)
 
 
-def _median_ms(timer, run, repeats: int, warmup: int) -> float:
+def median_ms(timer, run, repeats: int, warmup: int) -> float:
     for _ in range(warmup):
         run()
     return statistics.median(timer(run) for _ in range(repeats))
@@ -118,8 +118,8 @@ def measure(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmu
         notes.append(f"cuDNN: no kernel ({str(error).splitlines()[0][:60]})")
     else:
         cudnn = {
-            "forward": (_median_ms(_torch_ms, cudnn_forward, repeats, warmup), _cudnn_peak_bytes(cudnn_forward)),
-            "training": (_median_ms(_torch_ms, cudnn_training, repeats, warmup), _cudnn_peak_bytes(cudnn_training)),
+            "forward": (median_ms(_torch_ms, cudnn_forward, repeats, warmup), _cudnn_peak_bytes(cudnn_forward)),
+            "training": (median_ms(_torch_ms, cudnn_training, repeats, warmup), _cudnn_peak_bytes(cudnn_training)),
         }
 
     ours = {}
@@ -149,8 +149,8 @@ def measure(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmu
             if report:
                 raise AssertionError(f"{dtype} H={hidden} B={batch}: lstmgen and cuDNN disagree\n" + "\n".join(report))
         ours = {
-            "forward": (_median_ms(_cupy_ms, ours_forward, repeats, warmup), _ours_peak_bytes(ours_forward)),
-            "training": (_median_ms(_cupy_ms, ours_training, repeats, warmup), _ours_peak_bytes(ours_training)),
+            "forward": (median_ms(cupy_ms, ours_forward, repeats, warmup), _ours_peak_bytes(ours_forward)),
+            "training": (median_ms(cupy_ms, ours_training, repeats, warmup), _ours_peak_bytes(ours_training)),
         }
 
     cells = []

@@ -121,7 +121,7 @@ _EXCHANGE_BARRIER_BYTES = 16
 # measured it faster than the persistent kernels on the H200 (bench/NOTES.md v8): float64
 # from batch x H^2 = 4M (B = 64 at H = 256, 32 from H = 512), the other dtypes from
 # batch x H = 64K and H = 512 (B = 128 at H = 512, 64 at H = 1024; at H = 256 the
-# clusters keep W_hh on chip, and at B = 256 the two kinds tie in float32 and the
+# clusters keep W_hh on chip: at B = 256 the two kinds tie there in float32, and the
 # persistent kernels win in 16 bits). At least 32 rows: fewer leave cuBLAS's tiles idle.
 _STEPWISE_FLOAT64_WORK = 4 * 2**20
 _STEPWISE_FLOAT64_MIN_HIDDEN = 256
@@ -389,11 +389,11 @@ def _staged_plan(spec: LSTMSpec, layout: dict, steps: tuple[Step, Step], cluster
 def _stepwise_from_batch(spec: LSTMSpec) -> int:
     """The smallest batch that runs the stepwise recurrence (runtime/stepwise.py), 0 for
     none: past where the persistent kernels are faster, and enough rows that cuBLAS's tiles
-    fill the GPU. Below that, the persistent kernels' W_hh
-    on chip and their single launch win; above it, their blocks each read all of h_{t-1} from
-    L2 and run products tiled for few rows, while cuBLAS tiles the whole batch. The two
-    launches a step cost about 17 us of CPU time, which only a replayed CUDA graph of the
-    loop hides (runtime/replay.py): the thresholds are where it is replayed."""
+    fill the GPU. Below that, the persistent kernels' W_hh on chip and their single launch
+    win; above it, their blocks each read all of h_{t-1} from L2 and run products tiled for
+    few rows, while cuBLAS tiles the whole batch. The two launches a step cost about 17 us of
+    CPU time, which only a replayed CUDA graph of the loop hides (runtime/replay.py): the
+    thresholds are where it is replayed."""
     hidden = spec.hidden_size
     if DTYPES[spec.dtype]["bytes"] == 8:
         rows = -(-_STEPWISE_FLOAT64_WORK // hidden ** 2) if hidden >= _STEPWISE_FLOAT64_MIN_HIDDEN else 0

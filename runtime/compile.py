@@ -176,8 +176,9 @@ def _load_cells(spec: LSTMSpec, device_id: int) -> CellKernels:
 
 
 def load_cell_kernels(spec: LSTMSpec) -> CellKernels:
-    """Compiled cell kernels of `spec` for the current device, compiled when a layer first runs
-    the stepwise recurrence, at most once per process."""
+    """Compiled cell kernels of `spec` for the current device, compiled when a layer first
+    considers the stepwise recurrence (at its planned batch, or forced), at most once per
+    process."""
     return _load_cells(spec, require_gpu())
 
 

@@ -414,7 +414,7 @@ def test_stepwise_recurrence_from_a_batch_that_shrinks_as_h_grows(spec, larger_b
     plan = plan_layer(spec, SM90_H200)
     wider = plan_layer(LSTMSpec(spec.input_size, spec.hidden_size + larger_by, spec.dtype, allow_tf32=spec.allow_tf32),
                        SM90_H200)
-    rows = [step.stepwise_from_batch or float("inf") for step in (plan, wider)]
+    rows = [planned.stepwise_from_batch or float("inf") for planned in (plan, wider)]
     assert (plan.stepwise_from_batch == 0) == (spec.hidden_size < (256 if spec.dtype == "float64" else 512))
     assert 32 <= rows[1] <= rows[0]
     if plan.stepwise_from_batch:
