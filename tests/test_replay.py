@@ -1,0 +1,95 @@
+"""CPU tests of runtime/replay.py's bookkeeping: when a loop of launches is issued directly,
+captured as a CUDA graph, or replayed. CuPy's streams and graphs are stood in for by fakes
+that record what happens; the GPU tier runs the real ones (tests/gpu/test_runtime.py)."""
+
+from collections import OrderedDict
+
+import pytest
+
+cupy = pytest.importorskip("cupy")
+
+from lstmgen.runtime import replay  # noqa: E402
+
+
+class FakeGraph:
+    def __init__(self, captured: list):
+        self.captured = captured
+        self.launched_on = []
+
+    def launch(self, stream):
+        self.launched_on.append(stream)
+
+
+class FakeStream:
+    """A stream: launches issued while it captures are recorded, not run."""
+
+    def __init__(self, non_blocking: bool = False):
+        self.capturing, self.captured = False, None
+
+    def begin_capture(self):
+        self.capturing, self.captured = True, []
+
+    def end_capture(self):
+        self.capturing = False
+        return FakeGraph(self.captured)
+
+
+@pytest.fixture
+def current(monkeypatch):
+    """The caller's stream, with empty caches."""
+    stream = FakeStream()
+    monkeypatch.setattr(cupy.cuda, "get_current_stream", lambda: stream)
+    monkeypatch.setattr(cupy.cuda, "Stream", FakeStream)
+    monkeypatch.setattr(replay, "_seen", OrderedDict())
+    monkeypatch.setattr(replay, "_graphs", OrderedDict())
+    return stream
+
+
+class Loop:
+    """A loop of launches: what it issued directly, and on which stream each prepare ran."""
+
+    def __init__(self):
+        self.issued_on, self.prepared = [], []
+
+    def prepare(self, stream):
+        self.prepared.append((stream, stream.capturing))
+
+    def issue(self, stream):
+        if stream.capturing:
+            stream.captured.append("step")
+        else:
+            self.issued_on.append(stream)
+
+
+def test_a_loop_runs_directly_then_is_captured_then_replayed(current):
+    loop = Loop()
+    assert replay.run(("key",), loop.prepare, loop.issue)
+    assert loop.issued_on == [current] and not replay._graphs
+    assert replay.run(("key",), loop.prepare, loop.issue)
+    graph = replay._graphs[("key",)]
+    assert graph.captured == ["step"] and graph.launched_on == [current]
+    assert replay.run(("key",), loop.prepare, loop.issue)
+    assert graph.launched_on == [current, current] and loop.issued_on == [current]
+    # prepare ran before the direct launches and before the capture, never during one.
+    assert [capturing for _, capturing in loop.prepared] == [False, False]
+    assert loop.prepared[0][0] is current and loop.prepared[1][0] is not current
+
+
+def test_replays_only_issues_nothing_on_a_first_sighting(current):
+    loop = Loop()
+    assert not replay.run(("key",), loop.prepare, loop.issue, replays_only=True)
+    assert loop.issued_on == [] and loop.prepared == []
+    assert replay.run(("key",), loop.prepare, loop.issue, replays_only=True)
+    assert replay._graphs[("key",)].launched_on == [current] and loop.issued_on == []
+
+
+def test_each_key_has_its_own_graph_and_the_oldest_are_forgotten(current):
+    loop = Loop()
+    keys = [("key", index) for index in range(replay._KEPT + 1)]
+    for key in keys:
+        replay.run(key, loop.prepare, loop.issue)
+        replay.run(key, loop.prepare, loop.issue)
+    assert list(replay._graphs) == keys[1:]
+    assert all(len(graph.launched_on) == 1 for graph in replay._graphs.values())
+    replay.run(keys[0], loop.prepare, loop.issue)  # seen long ago: forgotten, runs directly
+    assert len(loop.issued_on) == len(keys) + 1
