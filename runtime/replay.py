@@ -12,6 +12,7 @@ for calls that are not replayed (Layer's "auto" recurrence).
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 
 # Keys and graphs kept, most recent first: a few layers' forward and backward loops.
@@ -35,10 +36,10 @@ def run(key: tuple, prepare, issue, replays_only: bool = False) -> bool:
     stream = cupy.cuda.get_current_stream()
     graph = _graphs.get(key)
     if graph is None and key in _seen:
+        del _seen[key]  # captured now, or on a failure not tried again until seen twice more
         graph = _capture(prepare, issue)
-        _remember(_graphs, key, graph)
     if graph is not None:
-        _graphs.move_to_end(key)
+        _remember(_graphs, key, graph)
         graph.launch(stream=stream)
         return True
     _remember(_seen, key, True)
@@ -60,7 +61,10 @@ def _capture(prepare, issue):
     try:
         issue(capturing)
     except BaseException:
-        capturing.end_capture()  # the stream stops capturing; the partial graph is dropped
+        # The stream stops capturing and the partial graph is dropped; ending a capture that
+        # the failure invalidated raises too, which would hide the failure itself.
+        with contextlib.suppress(Exception):
+            capturing.end_capture()
         raise
     return capturing.end_capture()
 

@@ -25,7 +25,7 @@ import numpy as np
 from lstmgen.codegen import DTYPES, LSTMSpec
 from lstmgen.runtime import replay
 from lstmgen.runtime.buffers import new_buffer
-from lstmgen.runtime.compile import load_cell_kernels
+from lstmgen.runtime.compile import load_cell_kernels, load_kernels
 
 # cudaDataType_t (library_types.h) and cublasComputeType_t (cublas_api.h).
 _CUDA_TYPES = {"float16": 2, "bfloat16": 14, "float32": 0, "float64": 1}
@@ -41,7 +41,7 @@ def _gemm_ex():
     from cuda.pathfinder import load_nvidia_dynamic_lib
 
     loaded = load_nvidia_dynamic_lib("cublas")  # the library CuPy uses, already loaded
-    function = ctypes.CDLL(loaded.abs_path or "libcublas.so").cublasGemmEx
+    function = ctypes.CDLL(loaded.abs_path).cublasGemmEx
     pointer, value = ctypes.c_void_p, ctypes.c_int
     function.argtypes = [pointer, value, value, value, value, value, pointer, pointer, value, value, pointer, value,
                          value, pointer, pointer, value, value, value, value]
@@ -63,10 +63,13 @@ class _Gemms:
         accumulate = DTYPES[spec.dtype]["accumulate_dtype"]
         self.storage_type = _CUDA_TYPES[spec.dtype]
         self.accumulate_type = _CUDA_TYPES[accumulate]
+        # TF32 where the layer's persistent kernels use it too (allow_tf32, up to the width
+        # whose fragments fit): the layer's tolerances follow its plan.
+        tf32 = load_kernels(spec).plan.mma_type == "tf32"
         if accumulate == "float64":
             self.compute = _COMPUTE_64F
         else:
-            self.compute = _COMPUTE_32F_FAST_TF32 if spec.allow_tf32 else _COMPUTE_32F
+            self.compute = _COMPUTE_32F_FAST_TF32 if tf32 else _COMPUTE_32F
         # alpha = 1 and beta = 0 in the compute type, read from host memory during each call.
         self._scalars = np.array([1, 0], accumulate)
         self._alpha = self._scalars.ctypes.data
@@ -98,7 +101,7 @@ class _CellLaunches:
         self._grid = -(-batch * hidden // _CELL_THREADS)
         self._arguments = arguments  # alive as long as the addresses of their values are launched
         self._addresses = (ctypes.c_void_p * len(arguments))(*map(ctypes.addressof, arguments))
-        self.key = (self._function, *(argument.value for argument in arguments))
+        self.values = tuple(argument.value for argument in arguments)
 
     def __call__(self, stream) -> None:
         from cupy.cuda import driver
@@ -107,13 +110,24 @@ class _CellLaunches:
                             ctypes.addressof(self._addresses), 0)
 
 
-def _pointer(array) -> ctypes.c_uint64:
-    """A device address as a kernel argument (0 for an absent optional tensor)."""
-    return ctypes.c_uint64(0 if array is None else array.data.ptr)
-
-
 def _address(array) -> int | None:
     return None if array is None else array.data.ptr
+
+
+def _pointer(array) -> ctypes.c_uint64:
+    """A device address as a kernel argument (0 for an absent optional tensor)."""
+    return ctypes.c_uint64(_address(array) or 0)
+
+
+def _run(key: tuple, gemm: _Gemms, issue, replays_only: bool) -> bool:
+    """replay.run, with CuPy's cuBLAS handle back on the current stream afterwards: a capture
+    binds it to the capturing stream, which is gone once the capture ends."""
+    import cupy
+
+    try:
+        return replay.run(key, gemm.bind, issue, replays_only)
+    finally:
+        gemm.bind(cupy.cuda.get_current_stream())
 
 
 def forward(spec: LSTMSpec, w_hh, gx, h0, c0, h_buf, h_last, c_last, cell, training: bool, c_cache,
@@ -121,8 +135,6 @@ def forward(spec: LSTMSpec, w_hh, gx, h0, c0, h_buf, h_last, c_last, cell, train
     """Every step of the forward recurrence, into the buffers the persistent kernel fills;
     with `replays_only`, only where the loop is replayed (runtime/replay.py). Returns
     whether it ran."""
-    import cupy
-
     steps, batch = gx.shape[:2]
     hidden = spec.hidden_size
     gemm = _Gemms(spec)
@@ -148,18 +160,14 @@ def forward(spec: LSTMSpec, w_hh, gx, h0, c0, h_buf, h_last, c_last, cell, train
             step.value = t
             cell_step(stream)
 
-    ran = replay.run(("forward", *cell_step.key, w_hh.data.ptr, _address(h0), recurrent.data.ptr), gemm.bind,
-                     issue, replays_only)
-    gemm.bind(cupy.cuda.get_current_stream())  # a capture left the handle on its own stream
-    return ran
+    key = ("forward", spec, *cell_step.values, w_hh.data.ptr, _address(h0), recurrent.data.ptr)
+    return _run(key, gemm, issue, replays_only)
 
 
 def backward(spec: LSTMSpec, w_hh, gates, c_seq, c0, dy, dh_T, dc_T, dh0, dc0, d_cell, advice: str,
              replays_only: bool = False) -> bool:
     """Every step of the backward recurrence: dG over the gates, dh0, dc0; `replays_only`
     and the result as forward's."""
-    import cupy
-
     steps, batch = gates.shape[:2]
     hidden = spec.hidden_size
     gemm = _Gemms(spec)
@@ -181,7 +189,5 @@ def backward(spec: LSTMSpec, w_hh, gates, c_seq, c0, dy, dh_T, dc_T, dh0, dc0, d
             gemm(False, hidden, batch, 4 * hidden, w_hh.data.ptr, hidden, gates.data.ptr + t * gate_bytes,
                  4 * hidden, out.data.ptr, hidden, out_type)
 
-    ran = replay.run(("backward", *cell_step.key, w_hh.data.ptr, recurrent.data.ptr, dh0.data.ptr), gemm.bind,
-                     issue, replays_only)
-    gemm.bind(cupy.cuda.get_current_stream())  # a capture left the handle on its own stream
-    return ran
+    key = ("backward", spec, *cell_step.values, w_hh.data.ptr, recurrent.data.ptr, dh0.data.ptr)
+    return _run(key, gemm, issue, replays_only)

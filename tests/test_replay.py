@@ -93,3 +93,24 @@ def test_each_key_has_its_own_graph_and_the_oldest_are_forgotten(current):
     assert all(len(graph.launched_on) == 1 for graph in replay._graphs.values())
     replay.run(keys[0], loop.prepare, loop.issue)  # seen long ago: forgotten, runs directly
     assert len(loop.issued_on) == len(keys) + 1
+
+
+@pytest.mark.parametrize("ending_fails", [False, True])
+def test_a_failed_capture_raises_its_own_error_and_is_not_retried_at_once(current, monkeypatch, ending_fails):
+    # Ending a capture that the failure invalidated raises as well; the failure's error is
+    # the one the caller must see.
+    if ending_fails:
+        def end_capture(stream):
+            raise RuntimeError("capture invalidated")
+        monkeypatch.setattr(FakeStream, "end_capture", end_capture)
+
+    def failing(stream):
+        if stream.capturing:
+            raise ValueError("a launch failed")
+
+    loop = Loop()
+    replay.run(("key",), loop.prepare, failing)
+    with pytest.raises(ValueError, match="a launch failed"):
+        replay.run(("key",), loop.prepare, failing)
+    assert ("key",) not in replay._graphs
+    assert not replay.run(("key",), loop.prepare, failing, replays_only=True), "a first sighting again"

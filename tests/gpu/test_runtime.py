@@ -219,11 +219,14 @@ def test_auto_recurrence_goes_stepwise_at_the_planned_batch_when_the_loop_replay
     layer = Layer(spec, seed=25)
     report = check_layer(layer, Problem(3, from_batch - 1, True, True, seed=26))
     assert not report and ran == [], "\n".join(report)
-    for _ in range(3):
-        report = check_layer(layer, Problem(3, from_batch, True, True, seed=26))
+    # New data each call (a replay on an earlier call's inputs would fail), the same shapes.
+    for seed in range(5):
+        report = check_layer(layer, Problem(3, from_batch, True, True, seed=seed))
         assert not report, "\n".join(report)
-    # Forward and backward each: persistent on new buffers, then captured, then replayed.
-    assert ran == [False, False, True, True, True, True] and len(replay._graphs) == 2
+    # Forward and backward each, per set of buffers CuPy's pool hands out (measured: the
+    # same every call, or every other call): persistent on new buffers, then captured and
+    # replayed.
+    assert ran[:2] == [False, False] and ran[-2:] == [True, True] and len(replay._graphs) in (2, 4)
 
 
 @pytest.mark.parametrize("dtype, hidden, steps, initial_state", [
@@ -532,9 +535,39 @@ def test_repeated_stepwise_calls_replay_one_captured_graph_each_way(monkeypatch,
     monkeypatch.setattr(replay, "_seen", OrderedDict())
     monkeypatch.setattr(replay, "_graphs", OrderedDict())
     layer = Layer(LSTMSpec(input_size=7, hidden_size=130, dtype=dtype), seed=27, recurrence="stepwise")
-    for _ in range(8):
-        report = check_layer(layer, Problem(9, 40, True, True, seed=28))
+    # New data each call (a replay on an earlier call's inputs would fail), the same shapes.
+    for seed in range(8):
+        report = check_layer(layer, Problem(9, 40, True, True, seed=seed))
         assert not report, "\n".join(report)
     # Forward and backward each, per set of buffers: launched, captured, then replayed.
     assert replayed[:2] == [False, False] and replayed[-2:] == [True, True]
     assert len(replay._graphs) in (2, 4, 6)
+
+
+def test_inference_replays_of_the_stepwise_loop_match_the_persistent_kernels(monkeypatch):
+    # Inference with y = h_T: the h buffer is two slots, used in turn; replayed with new data.
+    from collections import OrderedDict
+
+    from lstmgen.runtime import replay
+
+    replayed = []
+    run = replay.run
+    monkeypatch.setattr(replay, "run", lambda key, *args: replayed.append(key in replay._graphs) or run(key, *args))
+    monkeypatch.setattr(replay, "_seen", OrderedDict())
+    monkeypatch.setattr(replay, "_graphs", OrderedDict())
+    spec = LSTMSpec(input_size=5, hidden_size=64, dtype="float32", return_sequences=False)
+    stepwise_layer = Layer(spec, seed=29, recurrence="stepwise")
+    inputs = [np.random.default_rng(seed).uniform(-1, 1, (7, 20, 5)).astype(np.float32) for seed in range(6)]
+    results = []
+    for host_x in inputs:
+        x = cupy.asarray(host_x)
+        y, (h, c) = stepwise_layer.forward(x, training=False)
+        results.append([y.get(), h.get(), c.get()])
+        del x, y, h, c  # so that the next call gets these buffers again
+    assert replayed[0] is False and replayed[-1] is True
+    persistent = Layer(spec, seed=29, recurrence="persistent")
+    for host_x, actual in zip(inputs, results):
+        y, (h, c) = persistent.forward(cupy.asarray(host_x), training=False)
+        for name, got, wanted in zip(("y", "h_T", "c_T"), actual, (y.get(), h.get(), c.get())):
+            report = mismatches(name, got, wanted, "float32")
+            assert not report, "\n".join(report)
