@@ -79,8 +79,8 @@ def measure(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmu
     layer runs its recurrence as `recurrence` says (runtime/layer.py RECURRENCES).
 
     dtype "tf32" is float32 with TF32 allowed on both sides: cuDNN's allow_tf32 and the
-    layer's allow_tf32 (its recurrence on tensor cores, stepwise too; its input-projection
-    and weight-gradient GEMMs stay strict float32).
+    layer's allow_tf32 (its recurrence, persistent or stepwise, and its input-projection,
+    dx and weight-gradient GEMMs in TF32).
     """
     import cupy
     import torch

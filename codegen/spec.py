@@ -57,8 +57,9 @@ class LSTMSpec:
     dtype: str = "float32"
     bias: str = "double"
     return_sequences: bool = True
-    # float32 only: the recurrence's products on tensor cores in TF32 (10-bit mantissa
-    # inputs, float32 sums), as torch.backends.cudnn.allow_tf32; off by default, because
+    # float32 only: the recurrence's products and the layer's GEMMs on tensor cores in TF32
+    # (10-bit mantissa inputs, float32 sums), as torch.backends.cudnn.allow_tf32 does for
+    # cuDNN's LSTM; off by default, because
     # float32 users compare against strict float32 results.
     allow_tf32: bool = False
     where: str = field(default="", compare=False, hash=False, repr=False)

@@ -3,7 +3,8 @@
 Forward: Gx = x W_ih^T + b for all steps as one cuBLAS GEMM, then the generated persistent
 recurrence kernel. Backward: the generated reverse recurrence kernel produces the
 pre-activation gate gradients dG, then cuBLAS GEMMs give dx, dW_ih and dW_hh and a
-reduction gives the bias gradient. Large batches (Plan.stepwise_from_batch) run the
+reduction gives the bias gradient. The GEMMs run in the layer's math (runtime/gemm.py):
+TF32 where its plan runs TF32. Large batches (Plan.stepwise_from_batch) run the
 recurrence stepwise instead: a cuBLAS GEMM and a generated cell kernel a step
 (runtime/stepwise.py), into the same buffers.
 
@@ -27,6 +28,7 @@ from lstmgen.parameters import initial_parameters, parameter_shapes
 from lstmgen.runtime import stepwise
 from lstmgen.runtime.buffers import new_buffer
 from lstmgen.runtime.compile import load_kernels
+from lstmgen.runtime.gemm import Gemms
 from lstmgen.runtime.device import require_gpu
 from lstmgen.runtime.validate import check_array
 
@@ -167,8 +169,6 @@ class Layer:
         (zeros). Returns y ([T, B, H] or [B, T, H] when return_sequences, else [B, H]) and
         (h_T, c_T). With training=True the activations the backward pass needs are kept.
         """
-        import cupy
-
         spec = self.spec
         self._check_current_device()
         axes = "[B, T, input_size]" if batch_first else "[T, B, input_size]"
@@ -184,8 +184,8 @@ class Layer:
 
         hidden, gates = spec.hidden_size, 4 * spec.hidden_size
         gx = self._buffer((steps, batch, gates), "the input projection Gx", _FORWARD_ADVICE)
-        cupy.matmul(x.reshape(steps * batch, spec.input_size), self.params["W_ih"].T,
-                    out=gx.reshape(steps * batch, gates))
+        Gemms(spec).matmul(x.reshape(steps * batch, spec.input_size), self.params["W_ih"].T,
+                           gx.reshape(steps * batch, gates))
         bias = self._bias_sum()
         if bias is not None:
             gx += bias
@@ -320,15 +320,16 @@ class Layer:
 
         d_gates = gates.reshape(steps * batch, 4 * hidden)
         dx = self._buffer((steps, batch, input_size), "dx", _BACKWARD_ADVICE)
-        cupy.matmul(d_gates, self.params["W_ih"], out=dx.reshape(steps * batch, input_size))
+        gemms = Gemms(spec)
+        gemms.matmul(d_gates, self.params["W_ih"], dx.reshape(steps * batch, input_size))
         if batch_first:
             dx = _swap_time_and_batch(dx, "a batch-first copy of dx", _BACKWARD_ADVICE)
-        dW_ih = cupy.matmul(d_gates.T, x.reshape(steps * batch, input_size),
-                            out=self._buffer((4 * hidden, input_size), "dW_ih", _BACKWARD_ADVICE))
+        dW_ih = self._buffer((4 * hidden, input_size), "dW_ih", _BACKWARD_ADVICE)
+        gemms.matmul(d_gates.T, x.reshape(steps * batch, input_size), dW_ih)
         # dW_hh = sum_t dG[t]^T h_{t-1}: h_{t-1} is h_seq shifted by one step, with h0 first.
         dW_hh = self._buffer((4 * hidden, hidden), "dW_hh", _BACKWARD_ADVICE)
         if steps > 1:
-            cupy.matmul(gates[1:].reshape(-1, 4 * hidden).T, h_seq[:-1].reshape(-1, hidden), out=dW_hh)
+            gemms.matmul(gates[1:].reshape(-1, 4 * hidden).T, h_seq[:-1].reshape(-1, hidden), dW_hh)
         else:
             dW_hh.fill(0)
         if cache["h0"] is not None:

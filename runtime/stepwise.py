@@ -18,77 +18,14 @@ as stored ([4H, H] row-major, op T of the column-major [H, 4H]).
 from __future__ import annotations
 
 import ctypes
-import functools
-
-import numpy as np
 
 from lstmgen.codegen import DTYPES, LSTMSpec
 from lstmgen.runtime import replay
 from lstmgen.runtime.buffers import new_buffer
-from lstmgen.runtime.compile import load_cell_kernels, load_kernels
+from lstmgen.runtime.compile import load_cell_kernels
+from lstmgen.runtime.gemm import Gemms
 
-# cudaDataType_t (library_types.h) and cublasComputeType_t (cublas_api.h).
-_CUDA_TYPES = {"float16": 2, "bfloat16": 14, "float32": 0, "float64": 1}
-_COMPUTE_32F, _COMPUTE_32F_FAST_TF32, _COMPUTE_64F = 68, 77, 70
 _CELL_THREADS = 256
-
-
-@functools.cache
-def _gemm_ex():
-    """cublasGemmEx itself, through ctypes: CuPy's wrapper binds the handle to CuPy's current
-    stream on every call and refuses a capturing one, so it cannot be captured on a stream of
-    our own. cuBLAS supports capture (with host pointer mode, alpha and beta are captured)."""
-    from cuda.pathfinder import load_nvidia_dynamic_lib
-
-    loaded = load_nvidia_dynamic_lib("cublas")  # the library CuPy uses, already loaded
-    function = ctypes.CDLL(loaded.abs_path).cublasGemmEx
-    pointer, value = ctypes.c_void_p, ctypes.c_int
-    function.argtypes = [pointer, value, value, value, value, value, pointer, pointer, value, value, pointer, value,
-                         value, pointer, pointer, value, value, value, value]
-    function.restype = value
-    return function
-
-
-class _Gemms:
-    """C = A B with the layer's types: storage inputs, outputs in the accumulation type
-    (or storage), on CuPy's cuBLAS handle."""
-
-    def __init__(self, spec: LSTMSpec):
-        import cupy
-        from cupy_backends.cuda.libs import cublas
-
-        self._cublas = cublas
-        self._gemm_ex = _gemm_ex()
-        self.handle = cupy.cuda.device.get_cublas_handle()
-        accumulate = DTYPES[spec.dtype]["accumulate_dtype"]
-        self.storage_type = _CUDA_TYPES[spec.dtype]
-        self.accumulate_type = _CUDA_TYPES[accumulate]
-        # TF32 where the layer's persistent kernels use it too (allow_tf32, up to the width
-        # whose fragments fit): the layer's tolerances follow its plan.
-        tf32 = load_kernels(spec).plan.mma_type == "tf32"
-        if accumulate == "float64":
-            self.compute = _COMPUTE_64F
-        else:
-            self.compute = _COMPUTE_32F_FAST_TF32 if tf32 else _COMPUTE_32F
-        # alpha = 1 and beta = 0 in the compute type, read from host memory during each call.
-        self._scalars = np.array([1, 0], accumulate)
-        self._alpha = self._scalars.ctypes.data
-        self._beta = self._alpha + self._scalars.itemsize
-
-    def bind(self, stream) -> None:
-        """Issue the following GEMMs on `stream`."""
-        self._cublas.setStream(self.handle, stream.ptr)
-        self._cublas.setPointerMode(self.handle, self._cublas.CUBLAS_POINTER_MODE_HOST)
-
-    def __call__(self, transpose_a: bool, m: int, n: int, k: int, a: int, lda: int, b: int, ldb: int,
-                 c: int, ldc: int, c_type: int) -> None:
-        """Column-major C[m, n] = op(A) B, op(A) = A^T where transpose_a; device pointers."""
-        cublas = self._cublas
-        status = self._gemm_ex(self.handle, cublas.CUBLAS_OP_T if transpose_a else cublas.CUBLAS_OP_N,
-                               cublas.CUBLAS_OP_N, m, n, k, self._alpha, a, self.storage_type, lda, b,
-                               self.storage_type, ldb, self._beta, c, c_type, ldc, self.compute,
-                               cublas.CUBLAS_GEMM_DEFAULT)
-        cublas.check_status(status)
 
 
 class _CellLaunches:
@@ -119,7 +56,7 @@ def _pointer(array) -> ctypes.c_uint64:
     return ctypes.c_uint64(_address(array) or 0)
 
 
-def _run(key: tuple, gemm: _Gemms, issue, replays_only: bool) -> bool:
+def _run(key: tuple, gemm: Gemms, issue, replays_only: bool) -> bool:
     """replay.run, with CuPy's cuBLAS handle back on the current stream afterwards: a capture
     binds it to the capturing stream, which is gone once the capture ends."""
     import cupy
@@ -137,7 +74,7 @@ def forward(spec: LSTMSpec, w_hh, gx, h0, c0, h_buf, h_last, c_last, cell, train
     whether it ran."""
     steps, batch = gx.shape[:2]
     hidden = spec.hidden_size
-    gemm = _Gemms(spec)
+    gemm = Gemms(spec)
     recurrent = new_buffer((batch, 4 * hidden), DTYPES[spec.dtype]["accumulate_dtype"],
                            "one step's recurrent products h W_hh^T", advice)
     step, products = ctypes.c_int32(0), ctypes.c_uint64(0)
@@ -170,7 +107,7 @@ def backward(spec: LSTMSpec, w_hh, gates, c_seq, c0, dy, dh_T, dc_T, dh0, dc0, d
     and the result as forward's."""
     steps, batch = gates.shape[:2]
     hidden = spec.hidden_size
-    gemm = _Gemms(spec)
+    gemm = Gemms(spec)
     recurrent = new_buffer((batch, hidden), DTYPES[spec.dtype]["accumulate_dtype"],
                            "one step's recurrent gradients dG W_hh", advice)
     step, products = ctypes.c_int32(0), ctypes.c_uint64(0)

@@ -1,0 +1,109 @@
+"""A layer's GEMMs on cuBLAS, in the layer's math: storage-type inputs, products in the
+accumulation type (or storage), and TF32 where the layer's plan runs TF32.
+
+TF32 covers every GEMM of such a layer, as torch's cudnn.allow_tf32 does for cuDNN's LSTM
+(its input projection and weight gradients included): the input projection and the weight
+gradients are the bulk of the arithmetic at large batches, and strict float32 runs them at a
+fraction of the tensor cores' rate. CuPy's matmul has no per-call TF32 switch (only the
+process-wide CUPY_TF32), so cublasGemmEx is called through ctypes, which the stepwise
+recurrence needs anyway: CuPy's wrapper binds its handle to CuPy's current stream on every
+call and refuses a capturing one, so it cannot be captured on a stream of our own.
+
+cuBLAS is column-major: a row-major [rows, cols] matrix is its column-major transpose.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import numpy as np
+
+from lstmgen.codegen import DTYPES, LSTMSpec
+from lstmgen.runtime.compile import load_kernels
+
+# cudaDataType_t (library_types.h) and cublasComputeType_t (cublas_api.h).
+_CUDA_TYPES = {"float16": 2, "bfloat16": 14, "float32": 0, "float64": 1}
+_COMPUTE_32F, _COMPUTE_32F_FAST_TF32, _COMPUTE_64F = 68, 77, 70
+
+
+@functools.cache
+def _gemm_ex():
+    """cublasGemmEx of the library CuPy loaded. cuBLAS supports stream capture (with host
+    pointer mode, alpha and beta are captured by value)."""
+    from cuda.pathfinder import load_nvidia_dynamic_lib
+
+    loaded = load_nvidia_dynamic_lib("cublas")  # the library CuPy uses, already loaded
+    function = ctypes.CDLL(loaded.abs_path).cublasGemmEx
+    pointer, value = ctypes.c_void_p, ctypes.c_int
+    function.argtypes = [pointer, value, value, value, value, value, pointer, pointer, value, value, pointer, value,
+                         value, pointer, pointer, value, value, value, value]
+    function.restype = value
+    return function
+
+
+class Gemms:
+    """C = A B with the layer's types on CuPy's cuBLAS handle, by device pointers (__call__,
+    on the stream last bound) or on row-major CuPy arrays (matmul, on the current stream)."""
+
+    def __init__(self, spec: LSTMSpec):
+        import cupy
+        from cupy_backends.cuda.libs import cublas
+
+        self._cublas = cublas
+        self._gemm_ex = _gemm_ex()
+        self.handle = cupy.cuda.device.get_cublas_handle()
+        accumulate = DTYPES[spec.dtype]["accumulate_dtype"]
+        self.storage_type = _CUDA_TYPES[spec.dtype]
+        self.accumulate_type = _CUDA_TYPES[accumulate]
+        # TF32 where the layer's persistent kernels use it too (allow_tf32, up to the width
+        # whose fragments fit): the layer's tolerances follow its plan.
+        self.tf32 = load_kernels(spec).plan.mma_type == "tf32"
+        if accumulate == "float64":
+            self.compute = _COMPUTE_64F
+        else:
+            self.compute = _COMPUTE_32F_FAST_TF32 if self.tf32 else _COMPUTE_32F
+        # alpha = 1 and beta = 0 in the compute type, read from host memory during each call.
+        self._scalars = np.array([1, 0], accumulate)
+        self._alpha = self._scalars.ctypes.data
+        self._beta = self._alpha + self._scalars.itemsize
+
+    def bind(self, stream) -> None:
+        """Issue the following GEMMs on `stream`."""
+        self._cublas.setStream(self.handle, stream.ptr)
+        self._cublas.setPointerMode(self.handle, self._cublas.CUBLAS_POINTER_MODE_HOST)
+
+    def __call__(self, transpose_a: bool, m: int, n: int, k: int, a: int, lda: int, b: int, ldb: int,
+                 c: int, ldc: int, c_type: int, transpose_b: bool = False) -> None:
+        """Column-major C[m, n] = op(A) op(B), op(X) = X^T where transpose_x; device pointers."""
+        cublas = self._cublas
+        status = self._gemm_ex(self.handle, cublas.CUBLAS_OP_T if transpose_a else cublas.CUBLAS_OP_N,
+                               cublas.CUBLAS_OP_T if transpose_b else cublas.CUBLAS_OP_N, m, n, k, self._alpha,
+                               a, self.storage_type, lda, b, self.storage_type, ldb, self._beta, c, c_type, ldc,
+                               self.compute, cublas.CUBLAS_GEMM_DEFAULT)
+        cublas.check_status(status)
+
+    def matmul(self, a, b, out) -> None:
+        """out = a @ b for 2-D arrays in the storage type, each C-contiguous or the transpose
+        (.T) of a C-contiguous array; out C-contiguous, in the storage or accumulation type."""
+        import cupy
+
+        rows, inner = a.shape
+        cols = b.shape[1]
+        assert b.shape[0] == inner and out.shape == (rows, cols) and out.flags.c_contiguous
+        # Row-major out = a b is column-major out^T = b^T a^T: cuBLAS's A is b, its B is a. A
+        # C-contiguous row-major X is the column-major X^T (no op, ld = its row length); the
+        # transpose of a C-contiguous array is that array read with op T.
+        b_transposed, ldb = _layout(b)
+        a_transposed, lda = _layout(a)
+        self.bind(cupy.cuda.get_current_stream())
+        self(b_transposed, cols, rows, inner, b.data.ptr, ldb, a.data.ptr, lda, out.data.ptr, cols,
+             _CUDA_TYPES[out.dtype.name], transpose_b=a_transposed)
+
+
+def _layout(array) -> tuple[bool, int]:
+    """(read with op T, leading dimension) of a row-major 2-D operand."""
+    if array.flags.c_contiguous:
+        return False, max(array.shape[1], 1)
+    assert array.flags.f_contiguous, "a GEMM operand is C-contiguous or a transposed C-contiguous array"
+    return True, max(array.shape[0], 1)
