@@ -1,9 +1,9 @@
 """One LSTM layer on the GPU: parameters, forward, backward.
 
-Forward: Gx = x W_ih^T + b for all steps as one cuBLAS GEMM, then the generated persistent
-recurrence kernel. Backward: the generated reverse recurrence kernel produces the
-pre-activation gate gradients dG, then cuBLAS GEMMs give dx, dW_ih and dW_hh and a
-reduction gives the bias gradient. The GEMMs run in the layer's math (runtime/gemm.py):
+Forward: Gx = x W_ih^T for all steps as one cuBLAS GEMM, then the generated persistent
+recurrence kernel, which adds the bias as it reads Gx. Backward: the generated reverse
+recurrence kernel produces the pre-activation gate gradients dG, then cuBLAS GEMMs give dx,
+dW_ih, dW_hh and the bias gradient (a row of ones times dG). The GEMMs run in the layer's math (runtime/gemm.py):
 TF32 where its plan runs TF32. Large batches (Plan.stepwise_from_batch) run the
 recurrence stepwise instead: a cuBLAS GEMM and a generated cell kernel a step
 (runtime/stepwise.py), into the same buffers.
@@ -83,6 +83,7 @@ class Layer:
 
         self.params = {name: cupy.asarray(value) for name, value in initial_parameters(spec, seed).items()}
         self._cache = None
+        self._summed_bias = None  # b_ih + b_hh, written on every forward (_bias)
 
     # ----------------------------------------------------------------- parameters
 
@@ -186,9 +187,7 @@ class Layer:
         gx = self._buffer((steps, batch, gates), "the input projection Gx", _FORWARD_ADVICE)
         Gemms(spec).matmul(x.reshape(steps * batch, spec.input_size), self.params["W_ih"].T,
                            gx.reshape(steps * batch, gates))
-        bias = self._bias_sum()
-        if bias is not None:
-            gx += bias
+        bias = self._bias()
         keep_sequence = spec.return_sequences or training
         h_buf = self._buffer((steps if keep_sequence else 2, batch, hidden), "the h sequence", _FORWARD_ADVICE)
         h_last = self._buffer((batch, hidden), "h_T", _FORWARD_ADVICE)
@@ -198,11 +197,11 @@ class Layer:
         # The running cell state is kept in the accumulation type (float32 for 16-bit storage).
         cell = c_last if self._accumulates_in_storage() else self._state_buffer(batch, "the cell state", _FORWARD_ADVICE)
         ran_stepwise = self._may_run_stepwise(batch) and stepwise.forward(
-            spec, self.params["W_hh"], gx, h0, c0, h_buf, h_last, c_last, cell, training, c_seq, _FORWARD_ADVICE,
+            spec, self.params["W_hh"], gx, bias, h0, c0, h_buf, h_last, c_last, cell, training, c_seq, _FORWARD_ADVICE,
             replays_only=self.recurrence == "auto")
         if not ran_stepwise:
             self._launch(self.kernels.forward, (
-                _pointer(gx), _pointer(self.params["W_hh"]), _pointer(h0), _pointer(c0),
+                _pointer(gx), _pointer(bias), _pointer(self.params["W_hh"]), _pointer(h0), _pointer(c0),
                 _pointer(h_buf), np.int32(h_buf.shape[0]), _pointer(h_last), _pointer(c_last), _pointer(cell),
                 # Training writes the activated gates over Gx: each lane reads Gx[t] of its own
                 # (unit, row) before writing the gates there, so nothing is lost.
@@ -246,9 +245,18 @@ class Layer:
                 f"call it inside `with cupy.cuda.Device({self.device_id}):`"
             )
 
-    def _bias_sum(self):
+    def _bias(self):
+        """The bias the forward kernels add to Gx (None without one): b_ih + b_hh summed into
+        the same buffer on every call (an optimizer may have changed either in place), so that
+        a captured stepwise loop, whose graph holds its address, replays."""
+        import cupy
+
         names = BIAS_PARAMETERS[self.spec.bias]
-        return sum(self.params[name] for name in names) if names else None
+        if len(names) < 2:
+            return self.params[names[0]] if names else None
+        if self._summed_bias is None:
+            self._summed_bias = self._buffer((4 * self.spec.hidden_size,), "b_ih + b_hh", _FORWARD_ADVICE)
+        return cupy.add(*(self.params[name] for name in names), out=self._summed_bias)
 
     def _accumulates_in_storage(self) -> bool:
         return DTYPES[self.spec.dtype]["accumulate_dtype"] == self.spec.dtype
@@ -337,7 +345,13 @@ class Layer:
         grads = {"dx": dx, "dW_ih": dW_ih, "dW_hh": dW_hh}
         bias_names = BIAS_PARAMETERS[spec.bias]
         if bias_names:
-            db = cupy.sum(d_gates, axis=0, out=self._buffer((4 * hidden,), "db", _BACKWARD_ADVICE))
+            # db = sum over every (step, row) of dG, as a GEMM of a row of ones: cuBLAS reads dG
+            # once at full bandwidth, where a column sum of [T*B, 4H] in CuPy took as long as
+            # the backward recurrence itself at B = 256 (bench/NOTES.md v9).
+            ones = self._buffer((1, steps * batch), "a row of ones for the bias gradient", _BACKWARD_ADVICE)
+            ones.fill(1)
+            db = self._buffer((4 * hidden,), "db", _BACKWARD_ADVICE)
+            gemms.matmul(ones, d_gates, db.reshape(1, 4 * hidden))
             # Separate arrays per bias, so that an in-place update of one leaves the other alone.
             grads.update({"d" + name: db if index == 0 else db.copy() for index, name in enumerate(bias_names)})
         grads.update(dh0=dh0, dc0=dc0)

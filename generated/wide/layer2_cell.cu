@@ -6,7 +6,7 @@
 // The cell of one step, for the stepwise recurrence (runtime/stepwise.py) that large batches
 // run: there each step's product is one cuBLAS GEMM over the whole batch, R below, in acc_t,
 // and these kernels apply the cell to it, one thread per (batch row, unit):
-//   forward:  gates = Gx[t] + R, R = h_{t-1} W_hh^T;  i,f,o = sigmoid, g = tanh
+//   forward:  gates = Gx[t] + b + R, R = h_{t-1} W_hh^T;  i,f,o = sigmoid, g = tanh
 //             c_t = f * c_{t-1} + i * g;              h_t = o * tanh(c_t)
 //   backward: dh_t = dy_t (+ dh_T) + R, R = dG_{t+1} W_hh; dG[t] and dL/dc_{t-1} from dh_t, dL/dc_t
 // They read and write the persistent kernels' buffers in the same layouts, so that a training
@@ -22,8 +22,16 @@ typedef double acc_t;      // dot products and cell state
 // Bound by memory, not arithmetic: the exact functions cost nothing here.
 __device__ __forceinline__ acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) + exp(-x)); }
 
+// Pulls the line of an input of the next step's cell into L2 while the next step's GEMM
+// runs: Gx, the gates and the caches of a long sequence do not fit in L2, and without it
+// the next cell kernel waits for DRAM on each of them.
+__device__ __forceinline__ void prefetch(const void* address) {
+  asm volatile("prefetch.global.L2 [%0];" :: "l"(address));
+}
+
 extern "C" __global__ void lstm_forward_cell(
-    storage_t* gx,                        // [steps, batch, 4H] input projection + bias
+    storage_t* gx,                        // [steps, batch, 4H] input projection x W_ih^T
+    const storage_t* __restrict__ bias,   // [4H] b_ih + b_hh, nullptr: no bias
     const acc_t* __restrict__ recurrent,  // [batch, 4H] h_{t-1} W_hh^T, nullptr: h_{t-1} = 0
     const storage_t* __restrict__ c0,     // [batch, H], nullptr: zeros
     storage_t* __restrict__ h_buf,        // [h_buf_steps, batch, H]: h_t lands in slot t % h_buf_steps
@@ -43,7 +51,12 @@ extern "C" __global__ void lstm_forward_cell(
 #pragma unroll
   for (int gate = 0; gate < 4; ++gate) {
     pre[gate] = acc_t(gx[gate_base + gate * HIDDEN]);
+    if (bias != nullptr) pre[gate] += acc_t(bias[gate * HIDDEN + unit]);
     if (recurrent != nullptr) pre[gate] += recurrent[(size_t)row * GATES + gate * HIDDEN + unit];
+  }
+  if (t + 1 < steps) {
+#pragma unroll
+    for (int gate = 0; gate < 4; ++gate) prefetch(gx + gate_base + (size_t)batch * GATES + gate * HIDDEN);
   }
   const acc_t c_prev = t > 0 ? cell[own] : c0 != nullptr ? acc_t(c0[own]) : acc_t(0);
   const acc_t i = sigmoid(pre[0]), f = sigmoid(pre[1]), g = tanh(pre[2]), o = sigmoid(pre[3]);
@@ -90,6 +103,12 @@ extern "C" __global__ void lstm_backward_cell(
   const acc_t g = acc_t(gates[gate_base + 2 * HIDDEN]), o = acc_t(gates[gate_base + 3 * HIDDEN]);
   const acc_t c_prev = t > 0 ? acc_t(c_seq[state - (size_t)batch * HIDDEN]) : c0 != nullptr ? acc_t(c0[own]) : acc_t(0);
   const acc_t tanh_c = tanh(acc_t(c_seq[state]));
+  if (t > 0) {  // step t - 1 reads its gates, dy and c_{t-2}
+#pragma unroll
+    for (int gate = 0; gate < 4; ++gate) prefetch(gates + gate_base - (size_t)batch * GATES + gate * HIDDEN);
+    if (dy_seq != nullptr) prefetch(dy_seq + state - (size_t)batch * HIDDEN);
+    if (t > 1) prefetch(c_seq + state - 2 * (size_t)batch * HIDDEN);
+  }
   const acc_t dc = dc_next + dh * o * (acc_t(1) - tanh_c * tanh_c);
   gates[gate_base + 0 * HIDDEN] = storage_t(dc * g * i * (acc_t(1) - i));
   gates[gate_base + 1 * HIDDEN] = storage_t(dc * c_prev * f * (acc_t(1) - f));
