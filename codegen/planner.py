@@ -128,6 +128,12 @@ _STEPWISE_FLOAT64_MIN_HIDDEN = 256
 _STEPWISE_ROW_UNITS = 64 * 1024
 _STEPWISE_MIN_HIDDEN = 512
 _STEPWISE_MIN_BATCH = 32
+# float32's backward (strict or TF32) goes stepwise at fewer rows than its forward: there
+# the persistent backward is the slower half (crossover, bench/NOTES.md v9: stepwise faster
+# backward from B = 32 at H = 512 and 1024, where its forward still loses, and at B = 256
+# for H = 256, where the forward ties).
+_STEPWISE_BACKWARD_FLOAT32_ROW_UNITS = 16 * 1024
+_STEPWISE_BACKWARD_FLOAT32_NARROW = (256, 64 * 1024)  # (from H, batch x H) below _STEPWISE_MIN_HIDDEN
 # As the FMA path: a warp runs the chunk's n tiles one after another, so more rows cost no
 # registers, only (unit, row) pairs per thread in the epilogue.
 _MMA_MAX_CHUNK_ROWS = _MAX_CHUNK_ROWS
@@ -239,6 +245,7 @@ class Plan:
     cluster_blocks: int = 1     # blocks of a batch-sliced cluster, each owning units_per_block units
     stepwise_from_batch: int = 0  # batches of at least this many rows run the stepwise recurrence
                                   # (a cuBLAS GEMM and the cell kernels a step); 0: never
+    stepwise_backward_from_batch: int = 0  # the same for the backward recurrence
 
     @property
     def non_portable_cluster(self) -> bool:
@@ -282,12 +289,20 @@ class Plan:
             blocks = f"up to {self.num_blocks} blocks of up to {self.forward_chunk_rows} batch rows"
         else:
             blocks = f"{self.num_blocks} blocks"
-        stepwise = (f"; from B = {self.stepwise_from_batch} a cuBLAS GEMM and a cell kernel a step"
-                    if self.stepwise_from_batch else "")
         return (f"{self.target.arch}: {blocks} x {self.threads} threads, "
                 f"{self.units_per_block} units/block, W_hh slice in {where}{how}, staging "
                 f"{self.forward_chunk_rows} rows forward / {self.backward_chunk_rows} backward "
-                f"({self.smem_bytes} B smem){stepwise}")
+                f"({self.smem_bytes} B smem){self.stepwise_summary()}")
+
+    def stepwise_summary(self) -> str:
+        """From which batch each direction runs a cuBLAS GEMM and a cell kernel a step."""
+        forward, backward = self.stepwise_from_batch, self.stepwise_backward_from_batch
+        if forward == backward:
+            batches = [f"from B = {forward}"] if forward else []
+        else:
+            batches = [f"{direction} from B = {rows}" for direction, rows in (("forward", forward),
+                                                                            ("backward", backward)) if rows]
+        return f"; {' and '.join(batches)} a cuBLAS GEMM and a cell kernel a step" if batches else ""
 
 
 def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
@@ -325,7 +340,8 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
             + (", or use float16" if element > 2 else "")
         )
     layout = dict(target=target, storage_type=types["storage"], accumulate_type=types["accumulate"],
-                  stepwise_from_batch=_stepwise_from_batch(spec))
+                  stepwise_from_batch=_stepwise_from_batch(spec),
+                  stepwise_backward_from_batch=_stepwise_backward_from_batch(spec))
     mma_type = _tensor_core_type(spec, target)
     fma_sliced = None if mma_type else _plan_fma_sliced(spec, target)
     if fma_sliced:
@@ -399,6 +415,19 @@ def _stepwise_from_batch(spec: LSTMSpec) -> int:
         rows = -(-_STEPWISE_FLOAT64_WORK // hidden ** 2) if hidden >= _STEPWISE_FLOAT64_MIN_HIDDEN else 0
     else:
         rows = -(-_STEPWISE_ROW_UNITS // hidden) if hidden >= _STEPWISE_MIN_HIDDEN else 0
+    return rows and max(_STEPWISE_MIN_BATCH, rows)
+
+
+def _stepwise_backward_from_batch(spec: LSTMSpec) -> int:
+    """As _stepwise_from_batch, for the backward recurrence."""
+    hidden = spec.hidden_size
+    if spec.dtype != "float32":
+        return _stepwise_from_batch(spec)
+    if hidden >= _STEPWISE_MIN_HIDDEN:
+        rows = -(-_STEPWISE_BACKWARD_FLOAT32_ROW_UNITS // hidden)
+    else:
+        narrow_from, row_units = _STEPWISE_BACKWARD_FLOAT32_NARROW
+        rows = -(-row_units // hidden) if hidden >= narrow_from else 0
     return rows and max(_STEPWISE_MIN_BATCH, rows)
 
 

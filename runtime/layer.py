@@ -1,12 +1,12 @@
 """One LSTM layer on the GPU: parameters, forward, backward.
 
-Forward: Gx = x W_ih^T for all steps as one cuBLAS GEMM, then the generated persistent
-recurrence kernel, which adds the bias as it reads Gx. Backward: the generated reverse
-recurrence kernel produces the pre-activation gate gradients dG, then cuBLAS GEMMs give dx,
-dW_ih, dW_hh and the bias gradient (a row of ones times dG). The GEMMs run in the layer's math (runtime/gemm.py):
+Forward: Gx = x W_ih^T + b for all steps as one cuBLAS GEMM and a sum, then the generated
+persistent recurrence kernel. Backward: the generated reverse recurrence kernel produces the
+pre-activation gate gradients dG, then cuBLAS GEMMs give dx, dW_ih, dW_hh and the bias
+gradient (a row of ones times dG). The GEMMs run in the layer's math (runtime/gemm.py):
 TF32 where its plan runs TF32. Large batches (Plan.stepwise_from_batch) run the
 recurrence stepwise instead: a cuBLAS GEMM and a generated cell kernel a step
-(runtime/stepwise.py), into the same buffers.
+(runtime/stepwise.py), into the same buffers; the cell kernel adds the bias to Gx itself.
 
 Memory (elements of the spec's dtype, T steps, B rows, H units, I inputs):
   inference: Gx 4*T*B*H, plus T*B*H for y when return_sequences (else 2*B*H ping-pong)
@@ -196,12 +196,16 @@ class Layer:
 
         # The running cell state is kept in the accumulation type (float32 for 16-bit storage).
         cell = c_last if self._accumulates_in_storage() else self._state_buffer(batch, "the cell state", _FORWARD_ADVICE)
-        ran_stepwise = self._may_run_stepwise(batch) and stepwise.forward(
+        ran_stepwise = self._may_run_stepwise(batch, "forward") and stepwise.forward(
             spec, self.params["W_hh"], gx, bias, h0, c0, h_buf, h_last, c_last, cell, training, c_seq, _FORWARD_ADVICE,
             replays_only=self.recurrence == "auto")
         if not ran_stepwise:
+            # The cell kernels add the bias as they read Gx; the persistent kernels take Gx
+            # with it, since loading it in their step cost more than this pass (bench/NOTES.md v9).
+            if bias is not None:
+                gx += bias
             self._launch(self.kernels.forward, (
-                _pointer(gx), _pointer(bias), _pointer(self.params["W_hh"]), _pointer(h0), _pointer(c0),
+                _pointer(gx), _pointer(self.params["W_hh"]), _pointer(h0), _pointer(c0),
                 _pointer(h_buf), np.int32(h_buf.shape[0]), _pointer(h_last), _pointer(c_last), _pointer(cell),
                 # Training writes the activated gates over Gx: each lane reads Gx[t] of its own
                 # (unit, row) before writing the gates there, so nothing is lost.
@@ -246,7 +250,7 @@ class Layer:
             )
 
     def _bias(self):
-        """The bias the forward kernels add to Gx (None without one): b_ih + b_hh summed into
+        """The bias added to Gx (None without one): b_ih + b_hh summed into
         the same buffer on every call (an optimizer may have changed either in place), so that
         a captured stepwise loop, whose graph holds its address, replays."""
         import cupy
@@ -264,11 +268,13 @@ class Layer:
     def _state_buffer(self, batch: int, what: str, advice: str):
         return new_buffer((batch, self.spec.hidden_size), DTYPES[self.spec.dtype]["accumulate_dtype"], what, advice)
 
-    def _may_run_stepwise(self, batch: int) -> bool:
-        """Forced, or "auto" at a batch where the stepwise recurrence is faster when replayed
-        (which "auto" then asks of it: a first call on new buffers runs the persistent kernels)."""
+    def _may_run_stepwise(self, batch: int, direction: str) -> bool:
+        """Forced, or "auto" at a batch where the direction's stepwise recurrence is faster
+        when replayed (which "auto" then asks of it: a first call on new buffers runs the
+        persistent kernels). Either backward consumes either forward."""
         if self.recurrence == "auto":
-            from_batch = self.kernels.plan.stepwise_from_batch
+            plan = self.kernels.plan
+            from_batch = plan.stepwise_from_batch if direction == "forward" else plan.stepwise_backward_from_batch
             return bool(from_batch) and batch >= from_batch
         return self.recurrence == "stepwise"
 
@@ -320,7 +326,7 @@ class Layer:
         dh0 = self._buffer((batch, hidden), "dh0", _BACKWARD_ADVICE)
         dc0 = self._buffer((batch, hidden), "dc0", _BACKWARD_ADVICE)
         d_cell = dc0 if self._accumulates_in_storage() else self._state_buffer(batch, "dL/dc", _BACKWARD_ADVICE)
-        ran_stepwise = self._may_run_stepwise(batch) and stepwise.backward(
+        ran_stepwise = self._may_run_stepwise(batch, "backward") and stepwise.backward(
             spec, self.params["W_hh"], gates, cache["c_seq"], cache["c0"], dy, dh_T, dc_T, dh0, dc0, d_cell,
             _BACKWARD_ADVICE, replays_only=self.recurrence == "auto")
         if not ran_stepwise:

@@ -417,18 +417,30 @@ def test_stepwise_recurrence_from_a_batch_that_shrinks_as_h_grows(spec, larger_b
     rows = [planned.stepwise_from_batch or float("inf") for planned in (plan, wider)]
     assert (plan.stepwise_from_batch == 0) == (spec.hidden_size < (256 if spec.dtype == "float64" else 512))
     assert 32 <= rows[1] <= rows[0]
-    if plan.stepwise_from_batch:
-        assert f"from B = {plan.stepwise_from_batch} a cuBLAS GEMM and a cell kernel a step" in plan.summary()
+    # The backward recurrence: the same batch, but earlier in float32, whose persistent
+    # backward is the slower half.
+    backward_rows = [planned.stepwise_backward_from_batch or float("inf") for planned in (plan, wider)]
+    assert 32 <= backward_rows[1] <= backward_rows[0] <= rows[0]
+    if spec.dtype != "float32":
+        assert plan.stepwise_backward_from_batch == plan.stepwise_from_batch
+    forward, backward = plan.stepwise_from_batch, plan.stepwise_backward_from_batch
+    if forward == backward and forward:
+        assert f"from B = {forward} a cuBLAS GEMM and a cell kernel a step" in plan.summary()
+    elif backward:
+        assert f"backward from B = {backward} a cuBLAS GEMM and a cell kernel a step" in plan.summary()
+        assert (f"forward from B = {forward} and" in plan.summary()) == bool(forward)
     else:
         assert "cuBLAS" not in plan.summary()
 
 
-@pytest.mark.parametrize("dtype, allow_tf32, hidden, from_batch", [
+@pytest.mark.parametrize("dtype, allow_tf32, hidden, from_batch, backward_from_batch", [
     # Where python -m lstmgen.bench.crossover measured the stepwise recurrence faster on the H200.
-    ("float32", False, 512, 128), ("float32", False, 1024, 64), ("float32", True, 512, 128),
-    ("float16", False, 512, 128), ("bfloat16", False, 1024, 64), ("float64", False, 256, 64),
-    ("float64", False, 512, 32), ("float64", False, 1024, 32), ("float32", False, 256, 0),
-    ("float16", False, 256, 0), ("float64", False, 128, 0)])
-def test_stepwise_recurrence_from_the_measured_crossover(dtype, allow_tf32, hidden, from_batch):
+    ("float32", False, 512, 128, 32), ("float32", False, 1024, 64, 32), ("float32", True, 512, 128, 32),
+    ("float32", True, 1024, 64, 32), ("float32", False, 256, 0, 256), ("float32", True, 128, 0, 0),
+    ("float16", False, 512, 128, 128), ("bfloat16", False, 1024, 64, 64), ("float64", False, 256, 64, 64),
+    ("float64", False, 512, 32, 32), ("float64", False, 1024, 32, 32), ("float16", False, 256, 0, 0),
+    ("float64", False, 128, 0, 0)])
+def test_stepwise_recurrence_from_the_measured_crossover(dtype, allow_tf32, hidden, from_batch, backward_from_batch):
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype=dtype, allow_tf32=allow_tf32)
-    assert plan_layer(spec, SM90_H200).stepwise_from_batch == from_batch
+    plan = plan_layer(spec, SM90_H200)
+    assert (plan.stepwise_from_batch, plan.stepwise_backward_from_batch) == (from_batch, backward_from_batch)

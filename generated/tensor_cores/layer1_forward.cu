@@ -3,9 +3,9 @@
 // spec: input_size=256 hidden_size=1024 dtype=bfloat16 bias=double return_sequences=true
 // plan: sm_90: 128 blocks x 256 threads, 8 units/block, W_hh slice in registers as mma.sync fragments, staging 64 rows forward / 24 backward (212352 B smem); from B = 64 a cuBLAS GEMM and a cell kernel a step
 
-// Forward recurrence of one LSTM layer. The input projection Gx = x W_ih^T of all steps
+// Forward recurrence of one LSTM layer. The input projection Gx = x W_ih^T + b of all steps
 // is one GEMM done before this launch; this persistent kernel runs every step:
-//   gates = Gx[t] + b + h_{t-1} W_hh^T;  i,f,o = sigmoid, g = tanh (gate order i, f, g, o)
+//   gates = Gx[t] + h_{t-1} W_hh^T;  i,f,o = sigmoid, g = tanh (gate order i, f, g, o)
 //   c_t = f * c_{t-1} + i * g;        h_t = o * tanh(c_t)
 // with one grid barrier per step, after which every block can read all of h_t (where the
 // kernel is batch-sliced, the barrier of the block or cluster that owns every unit of its rows).
@@ -244,8 +244,7 @@ __device__ __forceinline__ void load_fragments(unsigned (&fragments)[M_TILES_PER
 
 extern "C" __global__ void __launch_bounds__(THREADS, 1)
 lstm_forward_recurrence(
-    const storage_t* gx,                  // [steps, batch, 4H] input projection x W_ih^T
-    const storage_t* __restrict__ bias,   // [4H] b_ih + b_hh, nullptr: no bias
+    const storage_t* gx,                  // [steps, batch, 4H] input projection + bias
     const storage_t* __restrict__ weights,// W_hh [4H, H]
     const storage_t* __restrict__ h0,     // [batch, H], nullptr: zeros
     const storage_t* __restrict__ c0,     // [batch, H], nullptr: zeros
@@ -284,21 +283,16 @@ lstm_forward_recurrence(
   const size_t slot_stride = (size_t)batch * HIDDEN;
 
   // What a (unit, row) needs at step t besides h_{t-1} W_hh^T, loaded before the dot
-  // products so that their latency hides behind them: its Gx[t], its bias and c_{t-1}. The
-  // bias is added here rather than to Gx, which saves a pass over all of Gx (bench/NOTES.md
-  // v9). They stay in storage_t until finish() uses them: converting them here would wait
-  // for the loads.
-  struct Pending { storage_t gx[4], bias[4]; acc_t c_prev; };
+  // products so that their latency hides behind them: its Gx[t], and c_{t-1}. Gx stays in
+  // storage_t until finish() uses it: converting it here would wait for the load.
+  struct Pending { storage_t gx[4]; acc_t c_prev; };
   // What a finished (unit, row) writes to memory: its activated gates, c_t and h_t.
   struct Outputs { storage_t i, f, g, o, c, h; };
   auto load_pending = [=](int t, int row, int unit, acc_t c_prev) {
     Pending p;
     const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
 #pragma unroll
-    for (int gate = 0; gate < 4; ++gate) {
-      p.gx[gate] = gx[gate_base + gate * HIDDEN];
-      p.bias[gate] = bias != nullptr ? bias[gate * HIDDEN + unit] : storage_t(0.0f);
-    }
+    for (int gate = 0; gate < 4; ++gate) p.gx[gate] = gx[gate_base + gate * HIDDEN];
     p.c_prev = c_prev;
     return p;
   };
@@ -318,10 +312,8 @@ lstm_forward_recurrence(
     // Activates a (unit, row)'s gates, given h_{t-1} W_hh^T, and advances its cell; returns
     // c_t, and in `out` what it writes to memory (write_outputs).
     auto finish = [=](int row, int unit, Pending p, const acc_t (&recurrent)[4], Outputs& out) {
-      acc_t pre[4];
-#pragma unroll
-      for (int gate = 0; gate < 4; ++gate) pre[gate] = acc_t(p.gx[gate]) + acc_t(p.bias[gate]) + recurrent[gate];
-      const acc_t i = sigmoid(pre[0]), f = sigmoid(pre[1]), g = tanh_of(pre[2]), o = sigmoid(pre[3]);
+      const acc_t i = sigmoid(acc_t(p.gx[0]) + recurrent[0]), f = sigmoid(acc_t(p.gx[1]) + recurrent[1]);
+      const acc_t g = tanh_of(acc_t(p.gx[2]) + recurrent[2]), o = sigmoid(acc_t(p.gx[3]) + recurrent[3]);
       const acc_t c = f * p.c_prev + i * g;
       const acc_t h = o * tanh_of(c);
       out = {storage_t(i), storage_t(f), storage_t(g), storage_t(o), storage_t(c), storage_t(h)};

@@ -253,6 +253,28 @@ def test_auto_recurrence_goes_stepwise_at_the_planned_batch_when_the_loop_replay
     assert ran[:2] == [False, False] and ran[-2:] == [True, True] and len(replay._graphs) in (2, 4)
 
 
+def test_auto_recurrence_places_each_direction_at_its_own_batch(monkeypatch):
+    # float32's backward goes stepwise at fewer rows than its forward: between the two
+    # batches, only backward asks for a replay, and it backpropagates the persistent forward.
+    from collections import OrderedDict
+
+    from lstmgen.runtime import replay
+
+    directions = []
+    run = replay.run
+    monkeypatch.setattr(replay, "run", lambda key, *args: directions.append(key[0]) or run(key, *args))
+    monkeypatch.setattr(replay, "_seen", OrderedDict())
+    monkeypatch.setattr(replay, "_graphs", OrderedDict())
+    spec = LSTMSpec(input_size=8, hidden_size=512, dtype="float32")
+    plan = load_kernels(spec).plan
+    assert plan.stepwise_backward_from_batch < plan.stepwise_from_batch
+    layer = Layer(spec, seed=27)
+    for seed in range(5):
+        report = check_layer(layer, Problem(3, plan.stepwise_backward_from_batch, True, True, seed=seed))
+        assert not report, "\n".join(report)
+    assert set(directions) == {"backward"} and len(replay._graphs) >= 1
+
+
 @pytest.mark.parametrize("dtype, hidden, steps, initial_state", [
     ("float16", 64, 3, True), ("float16", 64, 3, False), ("float16", 64, 1, True),
     ("float16", 256, 3, True), ("float16", 256, 1, False),  # clusters of 8 blocks
