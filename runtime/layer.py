@@ -20,8 +20,6 @@ Memory (elements of the spec's dtype, T steps, B rows, H units, I inputs):
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from lstmgen.codegen import BIAS_PARAMETERS, DTYPES, LSTMSpec
@@ -62,16 +60,6 @@ def _swap_time_and_batch(array, what: str, advice: str):
     swapped = new_buffer((array.shape[1], array.shape[0], array.shape[2]), array.dtype, what, advice)
     swapped[...] = array.transpose(1, 0, 2)
     return swapped
-
-
-@functools.cache
-def _add_bias():
-    """Gx += b over [T*B, 4H], in place: one index a element, where CuPy's broadcast add
-    indexes both operands in 2-D and ran at a tenth of the memory's bandwidth in float16
-    (0.6 us a step at B = 256, H = 128; bench/NOTES.md v9)."""
-    import cupy
-
-    return cupy.ElementwiseKernel("raw T bias, int32 gates", "T gx", "gx = gx + bias[i % gates]", "lstmgen_add_bias")
 
 
 class Layer:
@@ -215,7 +203,7 @@ class Layer:
             # The cell kernels add the bias as they read Gx; the persistent kernels take Gx
             # with it, since loading it in their step cost more than this pass (bench/NOTES.md v9).
             if bias is not None:
-                _add_bias()(bias, np.int32(gates), gx)
+                gx += bias
             self._launch(self.kernels.forward, (
                 _pointer(gx), _pointer(self.params["W_hh"]), _pointer(h0), _pointer(c0),
                 _pointer(h_buf), np.int32(h_buf.shape[0]), _pointer(h_last), _pointer(c_last), _pointer(cell),
