@@ -12,10 +12,11 @@ Memory (elements of the spec's dtype, T steps, B rows, H units, I inputs):
   inference: Gx 4*T*B*H, plus T*B*H for y when return_sequences (else 2*B*H ping-pong)
   training cache: T*B*(4H + H + H): activated gates (written over Gx in place), cell
   states and every h_t; backward writes dG over the gates and adds dx (T*B*I), the weight
-  gradients, dh0, dc0 and, with W_hh streamed from L2, its transposed copy (4H^2). float16
-  and bfloat16 add a float32 [B, H] running state per direction. batch_first adds a
-  time-major copy of x (and of y, dy, dx). The stepwise recurrence adds one step's
-  products in the accumulation type: B*4H forward, B*H backward.
+  gradients, dh0, dc0, with a bias a row of T*B ones (db's GEMM) and, with W_hh streamed
+  from L2, its transposed copy (4H^2). float16 and bfloat16 add a float32 [B, H] running
+  state per direction. batch_first adds a time-major copy of x (and of y, dy, dx). The
+  stepwise recurrence adds one step's products in the accumulation type: B*4H forward,
+  B*H backward.
 """
 
 from __future__ import annotations
