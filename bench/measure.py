@@ -80,7 +80,7 @@ def measure(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmu
 
     dtype "tf32" is float32 with TF32 allowed on both sides: cuDNN's allow_tf32 and the
     layer's allow_tf32 (its recurrence, persistent or stepwise, and its input-projection,
-    dx and weight-gradient GEMMs in TF32).
+    dx and weight-gradient GEMMs in TF32, up to the H = 1056 of its TF32 plans).
     """
     import cupy
     import torch

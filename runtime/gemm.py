@@ -1,10 +1,11 @@
 """A layer's GEMMs on cuBLAS, in the layer's math: storage-type inputs, products in the
 accumulation type (or storage), and TF32 where the layer's plan runs TF32.
 
-TF32 covers every GEMM of such a layer, as torch's cudnn.allow_tf32 does for cuDNN's LSTM
-(its input projection and weight gradients included): the input projection and the weight
-gradients are the bulk of the arithmetic at large batches, and strict float32 runs them at a
-fraction of the tensor cores' rate. CuPy's matmul has no per-call TF32 switch (only the
+TF32 covers the input projection, dx, the weight gradients and db (all but dW_hh's h0 term,
+B rows in CuPy), as torch's cudnn.allow_tf32 does for cuDNN's LSTM: they are the bulk of the
+arithmetic at large batches, and strict float32 runs them at a fraction of the tensor cores'
+rate. A layer too wide for TF32 fragments (past H = 1056 on the H200) plans strict float32,
+and its GEMMs follow, so that its tolerances are strict float32's. CuPy's matmul has no per-call TF32 switch (only the
 process-wide CUPY_TF32), so cublasGemmEx is called through ctypes, which the stepwise
 recurrence needs anyway: CuPy's wrapper binds its handle to CuPy's current stream on every
 call and refuses a capturing one, so it cannot be captured on a stream of our own.

@@ -4,7 +4,7 @@ Forward: Gx = x W_ih^T + b for all steps as one cuBLAS GEMM and a sum, then the 
 persistent recurrence kernel. Backward: the generated reverse recurrence kernel produces the
 pre-activation gate gradients dG, then cuBLAS GEMMs give dx, dW_ih, dW_hh and the bias
 gradient (a row of ones times dG). The GEMMs run in the layer's math (runtime/gemm.py):
-TF32 where its plan runs TF32. Large batches (Plan.stepwise_from_batch) run the
+TF32 where its plan runs TF32. Large batches (Plan.stepwise_from_batch, per direction) run the
 recurrence stepwise instead: a cuBLAS GEMM and a generated cell kernel a step
 (runtime/stepwise.py), into the same buffers; the cell kernel adds the bias to Gx itself.
 
@@ -36,8 +36,8 @@ from lstmgen.runtime.validate import check_array
 _FORWARD_ADVICE = ("lower the batch size or the sequence length, or run with training=False, "
                    "which keeps no backward cache")
 _BACKWARD_ADVICE = "lower the batch size or the sequence length"
-# How a layer runs its recurrence: "auto" by the batch (Plan.stepwise_from_batch; stepwise only
-# where the call replays a captured loop), or always the persistent kernels, or always
+# How a layer runs its recurrence: "auto" by the batch (Plan.stepwise_from_batch and, for the
+# backward, stepwise_backward_from_batch; stepwise only where the call replays a captured loop), or always the persistent kernels, or always
 # stepwise (a cuBLAS GEMM and a cell kernel a step).
 RECURRENCES = ("auto", "persistent", "stepwise")
 

@@ -1,4 +1,5 @@
-"""The stepwise recurrence, which large batches run (Plan.stepwise_from_batch): a step's
+"""The stepwise recurrence, which large batches run (Plan.stepwise_from_batch, and for
+the backward Plan.stepwise_backward_from_batch): a step's
 product is one cuBLAS GEMM over the whole batch, and a generated cell kernel
 (templates/cell.cu.j2) applies the cell to it.
 
@@ -8,7 +9,8 @@ from L2 and by products tiled for few rows; cuBLAS tiles [B, H] x [H, 4H] for th
 the H200) would be longer than the step itself: a loop called again on the same buffers is
 replayed as a CUDA graph (runtime/replay.py), and a layer left to choose ("auto") runs the
 stepwise recurrence only then. The GEMMs' products are in the accumulation
-type, as the persistent kernels' are; TF32 only where the spec allows it.
+type, as the persistent kernels' are; TF32 only where the layer's plan runs TF32
+(runtime/gemm.py).
 
 cuBLAS is column-major: a row-major [rows, cols] matrix is its column-major transpose, so
 the row-major R = h W_hh^T ([B, 4H]) is the column-major R^T = W_hh h^T, with W_hh read
