@@ -60,11 +60,11 @@ class Gemms:
         # TF32 where the layer's persistent kernels use it too (allow_tf32, up to the width
         # whose fragments fit): the layer's tolerances follow its plan. A caller whose GEMM
         # is bound by memory, not arithmetic, gains nothing from TF32 and may keep it exact.
-        self.tf32 = tf32_allowed and load_kernels(spec).plan.mma_type == "tf32"
+        tf32 = tf32_allowed and load_kernels(spec).plan.mma_type == "tf32"
         if accumulate == "float64":
             self.compute = _COMPUTE_64F
         else:
-            self.compute = _COMPUTE_32F_FAST_TF32 if self.tf32 else _COMPUTE_32F
+            self.compute = _COMPUTE_32F_FAST_TF32 if tf32 else _COMPUTE_32F
         # alpha = 1 and beta = 0 in the compute type, read from host memory during each call.
         self._scalars = np.array([1, 0], accumulate)
         self._alpha = self._scalars.ctypes.data

@@ -4,8 +4,8 @@ Forward: Gx = x W_ih^T + b for all steps as one cuBLAS GEMM and a sum, then the 
 persistent recurrence kernel. Backward: the generated reverse recurrence kernel produces the
 pre-activation gate gradients dG, then cuBLAS GEMMs give dx, dW_ih, dW_hh and the bias
 gradient (a row of ones times dG). The GEMMs run in the layer's math (runtime/gemm.py):
-TF32 where its plan runs TF32. Large batches (Plan.stepwise_from_batch, per direction) run the
-recurrence stepwise instead: a cuBLAS GEMM and a generated cell kernel a step
+TF32 where its plan runs TF32. Large batches (Plan.stepwise_from_batch, per direction) run
+the recurrence stepwise instead: a cuBLAS GEMM and a generated cell kernel a step
 (runtime/stepwise.py), into the same buffers; the cell kernel adds the bias to Gx itself.
 
 Memory (elements of the spec's dtype, T steps, B rows, H units, I inputs):
@@ -37,8 +37,9 @@ _FORWARD_ADVICE = ("lower the batch size or the sequence length, or run with tra
                    "which keeps no backward cache")
 _BACKWARD_ADVICE = "lower the batch size or the sequence length"
 # How a layer runs its recurrence: "auto" by the batch (Plan.stepwise_from_batch and, for the
-# backward, stepwise_backward_from_batch; stepwise only where the call replays a captured loop), or always the persistent kernels, or always
-# stepwise (a cuBLAS GEMM and a cell kernel a step).
+# backward, stepwise_backward_from_batch; stepwise only where the call replays a captured
+# loop), or always the persistent kernels, or always stepwise (a cuBLAS GEMM and a cell
+# kernel a step).
 RECURRENCES = ("auto", "persistent", "stepwise")
 
 
@@ -260,9 +261,9 @@ class Layer:
             )
 
     def _bias(self):
-        """The bias added to Gx (None without one): b_ih + b_hh summed into
-        the same buffer on every call (an optimizer may have changed either in place), so that
-        a captured stepwise loop, whose graph holds its address, replays."""
+        """The bias added to Gx (None without one): b_ih + b_hh summed into the same buffer
+        on every call (an optimizer may have changed either in place), so that a captured
+        stepwise loop, whose graph holds its address, replays."""
         import cupy
 
         names = BIAS_PARAMETERS[self.spec.bias]

@@ -81,9 +81,9 @@ def forward(spec: LSTMSpec, w_hh, gx, bias, h0, c0, h_buf, h_last, c_last, cell,
                            "one step's recurrent products h W_hh^T", advice)
     step, products = ctypes.c_int32(0), ctypes.c_uint64(0)
     cell_step = _CellLaunches(load_cell_kernels(spec).forward, batch, hidden, [
-        _pointer(gx), _pointer(bias), products, _pointer(c0), _pointer(h_buf), ctypes.c_int32(h_buf.shape[0]), _pointer(h_last),
-        _pointer(c_last), _pointer(cell), ctypes.c_int32(training), _pointer(c_cache), step, ctypes.c_int32(steps),
-        ctypes.c_int32(batch)])
+        _pointer(gx), _pointer(bias), products, _pointer(c0), _pointer(h_buf), ctypes.c_int32(h_buf.shape[0]),
+        _pointer(h_last), _pointer(c_last), _pointer(cell), ctypes.c_int32(training), _pointer(c_cache), step,
+        ctypes.c_int32(steps), ctypes.c_int32(batch)])
     slot_bytes = batch * hidden * h_buf.itemsize
 
     def issue(stream) -> None:
