@@ -1,8 +1,8 @@
 """A layer's GEMMs on cuBLAS, in the layer's math: storage-type inputs, products in the
 accumulation type (or storage), and TF32 where the layer's plan runs TF32.
 
-TF32 covers the input projection, dx, the weight gradients and db (all but dW_hh's h0 term,
-B rows in CuPy), as torch's cudnn.allow_tf32 does for cuDNN's LSTM: they are the bulk of the
+TF32 covers the input projection, dx and the weight gradients (all but dW_hh's h0 term, B
+rows in CuPy; db, bound by memory, sums in strict float32), as torch's cudnn.allow_tf32 does for cuDNN's LSTM: they are the bulk of the
 arithmetic at large batches, and strict float32 runs them at a fraction of the tensor cores'
 rate. A layer too wide for TF32 fragments (past H = 1056 on the H200) plans strict float32,
 and its GEMMs follow, so that its tolerances are strict float32's. CuPy's matmul has no per-call TF32 switch (only the
@@ -47,7 +47,7 @@ class Gemms:
     """C = A B with the layer's types on CuPy's cuBLAS handle, by device pointers (__call__,
     on the stream last bound) or on row-major CuPy arrays (matmul, on the current stream)."""
 
-    def __init__(self, spec: LSTMSpec):
+    def __init__(self, spec: LSTMSpec, tf32_allowed: bool = True):
         import cupy
         from cupy_backends.cuda.libs import cublas
 
@@ -58,8 +58,9 @@ class Gemms:
         self.storage_type = _CUDA_TYPES[spec.dtype]
         self.accumulate_type = _CUDA_TYPES[accumulate]
         # TF32 where the layer's persistent kernels use it too (allow_tf32, up to the width
-        # whose fragments fit): the layer's tolerances follow its plan.
-        tf32 = load_kernels(spec).plan.mma_type == "tf32"
+        # whose fragments fit): the layer's tolerances follow its plan. A caller whose GEMM
+        # is bound by memory, not arithmetic, gains nothing from TF32 and may keep it exact.
+        tf32 = tf32_allowed and load_kernels(spec).plan.mma_type == "tf32"
         if accumulate == "float64":
             self.compute = _COMPUTE_64F
         else:

@@ -12,9 +12,9 @@ Memory (elements of the spec's dtype, T steps, B rows, H units, I inputs):
   inference: Gx 4*T*B*H, plus T*B*H for y when return_sequences (else 2*B*H ping-pong)
   training cache: T*B*(4H + H + H): activated gates (written over Gx in place), cell
   states and every h_t; backward writes dG over the gates and adds dx (T*B*I), the weight
-  gradients, dh0, dc0, with a bias a row of T*B ones (db's GEMM) and, with W_hh streamed
-  from L2, its transposed copy (4H^2). float16 and bfloat16 add a float32 [B, H] running
-  state per direction. batch_first adds a time-major copy of x (and of y, dy, dx). The
+  gradients, dh0, dc0, with a bias a row of T*B ones that the layer keeps (db's GEMM) and,
+  with W_hh streamed from L2, its transposed copy (4H^2). float16 and bfloat16 add a
+  float32 [B, H] running state per direction. batch_first adds a time-major copy of x (and of y, dy, dx). The
   stepwise recurrence adds one step's products in the accumulation type: B*4H forward,
   B*H backward.
 """
@@ -86,6 +86,7 @@ class Layer:
         self.params = {name: cupy.asarray(value) for name, value in initial_parameters(spec, seed).items()}
         self._cache = None
         self._summed_bias = None  # b_ih + b_hh, written on every forward (_bias)
+        self._row_of_ones = None  # db's GEMM (_ones)
 
     # ----------------------------------------------------------------- parameters
 
@@ -241,6 +242,14 @@ class Layer:
     def _buffer(self, shape, what: str, advice: str):
         return new_buffer(shape, self.spec.dtype, what, advice)
 
+    def _ones(self, count: int):
+        """A [1, count] row of ones, from a buffer the layer keeps and grows: filled once, not
+        on every backward."""
+        if self._row_of_ones is None or self._row_of_ones.size < count:
+            self._row_of_ones = self._buffer((count,), "a row of ones for the bias gradient", _BACKWARD_ADVICE)
+            self._row_of_ones.fill(1)
+        return self._row_of_ones[:count].reshape(1, count)
+
     def _check_current_device(self) -> None:
         import cupy
 
@@ -356,10 +365,9 @@ class Layer:
             # db = sum over every (step, row) of dG, as a GEMM of a row of ones: cuBLAS reads dG
             # once at full bandwidth, where a column sum of [T*B, 4H] in CuPy took as long as
             # the backward recurrence itself at B = 256 (bench/NOTES.md v9).
-            ones = self._buffer((1, steps * batch), "a row of ones for the bias gradient", _BACKWARD_ADVICE)
-            ones.fill(1)
+            # It is bound by memory: TF32 would only round dG before the sum.
             db = self._buffer((4 * hidden,), "db", _BACKWARD_ADVICE)
-            gemms.matmul(ones, d_gates, db.reshape(1, 4 * hidden))
+            Gemms(spec, tf32_allowed=False).matmul(self._ones(steps * batch), d_gates, db.reshape(1, 4 * hidden))
             # Separate arrays per bias, so that an in-place update of one leaves the other alone.
             grads.update({"d" + name: db if index == 0 else db.copy() for index, name in enumerate(bias_names)})
         grads.update(dh0=dh0, dc0=dc0)
