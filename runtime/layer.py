@@ -1,12 +1,12 @@
 """One LSTM layer on the GPU: parameters, forward, backward.
 
-Forward: Gx = x W_ih^T + b for all steps as one cuBLAS GEMM and a sum, then the generated
-persistent recurrence kernel. Backward: the generated reverse recurrence kernel produces the
+Forward: Gx = x W_ih^T for all steps as one cuBLAS GEMM, then the generated persistent
+recurrence kernel, which adds the bias b (b_ih + b_hh) as it starts each step's sums. Backward: the generated reverse recurrence kernel produces the
 pre-activation gate gradients dG, then cuBLAS GEMMs give dx, dW_ih, dW_hh and the bias
 gradient (a row of ones times dG). The GEMMs run in the layer's math (runtime/gemm.py):
 TF32 where its plan runs TF32. Large batches (Plan.stepwise_from_batch, per direction) run
 the recurrence stepwise instead: a cuBLAS GEMM and a generated cell kernel a step
-(runtime/stepwise.py), into the same buffers; the cell kernel adds the bias to Gx itself.
+(runtime/stepwise.py), into the same buffers; the cell kernel adds the bias as it reads Gx.
 
 Memory (elements of the spec's dtype, T steps, B rows, H units, I inputs):
   inference: Gx 4*T*B*H, plus T*B*H for y when return_sequences (else 2*B*H ping-pong)
@@ -203,12 +203,8 @@ class Layer:
             spec, self.params["W_hh"], gx, bias, h0, c0, h_buf, h_last, c_last, cell, training, c_seq, _FORWARD_ADVICE,
             replays_only=self.recurrence == "auto")
         if not ran_stepwise:
-            # The cell kernels add the bias as they read Gx; the persistent kernels take Gx
-            # with it, since loading it in their step cost more than this pass (bench/NOTES.md v9).
-            if bias is not None:
-                gx += bias
             self._launch(self.kernels.forward, (
-                _pointer(gx), _pointer(self.params["W_hh"]), _pointer(h0), _pointer(c0),
+                _pointer(gx), _pointer(bias), _pointer(self.params["W_hh"]), _pointer(h0), _pointer(c0),
                 _pointer(h_buf), np.int32(h_buf.shape[0]), _pointer(h_last), _pointer(c_last), _pointer(cell),
                 # Training writes the activated gates over Gx: each lane reads Gx[t] of its own
                 # (unit, row) before writing the gates there, so nothing is lost.
@@ -261,9 +257,9 @@ class Layer:
             )
 
     def _bias(self):
-        """The bias added to Gx (None without one): b_ih + b_hh summed into the same buffer
-        on every call (an optimizer may have changed either in place), so that a captured
-        stepwise loop, whose graph holds its address, replays."""
+        """The bias the recurrence kernels add to Gx (None without one): b_ih + b_hh summed
+        into the same buffer on every call (an optimizer may have changed either in place),
+        so that a captured stepwise loop, whose graph holds its address, replays."""
         import cupy
 
         names = BIAS_PARAMETERS[self.spec.bias]

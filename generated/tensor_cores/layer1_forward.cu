@@ -3,9 +3,9 @@
 // spec: input_size=256 hidden_size=1024 dtype=bfloat16 bias=double return_sequences=true
 // plan: sm_90: 128 blocks x 256 threads, 8 units/block, W_hh slice in registers as mma.sync fragments, staging 64 rows forward / 24 backward (212352 B smem); from B = 64 a cuBLAS GEMM and a cell kernel a step
 
-// Forward recurrence of one LSTM layer. The input projection Gx = x W_ih^T + b of all steps
-// is one GEMM done before this launch; this persistent kernel runs every step:
-//   gates = Gx[t] + h_{t-1} W_hh^T;  i,f,o = sigmoid, g = tanh (gate order i, f, g, o)
+// Forward recurrence of one LSTM layer. The input projection Gx = x W_ih^T of all steps is
+// one GEMM done before this launch; this persistent kernel runs every step:
+//   gates = Gx[t] + b + h_{t-1} W_hh^T;  i,f,o = sigmoid, g = tanh (gate order i, f, g, o)
 //   c_t = f * c_{t-1} + i * g;        h_t = o * tanh(c_t)
 // with one grid barrier per step, after which every block can read all of h_t (where the
 // kernel is batch-sliced, the barrier of the block or cluster that owns every unit of its rows).
@@ -46,6 +46,15 @@ __device__ __forceinline__ float sigmoid(float x) { return fmaf(0.5f, tanh_of(0.
 // W_hh[gate * H + unit][k]: gate `gate` of `unit` against h[k].
 __device__ __forceinline__ size_t weight_index(int gate, int unit, int k) {
   return (size_t)(gate * HIDDEN + unit) * HIDDEN + k;
+}
+
+// The bias of a unit's four gates (zeros without one or past H), which starts the sums of
+// h_{t-1} W_hh^T: Gx comes without it, so no pass over Gx adds it before the launch, and a
+// thread loads it once, not with every step's Gx (bench/NOTES.md v9, v10).
+__device__ __forceinline__ void load_bias(const storage_t* bias, int unit, acc_t (&out)[4]) {
+#pragma unroll
+  for (int gate = 0; gate < 4; ++gate)
+    out[gate] = bias != nullptr && unit < HIDDEN ? acc_t(bias[gate * HIDDEN + unit]) : acc_t(0);
 }
 #define M_ROWS 32                      // weight rows of the block
 #define K_SPLIT 4                     // parts of K, each a warp's (mma) or a thread's (FMA)
@@ -244,7 +253,8 @@ __device__ __forceinline__ void load_fragments(unsigned (&fragments)[M_TILES_PER
 
 extern "C" __global__ void __launch_bounds__(THREADS, 1)
 lstm_forward_recurrence(
-    const storage_t* gx,                  // [steps, batch, 4H] input projection + bias
+    const storage_t* gx,                  // [steps, batch, 4H] input projection x W_ih^T
+    const storage_t* __restrict__ bias,   // [4H] b_ih + b_hh, nullptr: no bias
     const storage_t* __restrict__ weights,// W_hh [4H, H]
     const storage_t* __restrict__ h0,     // [batch, H], nullptr: zeros
     const storage_t* __restrict__ c0,     // [batch, H], nullptr: zeros
@@ -304,12 +314,18 @@ lstm_forward_recurrence(
   const bool carried = batch <= CHUNK_ROWS;
   Pending pending[ITEMS_PER_THREAD];
   Outputs outputs[ITEMS_PER_THREAD];
+  // The bias of each item's unit, loaded once: one set where all of a thread's items are of
+  // one unit (THREADS a multiple of UNITS_PER_BLOCK, as it is but for odd unit counts).
+  constexpr int BIAS_SETS = THREADS % UNITS_PER_BLOCK == 0 ? 1 : ITEMS_PER_THREAD;
+  acc_t unit_bias[BIAS_SETS][4];
+#pragma unroll
+  for (int n = 0; n < BIAS_SETS; ++n) load_bias(bias, first_unit + (threadIdx.x + n * THREADS) % UNITS_PER_BLOCK, unit_bias[n]);
 
   for (int t = 0; t < steps; ++t) {
     const storage_t* h_prev = t == 0 ? h0 : h_buf + (size_t)((t - 1) % h_buf_steps) * slot_stride;
     storage_t* h_out = h_buf + (size_t)(t % h_buf_steps) * slot_stride;
 
-    // Activates a (unit, row)'s gates, given h_{t-1} W_hh^T, and advances its cell; returns
+    // Activates a (unit, row)'s gates, given b + h_{t-1} W_hh^T, and advances its cell; returns
     // c_t, and in `out` what it writes to memory (write_outputs).
     auto finish = [=](int row, int unit, Pending p, const acc_t (&recurrent)[4], Outputs& out) {
       const acc_t i = sigmoid(acc_t(p.gx[0]) + recurrent[0]), f = sigmoid(acc_t(p.gx[1]) + recurrent[1]);
@@ -360,7 +376,8 @@ lstm_forward_recurrence(
       for (int n = 0; n < ITEMS_PER_THREAD; ++n) {
         const int item = threadIdx.x + n * THREADS, local_unit = item % UNITS_PER_BLOCK, row = item / UNITS_PER_BLOCK;
         if (row >= chunk_rows || first_unit + local_unit >= HIDDEN) continue;
-        acc_t recurrent[4] = {0, 0, 0, 0};
+        const acc_t (&b)[4] = unit_bias[n % BIAS_SETS];
+        acc_t recurrent[4] = {b[0], b[1], b[2], b[3]};
         if (h_prev != nullptr) {
 #pragma unroll
           for (int part = 0; part < K_SPLIT; ++part) {

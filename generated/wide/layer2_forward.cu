@@ -3,9 +3,9 @@
 // spec: input_size=256 hidden_size=1024 dtype=float64 bias=single return_sequences=false
 // plan: sm_90: 128 blocks x 256 threads, 8 units/block, W_hh slice in global memory (L2), staging 24 rows forward / 4 backward (196608 B smem); from B = 32 a cuBLAS GEMM and a cell kernel a step
 
-// Forward recurrence of one LSTM layer. The input projection Gx = x W_ih^T + b of all steps
-// is one GEMM done before this launch; this persistent kernel runs every step:
-//   gates = Gx[t] + h_{t-1} W_hh^T;  i,f,o = sigmoid, g = tanh (gate order i, f, g, o)
+// Forward recurrence of one LSTM layer. The input projection Gx = x W_ih^T of all steps is
+// one GEMM done before this launch; this persistent kernel runs every step:
+//   gates = Gx[t] + b + h_{t-1} W_hh^T;  i,f,o = sigmoid, g = tanh (gate order i, f, g, o)
 //   c_t = f * c_{t-1} + i * g;        h_t = o * tanh(c_t)
 // with one grid barrier per step, after which every block can read all of h_t (where the
 // kernel is batch-sliced, the barrier of the block or cluster that owns every unit of its rows).
@@ -110,9 +110,19 @@ __device__ __forceinline__ size_t weight_index(int gate, int unit, int k) {
   return (size_t)(gate * HIDDEN + unit) * HIDDEN + k;
 }
 
+// The bias of a unit's four gates (zeros without one or past H), which starts the sums of
+// h_{t-1} W_hh^T: Gx comes without it, so no pass over Gx adds it before the launch, and a
+// thread loads it once, not with every step's Gx (bench/NOTES.md v9, v10).
+__device__ __forceinline__ void load_bias(const storage_t* bias, int unit, acc_t (&out)[4]) {
+#pragma unroll
+  for (int gate = 0; gate < 4; ++gate)
+    out[gate] = bias != nullptr && unit < HIDDEN ? acc_t(bias[gate * HIDDEN + unit]) : acc_t(0);
+}
+
 extern "C" __global__ void __launch_bounds__(THREADS, 1)
 lstm_forward_recurrence(
-    const storage_t* gx,                  // [steps, batch, 4H] input projection + bias
+    const storage_t* gx,                  // [steps, batch, 4H] input projection x W_ih^T
+    const storage_t* __restrict__ bias,   // [4H] b_ih + b_hh, nullptr: no bias
     const storage_t* __restrict__ weights,// W_hh [4H, H]
     const storage_t* __restrict__ h0,     // [batch, H], nullptr: zeros
     const storage_t* __restrict__ c0,     // [batch, H], nullptr: zeros
@@ -160,7 +170,7 @@ lstm_forward_recurrence(
     const storage_t* h_prev = t == 0 ? h0 : h_buf + (size_t)((t - 1) % h_buf_steps) * slot_stride;
     storage_t* h_out = h_buf + (size_t)(t % h_buf_steps) * slot_stride;
 
-    // Activates a (unit, row)'s gates, given h_{t-1} W_hh^T, and advances its cell; returns
+    // Activates a (unit, row)'s gates, given b + h_{t-1} W_hh^T, and advances its cell; returns
     // c_t, and in `out` what it writes to memory (write_outputs).
     auto finish = [=](int row, int unit, Pending p, const acc_t (&recurrent)[4], Outputs& out) {
       const acc_t i = sigmoid(acc_t(p.gx[0]) + recurrent[0]), f = sigmoid(acc_t(p.gx[1]) + recurrent[1]);
@@ -199,7 +209,11 @@ lstm_forward_recurrence(
       const int row = row0 + output / 4;
       // Zeros for the other lanes: left undefined, they cost ptxas spills at the register limit.
       Pending pending = {{storage_t(0.0f), storage_t(0.0f), storage_t(0.0f), storage_t(0.0f)}, 0};
-      if (owner) pending = load_pending(t, row, unit, cell[(size_t)row * HIDDEN + unit]);
+      acc_t unit_bias[4] = {0, 0, 0, 0};
+      if (owner) {
+        pending = load_pending(t, row, unit, cell[(size_t)row * HIDDEN + unit]);
+        load_bias(bias, unit, unit_bias);
+      }
       acc_t sum[4 * NB];
 #pragma unroll
       for (int v = 0; v < 4 * NB; ++v) sum[v] = 0;
@@ -224,7 +238,8 @@ lstm_forward_recurrence(
       const acc_t mine = warp_sum_spread<4 * NB>(sum, lane);
       acc_t recurrent[4];
 #pragma unroll
-      for (int gate = 0; gate < 4; ++gate) recurrent[gate] = __shfl_sync(FULL_WARP, mine, ((output & ~3) + gate) << SHIFT);
+      for (int gate = 0; gate < 4; ++gate)
+        recurrent[gate] = unit_bias[gate] + __shfl_sync(FULL_WARP, mine, ((output & ~3) + gate) << SHIFT);
       if (owner) {
         Outputs out;
         cell[(size_t)row * HIDDEN + unit] = finish(row, unit, pending, recurrent, out);
