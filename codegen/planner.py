@@ -253,6 +253,13 @@ class Plan:
         (CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED) and the GPU has them."""
         return self.cluster_blocks > PORTABLE_CLUSTER_BLOCKS
 
+    @property
+    def tagged_exchange(self) -> bool:
+        """The cooperative tensor-core forward kernel hands h_t to step t + 1 as words tagged
+        with t, which each block waits on as it copies them, instead of crossing a grid
+        barrier every step (the kernel takes a buffer of [2, B, H] such words last)."""
+        return self.math == "mma" and not self.batch_sliced
+
     def group_rows(self, batch: int, clusters: int | None = None) -> int:
         """Batch rows of a batch-sliced group: few enough that each of the `clusters` the
         GPU runs at once (default num_blocks / cluster_blocks) takes a group, at most
@@ -282,6 +289,8 @@ class Plan:
                 if step and step.async_exchange]
         if sent:
             how += f", {' and '.join(sent)} rows sent by st.async"
+        if self.tagged_exchange:
+            how += ", forward h_t sent as words tagged with t"
         if self.batch_sliced and self.cluster_blocks > 1:
             blocks = (f"up to {self.num_blocks // self.cluster_blocks} clusters of {self.cluster_blocks} "
                       f"blocks of up to {self.forward_chunk_rows} batch rows")

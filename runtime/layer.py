@@ -1,12 +1,13 @@
 """One LSTM layer on the GPU: parameters, forward, backward.
 
 Forward: Gx = x W_ih^T for all steps as one cuBLAS GEMM, then the generated persistent
-recurrence kernel, which adds the bias b (b_ih + b_hh) as it starts each step's sums. Backward: the generated reverse recurrence kernel produces the
-pre-activation gate gradients dG, then cuBLAS GEMMs give dx, dW_ih, dW_hh and the bias
-gradient (a row of ones times dG). The GEMMs run in the layer's math (runtime/gemm.py):
-TF32 where its plan runs TF32. Large batches (Plan.stepwise_from_batch, per direction) run
-the recurrence stepwise instead: a cuBLAS GEMM and a generated cell kernel a step
-(runtime/stepwise.py), into the same buffers; the cell kernel adds the bias as it reads Gx.
+recurrence kernel, which adds the bias b (b_ih + b_hh) as it starts each step's sums.
+Backward: the generated reverse recurrence kernel produces the pre-activation gate gradients
+dG, then cuBLAS GEMMs give dx, dW_ih, dW_hh and the bias gradient (a row of ones times dG).
+The GEMMs run in the layer's math (runtime/gemm.py): TF32 where its plan runs TF32. Large
+batches (Plan.stepwise_from_batch, per direction) run the recurrence stepwise instead: a
+cuBLAS GEMM and a generated cell kernel a step (runtime/stepwise.py), into the same buffers;
+the cell kernel adds the bias as it reads Gx.
 
 Memory (elements of the spec's dtype, T steps, B rows, H units, I inputs):
   inference: Gx 4*T*B*H, plus T*B*H for y when return_sequences (else 2*B*H ping-pong)
@@ -14,9 +15,10 @@ Memory (elements of the spec's dtype, T steps, B rows, H units, I inputs):
   states and every h_t; backward writes dG over the gates and adds dx (T*B*I), the weight
   gradients, dh0, dc0, with a bias a row of T*B ones that the layer keeps (db's GEMM) and,
   with W_hh streamed from L2, its transposed copy (4H^2). float16 and bfloat16 add a
-  float32 [B, H] running state per direction. batch_first adds a time-major copy of x (and of y, dy, dx). The
-  stepwise recurrence adds one step's products in the accumulation type: B*4H forward,
-  B*H backward.
+  float32 [B, H] running state per direction. Where the forward sends h as tagged words
+  (Plan.tagged_exchange) it adds 2*B*H words of twice the element's size. batch_first adds
+  a time-major copy of x (and of y, dy, dx). The stepwise recurrence adds one step's
+  products in the accumulation type: B*4H forward, B*H backward.
 """
 
 from __future__ import annotations
@@ -210,7 +212,7 @@ class Layer:
                 # (unit, row) before writing the gates there, so nothing is lost.
                 _pointer(gx if training else None), _pointer(c_seq),
                 np.int32(steps), np.int32(batch),
-            ), batch)
+            ) + self._exchange(batch), batch)
 
         self._cache = (dict(x=x, h0=h0, c0=c0, h_seq=h_buf, gates=gx, c_seq=c_seq, batch_first=batch_first)
                        if training else None)
@@ -245,6 +247,18 @@ class Layer:
             self._row_of_ones = self._buffer((count,), "a row of ones for the bias gradient", _BACKWARD_ADVICE)
             self._row_of_ones.fill(1)
         return self._row_of_ones[:count].reshape(1, count)
+
+    def _exchange(self, batch: int) -> tuple:
+        """The forward kernel's last argument where it sends h_t as words tagged with t
+        (Plan.tagged_exchange): [2, B, H] words of twice the storage size, all ones, a tag
+        that no step waits for before its own words arrive. Otherwise nothing."""
+        if not self.kernels.plan.tagged_exchange:
+            return ()
+        word = np.dtype(np.uint32 if np.dtype(self.spec.dtype).itemsize == 2 else np.uint64)
+        exchange = new_buffer((2, batch, self.spec.hidden_size), word, "the exchange of h between blocks",
+                              _FORWARD_ADVICE)
+        exchange.fill(np.iinfo(word).max)
+        return (_pointer(exchange),)
 
     def _check_current_device(self) -> None:
         import cupy

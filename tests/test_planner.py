@@ -9,7 +9,7 @@ kernels would miss units, overrun a block, its registers or its shared memory.
 from pathlib import Path
 
 import pytest
-from hypothesis import assume, example, given, strategies as st
+from hypothesis import assume, example, given, settings, strategies as st
 
 from lstmgen.codegen import DTYPES, SM90_H200, LSTMSpec, Target, load_spec, plan_layer, render_layer
 from lstmgen.codegen.planner import FmaStep, TensorCoreStep
@@ -321,6 +321,18 @@ def test_16_bit_layers_run_on_tensor_cores_up_to_8_units_per_block_on_h200(dtype
     assert plan.math == math
     assert (plan.mma_type == {"float16": "f16", "bfloat16": "bf16"}[dtype]) == (math == "mma")
     assert ("as mma.sync fragments" in plan.summary()) == (math == "mma")
+
+
+@settings(max_examples=60, deadline=None)
+@given(spec=specs)
+@example(spec=LSTMSpec(input_size=8, hidden_size=1024, dtype="float16"))
+def test_only_cooperative_tensor_core_forwards_send_tagged_h(spec):
+    # The tagged words replace the grid barrier where every block needs all of h_t; batch-sliced
+    # kernels meet within their block or cluster, and the FMA kernels keep the grid barrier.
+    plan = plan_layer(spec, SM90_H200)
+    assert plan.tagged_exchange == (plan.math == "mma" and not plan.batch_sliced)
+    assert ("words tagged with t" in plan.summary()) == plan.tagged_exchange
+    assert ("exchange_t* exchange" in render_layer(spec)["forward"].text) == plan.tagged_exchange
 
 
 def test_float32_and_float64_stay_on_fma():
