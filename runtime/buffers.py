@@ -16,7 +16,7 @@ _poison = False
 
 @contextlib.contextmanager
 def poisoned_buffers():
-    """Within this block every new buffer is filled with NaN before the kernels run."""
+    """Within this block every new floating-point buffer is filled with NaN before the kernels run."""
     global _poison
     previous, _poison = _poison, True
     try:
@@ -44,6 +44,6 @@ def new_buffer(shape, dtype, what: str, advice: str):
             f"{total / 2**20:.1f} MiB free and CuPy's pool holds {pool.total_bytes() / 2**20:.1f} MiB "
             f"(limit {pool.get_limit() / 2**20:.1f} MiB, 0 = none): {advice}"
         ) from None
-    if _poison:
+    if _poison and array.dtype.kind in "fc":  # NaN is a poison only floats hold
         array.fill(float("nan"))
     return array

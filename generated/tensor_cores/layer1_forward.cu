@@ -267,12 +267,29 @@ __device__ __forceinline__ unsigned tag_of_step(int t) {
   return TAG_SHIFT == 16 ? unsigned(t) & 0xffffu : unsigned(t);
 }
 
-// h_t as its exchange word.
-__device__ __forceinline__ exchange_t tagged(storage_t h, int t) {
+// Sends h_t: stores its word at `word`. Writers and readers of the words access them as
+// relaxed at GPU scope (strong, coherent in L2), which orders nothing else and needs no fence.
+__device__ __forceinline__ void send_tagged(exchange_t* word, storage_t h, int t) {
   static_assert(2 * sizeof(storage_t) == sizeof(exchange_t), "a word is a value and its tag");
   exchange_t bits = 0;
   memcpy(&bits, &h, sizeof(h));
-  return bits | exchange_t(tag_of_step(t)) << TAG_SHIFT;
+  bits |= exchange_t(tag_of_step(t)) << TAG_SHIFT;
+  asm volatile("st.relaxed.gpu.global.u32 [%0], %1;" :: "l"(word), "r"(bits) : "memory");
+}
+
+// A load that the compiler neither merges with another nor drops from a waiting loop (an
+// asm that is not volatile may be, and a loop without side effects may be assumed to end).
+__device__ __forceinline__ uint4 load_words(const uint4* from) {
+  uint4 v;
+  asm volatile("ld.relaxed.gpu.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(from) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ exchange_t load_word(const exchange_t* from) {
+  exchange_t word;
+  asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(word) : "l"(from) : "memory");
+  return word;
 }
 
 __device__ __forceinline__ storage_t value_of(exchange_t word) {
@@ -299,8 +316,7 @@ __device__ __forceinline__ uint2 values_of(const uint4& v) {
 
 // Copies `rows` rows of h_s, which the blocks send during step s as tagged words, into shared
 // memory STAGE_STRIDE apart, each vector once all of its words carry s: as stage_rows, 16-byte
-// loads with several in flight per thread, a vector loaded again until it is complete. .cv
-// loads fetch from L2 every time: a loop of .cg loads may be hoisted as one.
+// loads with several in flight per thread, a vector loaded again until it is complete.
 __device__ __forceinline__ void stage_tagged(storage_t* dst, const exchange_t* src, int rows, int s) {
   constexpr int IN_FLIGHT = 8;
   const unsigned tag = tag_of_step(s);
@@ -312,19 +328,19 @@ __device__ __forceinline__ void stage_tagged(storage_t* dst, const exchange_t* s
       uint4 v[IN_FLIGHT];
 #pragma unroll
       for (int i = 0; i < IN_FLIGHT; ++i)
-        if (base + i * THREADS < vectors) v[i] = __ldcv(from + base + i * THREADS);
+        if (base + i * THREADS < vectors) v[i] = load_words(from + base + i * THREADS);
 #pragma unroll
       for (int i = 0; i < IN_FLIGHT; ++i) {
         const int e = base + i * THREADS;
         if (e >= vectors) continue;
-        while (!all_tagged(v[i], tag)) v[i] = __ldcv(from + e);
+        while (!all_tagged(v[i], tag)) v[i] = load_words(from + e);
         *reinterpret_cast<uint2*>(dst + e / ROW_VECTORS * STAGE_STRIDE + e % ROW_VECTORS * WORDS_PER_VECTOR) = values_of(v[i]);
       }
     }
   } else {
     for (int e = threadIdx.x; e < rows * K_LEN; e += THREADS) {
       exchange_t word;
-      do word = __ldcv(src + e); while (unsigned(word >> TAG_SHIFT) != tag);
+      do word = load_word(src + e); while (unsigned(word >> TAG_SHIFT) != tag);
       dst[e / K_LEN * STAGE_STRIDE + e % K_LEN] = value_of(word);
     }
   }
@@ -475,7 +491,7 @@ lstm_forward_recurrence(
         const int unit = first_unit + local_unit;
         pending[n].c_prev = finish(chunk + row, unit, pending[n], recurrent, outputs[n]);
         if (!carried) cell[(size_t)(chunk + row) * HIDDEN + unit] = pending[n].c_prev;
-        if (t + 1 < steps) exchange[(size_t)(t & 1) * slot_stride + (size_t)(chunk + row) * HIDDEN + unit] = tagged(outputs[n].h, t);
+        if (t + 1 < steps) send_tagged(exchange + (size_t)(t & 1) * slot_stride + (size_t)(chunk + row) * HIDDEN + unit, outputs[n].h, t);
         write_outputs(chunk + row, unit, outputs[n]);
       }
       // Only after every item is finished: a warp waits for a load through one of a few
