@@ -316,7 +316,7 @@ __device__ __forceinline__ uint2 values_of(const uint4& v) {
 
 // Copies `rows` rows of h_s, which the blocks send during step s as tagged words, into shared
 // memory STAGE_STRIDE apart, each vector once all of its words carry s: as stage_rows, 16-byte
-// loads with several in flight per thread, a vector loaded again until it is complete.
+// loads with several in flight per thread, those not yet complete loaded again.
 __device__ __forceinline__ void stage_tagged(storage_t* dst, const exchange_t* src, int rows, int s) {
   constexpr int IN_FLIGHT = 8;
   const unsigned tag = tag_of_step(s);
@@ -325,16 +325,25 @@ __device__ __forceinline__ void stage_tagged(storage_t* dst, const exchange_t* s
     const int vectors = rows * ROW_VECTORS;
     const uint4* from = reinterpret_cast<const uint4*>(src);
     for (int base = threadIdx.x; base < vectors; base += IN_FLIGHT * THREADS) {
-      uint4 v[IN_FLIGHT];
+      // Bit i: vector i is still to be copied. Every round loads all of them again at once, so
+      // a thread waits one trip through L2 a round, not one a vector.
+      unsigned waiting = 0;
 #pragma unroll
       for (int i = 0; i < IN_FLIGHT; ++i)
-        if (base + i * THREADS < vectors) v[i] = load_words(from + base + i * THREADS);
+        if (base + i * THREADS < vectors) waiting |= 1u << i;
+      while (waiting != 0) {
+        uint4 v[IN_FLIGHT];
 #pragma unroll
-      for (int i = 0; i < IN_FLIGHT; ++i) {
-        const int e = base + i * THREADS;
-        if (e >= vectors) continue;
-        while (!all_tagged(v[i], tag)) v[i] = load_words(from + e);
-        *reinterpret_cast<uint2*>(dst + e / ROW_VECTORS * STAGE_STRIDE + e % ROW_VECTORS * WORDS_PER_VECTOR) = values_of(v[i]);
+        for (int i = 0; i < IN_FLIGHT; ++i)
+          if (waiting & 1u << i) v[i] = load_words(from + base + i * THREADS);
+#pragma unroll
+        for (int i = 0; i < IN_FLIGHT; ++i) {
+          const int e = base + i * THREADS;
+          if ((waiting & 1u << i) && all_tagged(v[i], tag)) {
+            *reinterpret_cast<uint2*>(dst + e / ROW_VECTORS * STAGE_STRIDE + e % ROW_VECTORS * WORDS_PER_VECTOR) = values_of(v[i]);
+            waiting &= ~(1u << i);
+          }
+        }
       }
     }
   } else {
