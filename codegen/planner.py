@@ -134,6 +134,13 @@ _STEPWISE_MIN_BATCH = 32
 # for H = 256, where the forward ties).
 _STEPWISE_BACKWARD_FLOAT32_ROW_UNITS = 16 * 1024
 _STEPWISE_BACKWARD_FLOAT32_NARROW = (256, 64 * 1024)  # (from H, batch x H) below _STEPWISE_MIN_HIDDEN
+# The cooperative tensor-core forward sends h_t as words twice the element's size, tagged
+# with t, which readers wait on instead of a grid barrier (Plan.tagged_exchange_batch): each
+# block then copies B*H*element more bytes a step from L2. Where that is at most this much,
+# the barrier's round trips cost more (bench/NOTES.md v10: 32 KiB more at TF32 H = 1024 B = 8
+# and 16 KiB at float16, 0.85 and 0.66 us a step faster than the barrier); past it, the
+# kernel crosses the grid barrier and copies h_t itself.
+_TAGGED_EXTRA_BYTES = 32 * 1024
 # As the FMA path: a warp runs the chunk's n tiles one after another, so more rows cost no
 # registers, only (unit, row) pairs per thread in the epilogue.
 _MMA_MAX_CHUNK_ROWS = _MAX_CHUNK_ROWS
@@ -246,6 +253,8 @@ class Plan:
     stepwise_from_batch: int = 0  # batches of at least this many rows run the stepwise recurrence
                                   # (a cuBLAS GEMM and the cell kernels a step); 0: never
     stepwise_backward_from_batch: int = 0  # the same for the backward recurrence
+    tagged_exchange_batch: int = 0  # forward batches up to this many rows send h_t as tagged
+                                    # words instead of crossing a grid barrier; 0: never
 
     @property
     def non_portable_cluster(self) -> bool:
@@ -255,10 +264,11 @@ class Plan:
 
     @property
     def tagged_exchange(self) -> bool:
-        """The cooperative tensor-core forward kernel hands h_t to step t + 1 as words tagged
-        with t, which each block waits on as it copies them, instead of crossing a grid
-        barrier every step (the kernel takes a buffer of [2, B, H] such words last)."""
-        return self.math == "mma" and not self.batch_sliced
+        """The forward kernel can hand h_t to step t + 1 as words tagged with t, which each
+        block waits on as it copies them, instead of crossing a grid barrier every step: it
+        takes a buffer of [2, B, H] such words last, or a null pointer for the barrier (the
+        layer passes one up to tagged_exchange_batch rows)."""
+        return self.tagged_exchange_batch > 0
 
     def group_rows(self, batch: int, clusters: int | None = None) -> int:
         """Batch rows of a batch-sliced group: few enough that each of the `clusters` the
@@ -290,7 +300,7 @@ class Plan:
         if sent:
             how += f", {' and '.join(sent)} rows sent by st.async"
         if self.tagged_exchange:
-            how += ", forward h_t sent as words tagged with t"
+            how += f", forward h_t sent as words tagged with t up to B = {self.tagged_exchange_batch}"
         if self.batch_sliced and self.cluster_blocks > 1:
             blocks = (f"up to {self.num_blocks // self.cluster_blocks} clusters of {self.cluster_blocks} "
                       f"blocks of up to {self.forward_chunk_rows} batch rows")
@@ -360,6 +370,8 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
     cluster, sliced = _plan_batch_sliced(spec, target, mma_type) if mma_type else (1, None)
     tensor_core = sliced or (mma_type and _plan_tensor_cores(spec, target, units, mma_type, sliced=False))
     if tensor_core:
+        if not sliced:
+            layout["tagged_exchange_batch"] = max(1, _TAGGED_EXTRA_BYTES // (hidden * element))
         return _staged_plan(spec, layout, tensor_core, cluster, sliced=bool(sliced), units=units, num_blocks=num_blocks,
                             threads=_MMA_WARPS * WARP, rows_per_pass=_MMA_N, math="mma", mma_type=mma_type)
     forward_chunk = _chunk_rows(staging // forward_row)

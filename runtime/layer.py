@@ -16,7 +16,7 @@ Memory (elements of the spec's dtype, T steps, B rows, H units, I inputs):
   gradients, dh0, dc0, with a bias a row of T*B ones that the layer keeps (db's GEMM) and,
   with W_hh streamed from L2, its transposed copy (4H^2). float16 and bfloat16 add a
   float32 [B, H] running state per direction. Where the forward sends h as tagged words
-  (Plan.tagged_exchange) it adds 2*B*H words of twice the element's size. batch_first adds
+  (Plan.tagged_exchange_batch) it adds 2*B*H words of twice the element's size. batch_first adds
   a time-major copy of x (and of y, dy, dx). The stepwise recurrence adds one step's
   products in the accumulation type: B*4H forward, B*H backward.
 """
@@ -249,11 +249,15 @@ class Layer:
         return self._row_of_ones[:count].reshape(1, count)
 
     def _exchange(self, batch: int) -> tuple:
-        """The forward kernel's last argument where it sends h_t as words tagged with t
-        (Plan.tagged_exchange): [2, B, H] words of twice the storage size, all ones, a tag
-        that no step waits for before its own words arrive. Otherwise nothing."""
-        if not self.kernels.plan.tagged_exchange:
+        """The forward kernel's last argument where it can send h_t as words tagged with t
+        (Plan.tagged_exchange): up to tagged_exchange_batch rows [2, B, H] words of twice the
+        storage size, all ones, a tag that no step waits for before its own words arrive;
+        past it a null pointer (a grid barrier a step). Otherwise nothing."""
+        plan = self.kernels.plan
+        if not plan.tagged_exchange:
             return ()
+        if batch > plan.tagged_exchange_batch:
+            return (_pointer(None),)
         word = np.dtype(np.uint32 if np.dtype(self.spec.dtype).itemsize == 2 else np.uint64)
         exchange = new_buffer((2, batch, self.spec.hidden_size), word, "the exchange of h between blocks",
                               _FORWARD_ADVICE)

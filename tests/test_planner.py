@@ -335,6 +335,15 @@ def test_only_cooperative_tensor_core_forwards_send_tagged_h(spec):
     assert ("exchange_t* exchange" in render_layer(spec)["forward"].text) == plan.tagged_exchange
 
 
+@pytest.mark.parametrize("dtype, allow_tf32, hidden, batch", [
+    ("float16", False, 1024, 16), ("bfloat16", False, 520, 31), ("float32", True, 1024, 8), ("float32", True, 512, 16),
+    ("float32", True, 264, 31)])
+def test_tagged_words_carry_h_while_they_add_at_most_32_kib_a_block_copies(dtype, allow_tf32, hidden, batch):
+    plan = plan_layer(LSTMSpec(input_size=8, hidden_size=hidden, dtype=dtype, allow_tf32=allow_tf32), SM90_H200)
+    assert plan.tagged_exchange_batch == batch
+    assert f"tagged with t up to B = {batch}," in plan.summary()
+
+
 def test_float32_and_float64_stay_on_fma():
     for dtype in ("float32", "float64"):
         assert plan_layer(LSTMSpec(input_size=8, hidden_size=256, dtype=dtype), SM90_H200).math == "fma"

@@ -9,7 +9,7 @@
 //   c_t = f * c_{t-1} + i * g;        h_t = o * tanh(c_t)
 // with one grid barrier per step, after which every block can read all of h_t (where the
 // kernel is batch-sliced, the barrier of the block or cluster that owns every unit of its rows;
-// on tensor cores without slices, no barrier: each block waits for the tagged words of h_t).
+// given an exchange buffer, none: each block waits for the tagged words of h_t).
 #include <cooperative_groups.h>
 
 typedef float storage_t;     // element type of every tensor in memory

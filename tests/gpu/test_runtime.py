@@ -62,8 +62,8 @@ def test_weights_outside_registers(dtype, hidden, place, batch):
     ("tf32", 300, 3, "mma"),         # K = 300: a zero-padded k tile of 8
 ])
 def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
-    # Cooperative kernels, one grid barrier a step or, on tensor cores, none (the tagged
-    # exchange: below); smaller H is batch-sliced (below).
+    # Cooperative kernels: a grid barrier a step, or on tensor cores up to a few rows tagged
+    # words of h (B = 1 and 8 here; more in the next test); smaller H is batch-sliced (below).
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype,
                     bias="double", allow_tf32=dtype == "tf32")
     plan = load_kernels(spec).plan
@@ -75,18 +75,19 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
 @pytest.mark.parametrize("dtype, hidden, batch", [
     ("float16", 1024, 8),    # 4-byte words, 16-byte copies
     ("bfloat16", 602, 3),    # H % 4 = 2: word by word
-    ("tf32", 301, 70),       # 8-byte words, word by word; two staged chunks
+    ("tf32", 301, 20),       # 8-byte words, word by word
     ("tf32", 512, 1),        # 8-byte words, 16-byte copies
 ])
 def test_tagged_exchange_of_h_over_lengths_and_calls(dtype, hidden, batch):
     # The cooperative tensor-core forward waits on h_t's words tagged with t, not on a grid
-    # barrier (Plan.tagged_exchange). Successive calls of one layer run on the same pooled
-    # buffers: a call's first steps must wait for their own words, not take an earlier
-    # call's, with and without h0, from one step to many.
+    # barrier, up to Plan.tagged_exchange_batch rows (above them, the cases of the test
+    # before). Successive calls of one layer run on the same pooled buffers: a call's first
+    # steps must wait for their own words, not take an earlier call's, with and without h0,
+    # from one step to many.
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype,
                     allow_tf32=dtype == "tf32")
     layer = Layer(spec, seed=7, recurrence="persistent")
-    assert layer.kernels.plan.tagged_exchange
+    assert batch <= layer.kernels.plan.tagged_exchange_batch
     for steps, initial_state in [(3, False), (2, True), (1, False), (40, True)]:
         report = check_layer(layer, Problem(steps, batch, initial_state, initial_state, seed=steps))
         assert not report, f"{steps} steps:\n" + "\n".join(report)
