@@ -134,8 +134,8 @@ _STEPWISE_MIN_BATCH = 32
 # for H = 256, where the forward ties).
 _STEPWISE_BACKWARD_FLOAT32_ROW_UNITS = 16 * 1024
 _STEPWISE_BACKWARD_FLOAT32_NARROW = (256, 64 * 1024)  # (from H, batch x H) below _STEPWISE_MIN_HIDDEN
-# The cooperative tensor-core forward sends h_t as words twice the element's size, tagged
-# with t, which readers wait on instead of a grid barrier (Plan.tagged_exchange_batch): each
+# The cooperative forward kernels send h_t as words twice the element's size, tagged with
+# t, which readers wait on instead of a grid barrier (Plan.tagged_exchange_batch): each
 # block then copies B*H*element more bytes a step from L2. Where that is at most this much,
 # the barrier's round trips cost more (bench/NOTES.md v10: 32 KiB more at TF32 H = 1024 B = 8
 # and 16 KiB at float16, 0.85 and 0.66 us a step faster than the barrier); past it, the
@@ -376,6 +376,8 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
                             threads=_MMA_WARPS * WARP, rows_per_pass=_MMA_N, math="mma", mma_type=mma_type)
     forward_chunk = _chunk_rows(staging // forward_row)
     backward_chunk = _chunk_rows(staging // backward_row)
+    if element <= 4:  # tagged words of twice the element's size: 8 bytes at most
+        layout["tagged_exchange_batch"] = max(1, _TAGGED_EXTRA_BYTES // (hidden * element))
     return Plan(
         **layout,
         units_per_block=units,

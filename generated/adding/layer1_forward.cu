@@ -232,6 +232,7 @@ __device__ __forceinline__ storage_t weight_at(const storage_t* weights, int fir
   return m < M_ROWS && unit < HIDDEN && k < HIDDEN ? weights[weight_index(m % 4, unit, k)] : storage_t(0.0f);
 }
 
+
 extern "C" __global__ void __cluster_dims__(CLUSTER_BLOCKS, 1, 1) __launch_bounds__(THREADS, 1)
 lstm_forward_recurrence(
     const storage_t* gx,                  // [steps, batch, 4H] input projection x W_ih^T

@@ -57,6 +57,110 @@ __device__ __forceinline__ void load_bias(const storage_t* bias, int unit, acc_t
   for (int gate = 0; gate < 4; ++gate)
     out[gate] = bias != nullptr && unit < HIDDEN ? acc_t(bias[gate * HIDDEN + unit]) : acc_t(0);
 }
+// h_t goes to step t + 1 through memory as words that carry their step: h_t's bits in the
+// low half, t in the high half (its low 16 bits with 16-bit storage). A block copies the
+// words once each carries the step it waits for, instead of crossing a grid barrier (about
+// 1 us) before it copies: one trip through L2 a step, not three. A word is stored and loaded
+// whole (4 or 8 aligned bytes), so a matching tag means that its h has landed. Two buffers,
+// by the step's parity: a block writes h_{t+1} over h_{t-1} only after it has read every
+// block's h_t, which each block wrote after reading h_{t-1}. The layer fills both with ones
+// before a launch, a tag that no step reads before its own words overwrite it.
+typedef unsigned exchange_t;
+#define TAG_SHIFT 16
+#define WORDS_PER_VECTOR (16 / (int)sizeof(exchange_t))
+
+__device__ __forceinline__ unsigned tag_of_step(int t) {
+  return TAG_SHIFT == 16 ? unsigned(t) & 0xffffu : unsigned(t);
+}
+
+// Sends h_t: stores its word at `word`. Writers and readers of the words access them as
+// relaxed at GPU scope (strong, coherent in L2), which orders nothing else and needs no fence.
+__device__ __forceinline__ void send_tagged(exchange_t* word, storage_t h, int t) {
+  static_assert(2 * sizeof(storage_t) == sizeof(exchange_t), "a word is a value and its tag");
+  exchange_t bits = 0;
+  memcpy(&bits, &h, sizeof(h));
+  bits |= exchange_t(tag_of_step(t)) << TAG_SHIFT;
+  asm volatile("st.relaxed.gpu.global.u32 [%0], %1;" :: "l"(word), "r"(bits) : "memory");
+}
+
+// A load that the compiler neither merges with another nor drops from a waiting loop (an
+// asm that is not volatile may be, and a loop without side effects may be assumed to end).
+__device__ __forceinline__ uint4 load_words(const uint4* from) {
+  uint4 v;
+  asm volatile("ld.relaxed.gpu.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(from) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ exchange_t load_word(const exchange_t* from) {
+  exchange_t word;
+  asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(word) : "l"(from) : "memory");
+  return word;
+}
+
+__device__ __forceinline__ storage_t value_of(exchange_t word) {
+  storage_t h;
+  memcpy(&h, &word, sizeof(h));  // the low half (little-endian)
+  return h;
+}
+
+// Whether every word of a 16-byte vector carries `tag`.
+__device__ __forceinline__ bool all_tagged(const uint4& v, unsigned tag) {
+  if constexpr (TAG_SHIFT == 16)
+    return ((v.x >> 16) == tag) & ((v.y >> 16) == tag) & ((v.z >> 16) == tag) & ((v.w >> 16) == tag);
+  else
+    return (v.y == tag) & (v.w == tag);
+}
+
+// The values of a 16-byte vector of words, packed: 8 bytes of storage_t.
+__device__ __forceinline__ uint2 values_of(const uint4& v) {
+  if constexpr (TAG_SHIFT == 16)
+    return make_uint2((v.x & 0xffffu) | (v.y << 16), (v.z & 0xffffu) | (v.w << 16));
+  else
+    return make_uint2(v.x, v.z);
+}
+
+// Copies `rows` rows of h_s, which the blocks send during step s as tagged words, into shared
+// memory `stride` elements apart, each vector once all of its words carry s: 16-byte loads
+// with several in flight per thread, those not yet complete loaded again.
+__device__ __forceinline__ void stage_tagged(storage_t* dst, const exchange_t* src, int rows, int s, int stride) {
+  constexpr int IN_FLIGHT = 8;
+  const unsigned tag = tag_of_step(s);
+  if constexpr (K_LEN % WORDS_PER_VECTOR == 0) {
+    constexpr int ROW_VECTORS = K_LEN / WORDS_PER_VECTOR;
+    const int vectors = rows * ROW_VECTORS;
+    const uint4* from = reinterpret_cast<const uint4*>(src);
+    for (int base = threadIdx.x; base < vectors; base += IN_FLIGHT * THREADS) {
+      // Bit i: vector i is still to be copied. Every round loads all of them again at once, so
+      // a thread waits one trip through L2 a round, not one a vector.
+      unsigned waiting = 0;
+#pragma unroll
+      for (int i = 0; i < IN_FLIGHT; ++i)
+        if (base + i * THREADS < vectors) waiting |= 1u << i;
+      while (waiting != 0) {
+        uint4 v[IN_FLIGHT];
+#pragma unroll
+        for (int i = 0; i < IN_FLIGHT; ++i)
+          if (waiting & 1u << i) v[i] = load_words(from + base + i * THREADS);
+#pragma unroll
+        for (int i = 0; i < IN_FLIGHT; ++i) {
+          const int e = base + i * THREADS;
+          if ((waiting & 1u << i) && all_tagged(v[i], tag)) {
+            *reinterpret_cast<uint2*>(dst + e / ROW_VECTORS * stride + e % ROW_VECTORS * WORDS_PER_VECTOR) = values_of(v[i]);
+            waiting &= ~(1u << i);
+          }
+        }
+      }
+    }
+  } else {
+    for (int e = threadIdx.x; e < rows * K_LEN; e += THREADS) {
+      exchange_t word;
+      do word = load_word(src + e); while (unsigned(word >> TAG_SHIFT) != tag);
+      dst[e / K_LEN * stride + e % K_LEN] = value_of(word);
+    }
+  }
+}
+
 #define M_ROWS 32                      // weight rows of the block
 #define K_SPLIT 4                     // parts of K, each a warp's (mma) or a thread's (FMA)
 #define STAGE_STRIDE 1032
@@ -251,109 +355,6 @@ __device__ __forceinline__ void load_fragments(unsigned (&fragments)[M_TILES_PER
   }
 }
 
-// h_t goes to step t + 1 through memory as words that carry their step: h_t's bits in the
-// low half, t in the high half (its low 16 bits with 16-bit storage). A block copies the
-// words once each carries the step it waits for, instead of crossing a grid barrier (about
-// 1 us) before it copies: one trip through L2 a step, not three. A word is stored and loaded
-// whole (4 or 8 aligned bytes), so a matching tag means that its h has landed. Two buffers,
-// by the step's parity: a block writes h_{t+1} over h_{t-1} only after it has read every
-// block's h_t, which each block wrote after reading h_{t-1}. The layer fills both with ones
-// before a launch, a tag that no step reads before its own words overwrite it.
-typedef unsigned exchange_t;
-#define TAG_SHIFT 16
-#define WORDS_PER_VECTOR (16 / (int)sizeof(exchange_t))
-
-__device__ __forceinline__ unsigned tag_of_step(int t) {
-  return TAG_SHIFT == 16 ? unsigned(t) & 0xffffu : unsigned(t);
-}
-
-// Sends h_t: stores its word at `word`. Writers and readers of the words access them as
-// relaxed at GPU scope (strong, coherent in L2), which orders nothing else and needs no fence.
-__device__ __forceinline__ void send_tagged(exchange_t* word, storage_t h, int t) {
-  static_assert(2 * sizeof(storage_t) == sizeof(exchange_t), "a word is a value and its tag");
-  exchange_t bits = 0;
-  memcpy(&bits, &h, sizeof(h));
-  bits |= exchange_t(tag_of_step(t)) << TAG_SHIFT;
-  asm volatile("st.relaxed.gpu.global.u32 [%0], %1;" :: "l"(word), "r"(bits) : "memory");
-}
-
-// A load that the compiler neither merges with another nor drops from a waiting loop (an
-// asm that is not volatile may be, and a loop without side effects may be assumed to end).
-__device__ __forceinline__ uint4 load_words(const uint4* from) {
-  uint4 v;
-  asm volatile("ld.relaxed.gpu.global.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(from) : "memory");
-  return v;
-}
-
-__device__ __forceinline__ exchange_t load_word(const exchange_t* from) {
-  exchange_t word;
-  asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(word) : "l"(from) : "memory");
-  return word;
-}
-
-__device__ __forceinline__ storage_t value_of(exchange_t word) {
-  storage_t h;
-  memcpy(&h, &word, sizeof(h));  // the low half (little-endian)
-  return h;
-}
-
-// Whether every word of a 16-byte vector carries `tag`.
-__device__ __forceinline__ bool all_tagged(const uint4& v, unsigned tag) {
-  if constexpr (TAG_SHIFT == 16)
-    return ((v.x >> 16) == tag) & ((v.y >> 16) == tag) & ((v.z >> 16) == tag) & ((v.w >> 16) == tag);
-  else
-    return (v.y == tag) & (v.w == tag);
-}
-
-// The values of a 16-byte vector of words, packed: 8 bytes of storage_t.
-__device__ __forceinline__ uint2 values_of(const uint4& v) {
-  if constexpr (TAG_SHIFT == 16)
-    return make_uint2((v.x & 0xffffu) | (v.y << 16), (v.z & 0xffffu) | (v.w << 16));
-  else
-    return make_uint2(v.x, v.z);
-}
-
-// Copies `rows` rows of h_s, which the blocks send during step s as tagged words, into shared
-// memory STAGE_STRIDE apart, each vector once all of its words carry s: as stage_rows, 16-byte
-// loads with several in flight per thread, those not yet complete loaded again.
-__device__ __forceinline__ void stage_tagged(storage_t* dst, const exchange_t* src, int rows, int s) {
-  constexpr int IN_FLIGHT = 8;
-  const unsigned tag = tag_of_step(s);
-  if constexpr (K_LEN % WORDS_PER_VECTOR == 0) {
-    constexpr int ROW_VECTORS = K_LEN / WORDS_PER_VECTOR;
-    const int vectors = rows * ROW_VECTORS;
-    const uint4* from = reinterpret_cast<const uint4*>(src);
-    for (int base = threadIdx.x; base < vectors; base += IN_FLIGHT * THREADS) {
-      // Bit i: vector i is still to be copied. Every round loads all of them again at once, so
-      // a thread waits one trip through L2 a round, not one a vector.
-      unsigned waiting = 0;
-#pragma unroll
-      for (int i = 0; i < IN_FLIGHT; ++i)
-        if (base + i * THREADS < vectors) waiting |= 1u << i;
-      while (waiting != 0) {
-        uint4 v[IN_FLIGHT];
-#pragma unroll
-        for (int i = 0; i < IN_FLIGHT; ++i)
-          if (waiting & 1u << i) v[i] = load_words(from + base + i * THREADS);
-#pragma unroll
-        for (int i = 0; i < IN_FLIGHT; ++i) {
-          const int e = base + i * THREADS;
-          if ((waiting & 1u << i) && all_tagged(v[i], tag)) {
-            *reinterpret_cast<uint2*>(dst + e / ROW_VECTORS * STAGE_STRIDE + e % ROW_VECTORS * WORDS_PER_VECTOR) = values_of(v[i]);
-            waiting &= ~(1u << i);
-          }
-        }
-      }
-    }
-  } else {
-    for (int e = threadIdx.x; e < rows * K_LEN; e += THREADS) {
-      exchange_t word;
-      do word = load_word(src + e); while (unsigned(word >> TAG_SHIFT) != tag);
-      dst[e / K_LEN * STAGE_STRIDE + e % K_LEN] = value_of(word);
-    }
-  }
-}
 
 
 extern "C" __global__ void __launch_bounds__(THREADS, 1)
@@ -474,7 +475,7 @@ lstm_forward_recurrence(
         }
       }
       if (h_prev != nullptr) {
-        if (t > 0 && tagged) stage_tagged(staged, exchange + (size_t)((t - 1) & 1) * slot_stride + (size_t)chunk * K_LEN, chunk_rows, t - 1);
+        if (t > 0 && tagged) stage_tagged(staged, exchange + (size_t)((t - 1) & 1) * slot_stride + (size_t)chunk * K_LEN, chunk_rows, t - 1, STAGE_STRIDE);
         else stage_rows(staged, h_prev + (size_t)chunk * K_LEN, chunk_rows);
         __syncthreads();
         block_product(fragments, shared_fragments, staged, partial, (chunk_rows + 7) / 8, m_group, k_part, lane);
@@ -518,7 +519,8 @@ lstm_forward_recurrence(
         }
       }
     }
-    // Every block needs all of h_t before step t+1. The last step needs no barrier.
+    // Every block needs all of h_t before step t+1: past the tagged words' batch, the grid
+    // barrier. The last step needs none.
     if (!tagged && t + 1 < steps) grid.sync();
   }
 }

@@ -349,6 +349,7 @@ __device__ __forceinline__ void load_fragments(unsigned (&fragments)[M_TILES_PER
 }
 
 
+
 extern "C" __global__ void __cluster_dims__(CLUSTER_BLOCKS, 1, 1) __launch_bounds__(THREADS, 1)
 lstm_forward_recurrence(
     const storage_t* gx,                  // [steps, batch, 4H] input projection x W_ih^T

@@ -77,9 +77,12 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
     ("bfloat16", 602, 3),    # H % 4 = 2: word by word
     ("tf32", 301, 20),       # 8-byte words, word by word
     ("tf32", 512, 1),        # 8-byte words, 16-byte copies
+    ("float32", 1024, 8),    # the warp-per-unit FMA kernel, 8-byte words
+    ("float32", 1023, 3),    # FMA, word by word
+    ("bfloat16", 1057, 5),   # 16-bit FMA past the tensor cores' limit, W_hh in shared memory
 ])
 def test_tagged_exchange_of_h_over_lengths_and_calls(dtype, hidden, batch):
-    # The cooperative tensor-core forward waits on h_t's words tagged with t, not on a grid
+    # The cooperative forward kernels wait on h_t's words tagged with t, not on a grid
     # barrier, up to Plan.tagged_exchange_batch rows (above them, the cases of the test
     # before). Successive calls of one layer run on the same pooled buffers: a call's first
     # steps must wait for their own words, not take an earlier call's, with and without h0,
