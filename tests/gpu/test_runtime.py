@@ -604,7 +604,9 @@ def test_repeated_stepwise_calls_replay_one_captured_graph_each_way(monkeypatch,
     # The stepwise loops are captured as CUDA graphs on their second call with the same
     # buffers and replayed after (runtime/replay.py): the replays must match the reference.
     # check_layer lets go of every array before it returns, so a call gets the buffers of an
-    # earlier one from CuPy's pool: measured, of the call before or the one before that.
+    # earlier one from CuPy's pool: measured, of the call before or the one before that, so
+    # each direction sees one to three sets of buffers (not always as many as the other:
+    # the layer keeps db's row of ones across calls).
     from collections import OrderedDict
 
     from lstmgen.runtime import replay
@@ -621,7 +623,7 @@ def test_repeated_stepwise_calls_replay_one_captured_graph_each_way(monkeypatch,
         assert not report, "\n".join(report)
     # Forward and backward each, per set of buffers: launched, captured, then replayed.
     assert replayed[:2] == [False, False] and replayed[-2:] == [True, True]
-    assert len(replay._graphs) in (2, 4, 6)
+    assert 2 <= len(replay._graphs) <= 6
 
 
 def test_inference_replays_of_the_stepwise_loop_match_the_persistent_kernels(monkeypatch):
