@@ -136,11 +136,13 @@ _STEPWISE_BACKWARD_FLOAT32_ROW_UNITS = 16 * 1024
 _STEPWISE_BACKWARD_FLOAT32_NARROW = (256, 64 * 1024)  # (from H, batch x H) below _STEPWISE_MIN_HIDDEN
 # The cooperative forward kernels send h_t as words twice the element's size, tagged with
 # t, which readers wait on instead of a grid barrier (Plan.tagged_exchange_batch): each
-# block then copies B*H*element more bytes a step from L2. Where that is at most this much,
-# the barrier's round trips cost more (bench/NOTES.md v10: 32 KiB more at TF32 H = 1024 B = 8
-# and 16 KiB at float16, 0.85 and 0.66 us a step faster than the barrier); past it, the
-# kernel crosses the grid barrier and copies h_t itself.
-_TAGGED_EXTRA_BYTES = 32 * 1024
+# block then copies B*H*element more bytes a step from L2. Up to 16 KiB more, the tagged
+# words won every A/B against the barrier in one process (bench/NOTES.md v10: 0.2-0.7 us a
+# step); at 32 KiB they went from 0.7 us faster to 0.4 slower; past the limit the kernel
+# crosses the grid barrier and copies h_t itself. Rows whose words do not fill 16-byte
+# vectors are not sent so: word by word, each load waited a trip through L2 of its own.
+_TAGGED_EXTRA_BYTES = 16 * 1024
+_TAGGED_VECTOR_BYTES = 16
 # As the FMA path: a warp runs the chunk's n tiles one after another, so more rows cost no
 # registers, only (unit, row) pairs per thread in the epilogue.
 _MMA_MAX_CHUNK_ROWS = _MAX_CHUNK_ROWS
@@ -371,13 +373,12 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
     tensor_core = sliced or (mma_type and _plan_tensor_cores(spec, target, units, mma_type, sliced=False))
     if tensor_core:
         if not sliced:
-            layout["tagged_exchange_batch"] = max(1, _TAGGED_EXTRA_BYTES // (hidden * element))
+            layout["tagged_exchange_batch"] = _tagged_exchange_batch(hidden, element)
         return _staged_plan(spec, layout, tensor_core, cluster, sliced=bool(sliced), units=units, num_blocks=num_blocks,
                             threads=_MMA_WARPS * WARP, rows_per_pass=_MMA_N, math="mma", mma_type=mma_type)
     forward_chunk = _chunk_rows(staging // forward_row)
     backward_chunk = _chunk_rows(staging // backward_row)
-    if element <= 4:  # tagged words of twice the element's size: 8 bytes at most
-        layout["tagged_exchange_batch"] = max(1, _TAGGED_EXTRA_BYTES // (hidden * element))
+    layout["tagged_exchange_batch"] = _tagged_exchange_batch(hidden, element)
     return Plan(
         **layout,
         units_per_block=units,
@@ -423,6 +424,16 @@ def _staged_plan(spec: LSTMSpec, layout: dict, steps: tuple[Step, Step], cluster
         batch_sliced=sliced,
         cluster_blocks=cluster,
     )
+
+
+def _tagged_exchange_batch(hidden: int, element: int) -> int:
+    """Plan.tagged_exchange_batch of a cooperative forward: 0 where a tagged word would be
+    more than 8 bytes (float64), which is not stored and loaded whole, or where a row of
+    words does not fill 16-byte vectors."""
+    word = 2 * element
+    if word > 8 or hidden * word % _TAGGED_VECTOR_BYTES:
+        return 0
+    return max(1, _TAGGED_EXTRA_BYTES // (hidden * element))
 
 
 def _stepwise_from_batch(spec: LSTMSpec) -> int:

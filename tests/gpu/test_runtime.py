@@ -73,13 +73,13 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
 
 
 @pytest.mark.parametrize("dtype, hidden, batch", [
-    ("float16", 1024, 8),    # 4-byte words, 16-byte copies
-    ("bfloat16", 602, 3),    # H % 4 = 2: word by word
-    ("tf32", 301, 20),       # 8-byte words, word by word
-    ("tf32", 512, 1),        # 8-byte words, 16-byte copies
-    ("float32", 1024, 8),    # the warp-per-unit FMA kernel, 8-byte words
-    ("float32", 1023, 3),    # FMA, word by word
-    ("bfloat16", 1057, 5),   # 16-bit FMA past the tensor cores' limit, W_hh in shared memory
+    ("float16", 1024, 8),    # tensor cores, 4-byte words
+    ("bfloat16", 604, 3),    # rows of 151 vectors of 4 words
+    ("tf32", 300, 13),       # 8-byte words, the most rows that send them at H = 300
+    ("tf32", 512, 1),
+    ("float32", 1024, 4),    # the warp-per-unit FMA kernel
+    ("float32", 514, 7),     # FMA, rows of 257 vectors of 2 words
+    ("bfloat16", 1060, 5),   # 16-bit FMA past the tensor cores' limit, W_hh in shared memory
 ])
 def test_tagged_exchange_of_h_over_lengths_and_calls(dtype, hidden, batch):
     # The cooperative forward kernels wait on h_t's words tagged with t, not on a grid
