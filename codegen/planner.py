@@ -427,9 +427,11 @@ def _staged_plan(spec: LSTMSpec, layout: dict, steps: tuple[Step, Step], cluster
 
 
 def _tagged_exchange_batch(hidden: int, element: int) -> int:
-    """Plan.tagged_exchange_batch of a cooperative forward: 0 where a tagged word would be
-    more than 8 bytes (float64), which is not stored and loaded whole, or where a row of
-    words does not fill 16-byte vectors."""
+    """Plan.tagged_exchange_batch of a cooperative forward: the rows whose words add at most
+    _TAGGED_EXTRA_BYTES to what a block copies a step, and at least one (past H = 4096 in
+    float32 one row adds more); 0 where a tagged word would be more than 8 bytes (float64),
+    which is not stored and loaded whole, or where a row of words does not fill 16-byte
+    vectors."""
     word = 2 * element
     if word > 8 or hidden * word % _TAGGED_VECTOR_BYTES:
         return 0

@@ -130,7 +130,8 @@ def _compile(spec: LSTMSpec, target: Target) -> LayerKernels:
     kernels = {}
     for direction in ("forward", "backward"):
         source = sources[direction]
-        # Cooperative launches where the kernels cross a grid-wide barrier every step;
+        # Cooperative launches where the kernels cross a grid-wide barrier every step, or wait
+        # for other blocks' tagged words of h (both need every block resident at once);
         # batch-sliced ones meet only within a block or cluster, which any launch keeps together.
         (kernel,) = _module_functions(spec, source, cooperative=not source.plan.batch_sliced)
         # The staged rows (and a W_hh slice in shared memory) take more than the default 48 KiB.

@@ -112,8 +112,9 @@ __device__ __forceinline__ size_t weight_index(int gate, int unit, int k) {
 }
 
 // The bias of a unit's four gates (zeros without one or past H), which starts the sums of
-// h_{t-1} W_hh^T: Gx comes without it, so no pass over Gx adds it before the launch, and a
-// thread loads it once, not with every step's Gx (bench/NOTES.md v9, v10).
+// h_{t-1} W_hh^T: Gx comes without it, so no pass over Gx adds it before the launch. The
+// staged kernels load it once a thread, not with every step's Gx (bench/NOTES.md v9, v10);
+// the warp-per-unit kernels, whose lanes take other units pass by pass, with each pass's Gx.
 __device__ __forceinline__ void load_bias(const storage_t* bias, int unit, acc_t (&out)[4]) {
 #pragma unroll
   for (int gate = 0; gate < 4; ++gate)

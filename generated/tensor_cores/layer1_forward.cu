@@ -50,8 +50,9 @@ __device__ __forceinline__ size_t weight_index(int gate, int unit, int k) {
 }
 
 // The bias of a unit's four gates (zeros without one or past H), which starts the sums of
-// h_{t-1} W_hh^T: Gx comes without it, so no pass over Gx adds it before the launch, and a
-// thread loads it once, not with every step's Gx (bench/NOTES.md v9, v10).
+// h_{t-1} W_hh^T: Gx comes without it, so no pass over Gx adds it before the launch. The
+// staged kernels load it once a thread, not with every step's Gx (bench/NOTES.md v9, v10);
+// the warp-per-unit kernels, whose lanes take other units pass by pass, with each pass's Gx.
 __device__ __forceinline__ void load_bias(const storage_t* bias, int unit, acc_t (&out)[4]) {
 #pragma unroll
   for (int gate = 0; gate < 4; ++gate)
@@ -92,8 +93,6 @@ __device__ __forceinline__ uint4 load_words(const uint4* from) {
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(from) : "memory");
   return v;
 }
-
-
 
 // Whether every word of a 16-byte vector carries `tag`.
 __device__ __forceinline__ bool all_tagged(const uint4& v, unsigned tag) {
@@ -402,14 +401,14 @@ lstm_forward_recurrence(
   };
   // Where the batch is one chunk (always, batch-sliced), a thread finishes the same (unit,
   // row) items at every step: it carries their cells in registers and, once all of them
-  // are finished, loads their next Gx, so that those loads fly during the barrier and the
-  // next step's products. Otherwise each chunk loads its items' Gx and cells as it starts.
+  // are finished, loads their next Gx, so that those loads fly during the barrier (or the
+  // wait for h_t's tagged words) and the next step's products. Otherwise each chunk loads its items' Gx and cells as it starts.
   // Batch-sliced kernels keep no cell in memory at all.
   const bool carried = batch <= CHUNK_ROWS;
   Pending pending[ITEMS_PER_THREAD];
   Outputs outputs[ITEMS_PER_THREAD];
   // The bias of each item's unit, loaded once: one set where all of a thread's items are of
-  // one unit (THREADS a multiple of UNITS_PER_BLOCK, as it is but for odd unit counts).
+  // one unit (where UNITS_PER_BLOCK divides THREADS), else one an item.
   constexpr int BIAS_SETS = THREADS % UNITS_PER_BLOCK == 0 ? 1 : ITEMS_PER_THREAD;
   acc_t unit_bias[BIAS_SETS][4];
 #pragma unroll
@@ -470,8 +469,8 @@ lstm_forward_recurrence(
       for (int n = 0; n < ITEMS_PER_THREAD; ++n) {
         const int item = threadIdx.x + n * THREADS, local_unit = item % UNITS_PER_BLOCK, row = item / UNITS_PER_BLOCK;
         if (row >= chunk_rows || first_unit + local_unit >= HIDDEN) continue;
-        const acc_t (&b)[4] = unit_bias[n % BIAS_SETS];
-        acc_t recurrent[4] = {b[0], b[1], b[2], b[3]};
+        const acc_t (&item_bias)[4] = unit_bias[n % BIAS_SETS];
+        acc_t recurrent[4] = {item_bias[0], item_bias[1], item_bias[2], item_bias[3]};
         if (h_prev != nullptr) {
 #pragma unroll
           for (int part = 0; part < K_SPLIT; ++part) {

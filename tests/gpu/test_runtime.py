@@ -62,8 +62,9 @@ def test_weights_outside_registers(dtype, hidden, place, batch):
     ("tf32", 300, 3, "mma"),         # K = 300: a zero-padded k tile of 8
 ])
 def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
-    # Cooperative kernels: a grid barrier a step, or on tensor cores up to a few rows tagged
-    # words of h (B = 1 and 8 here; more in the next test); smaller H is batch-sliced (below).
+    # Cooperative kernels: a grid barrier a step, or at a few rows tagged words of h
+    # (Plan.tagged_exchange_batch: bfloat16 1024 at B = 8, TF32 300 and the FMA TF32 1064
+    # at B = 3 here; more in the next test); smaller H is batch-sliced (below).
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype,
                     bias="double", allow_tf32=dtype == "tf32")
     plan = load_kernels(spec).plan
@@ -83,7 +84,7 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
 ])
 def test_tagged_exchange_of_h_over_lengths_and_calls(dtype, hidden, batch):
     # The cooperative forward kernels wait on h_t's words tagged with t, not on a grid
-    # barrier, up to Plan.tagged_exchange_batch rows (above them, the cases of the test
+    # barrier, up to Plan.tagged_exchange_batch rows (past them, most cases of the test
     # before). Successive calls of one layer run on the same pooled buffers: a call's first
     # steps must wait for their own words, not take an earlier call's, with and without h0,
     # from one step to many.
