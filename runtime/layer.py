@@ -205,6 +205,10 @@ class Layer:
             spec, self.params["W_hh"], gx, bias, h0, c0, h_buf, h_last, c_last, cell, training, c_seq, _FORWARD_ADVICE,
             replays_only=self.recurrence == "auto")
         if not ran_stepwise:
+            # Held until the kernel is queued: freed before, its memory could go to another
+            # allocation on the stream (torch's allocator serves other threads too), whose
+            # writes would land between the fill and the kernel.
+            exchange = self._exchange(batch)
             self._launch(self.kernels.forward, (
                 _pointer(gx), _pointer(bias), _pointer(self.params["W_hh"]), _pointer(h0), _pointer(c0),
                 _pointer(h_buf), np.int32(h_buf.shape[0]), _pointer(h_last), _pointer(c_last), _pointer(cell),
@@ -212,7 +216,7 @@ class Layer:
                 # (unit, row) before writing the gates there, so nothing is lost.
                 _pointer(gx if training else None), _pointer(c_seq),
                 np.int32(steps), np.int32(batch),
-            ) + self._exchange(batch), batch)
+            ) + tuple(map(_pointer, exchange)), batch)
 
         self._cache = (dict(x=x, h0=h0, c0=c0, h_seq=h_buf, gates=gx, c_seq=c_seq, batch_first=batch_first)
                        if training else None)
@@ -250,19 +254,19 @@ class Layer:
 
     def _exchange(self, batch: int) -> tuple:
         """The forward kernel's last argument where it can send h_t as words tagged with t
-        (Plan.tagged_exchange): up to tagged_exchange_batch rows [2, B, H] words of twice the
-        storage size, all ones, a tag that no step waits for before its own words arrive;
-        past it a null pointer (a grid barrier a step). Otherwise nothing."""
+        (Plan.tagged_exchange), as a tuple of one: up to tagged_exchange_batch rows [2, B, H]
+        words of twice the storage size, all ones, a tag that no step waits for before its
+        own words arrive; past it None (a grid barrier a step). Otherwise empty."""
         plan = self.kernels.plan
         if not plan.tagged_exchange:
             return ()
         if batch > plan.tagged_exchange_batch:
-            return (_pointer(None),)
+            return (None,)
         word = np.dtype(np.uint32 if np.dtype(self.spec.dtype).itemsize == 2 else np.uint64)
         exchange = new_buffer((2, batch, self.spec.hidden_size), word, "the exchange of h between blocks",
                               _FORWARD_ADVICE)
         exchange.fill(np.iinfo(word).max)
-        return (_pointer(exchange),)
+        return (exchange,)
 
     def _check_current_device(self) -> None:
         import cupy

@@ -62,7 +62,7 @@ __device__ __forceinline__ void load_bias(const storage_t* bias, int unit, acc_t
 // low half, t in the high half (its low 16 bits with 16-bit storage). A block copies the
 // words once each carries the step it waits for, instead of crossing a grid barrier (about
 // 1 us) before it copies: one trip through L2 a step, not three. A word is stored and loaded
-// whole (4 or 8 aligned bytes), so a matching tag means that its h has landed. Two buffers,
+// whole (4 or 8 aligned bytes, a single access), so a matching tag means that its h has landed. Two buffers,
 // by the step's parity: a block writes h_{t+1} over h_{t-1} only after it has read every
 // block's h_t, which each block wrote after reading h_{t-1}. The layer fills both with ones
 // before a launch, a tag that no step reads before its own words overwrite it.
@@ -86,7 +86,8 @@ __device__ __forceinline__ void send_tagged(exchange_t* word, storage_t h, int t
 
 // 16 bytes of words, by a load that the compiler neither merges with another nor drops from
 // a waiting loop (an asm that is not volatile may be, and a loop without side effects may be
-// assumed to end).
+// assumed to end). Its elements are the words themselves: the memory model reads a vector
+// as one access an element, so an element as wide as a word keeps each word whole.
 __device__ __forceinline__ uint4 load_words(const uint4* from) {
   uint4 v;
   asm volatile("ld.relaxed.gpu.global.v4.u32 {%0, %1, %2, %3}, [%4];"

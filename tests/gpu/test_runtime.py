@@ -81,6 +81,7 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
     ("float32", 1024, 4),    # the warp-per-unit FMA kernel
     ("float32", 514, 7),     # FMA, rows of 257 vectors of 2 words
     ("bfloat16", 1060, 5),   # 16-bit FMA past the tensor cores' limit, W_hh in shared memory
+    ("float32", 8, 100),     # FMA on 2 blocks: two staged chunks, each waiting for its own rows
 ])
 def test_tagged_exchange_of_h_over_lengths_and_calls(dtype, hidden, batch):
     # The cooperative forward kernels wait on h_t's words tagged with t, not on a grid
@@ -92,9 +93,14 @@ def test_tagged_exchange_of_h_over_lengths_and_calls(dtype, hidden, batch):
                     allow_tf32=dtype == "tf32")
     layer = Layer(spec, seed=7, recurrence="persistent")
     assert batch <= layer.kernels.plan.tagged_exchange_batch
+    exchanges = []
+    exchange = layer._exchange
+    layer._exchange = lambda rows: exchanges.append(exchange(rows)) or exchanges[-1]
     for steps, initial_state in [(3, False), (2, True), (1, False), (40, True)]:
         report = check_layer(layer, Problem(steps, batch, initial_state, initial_state, seed=steps))
         assert not report, f"{steps} steps:\n" + "\n".join(report)
+    # Every forward (one a problem) sent its h through a buffer of words.
+    assert len(exchanges) == 4 and all(buffer is not None for (buffer,) in exchanges)
 
 
 @pytest.mark.parametrize("dtype, hidden, batch, initial_state", [
