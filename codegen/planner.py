@@ -371,14 +371,13 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
                             threads=_FMA_THREADS, rows_per_pass=_FMA_ROWS_AT_ONCE, math="fma")
     cluster, sliced = _plan_batch_sliced(spec, target, mma_type) if mma_type else (1, None)
     tensor_core = sliced or (mma_type and _plan_tensor_cores(spec, target, units, mma_type, sliced=False))
+    if not sliced:  # cooperative, on tensor cores or FMA
+        layout["tagged_exchange_batch"] = _tagged_exchange_batch(hidden, element)
     if tensor_core:
-        if not sliced:
-            layout["tagged_exchange_batch"] = _tagged_exchange_batch(hidden, element)
         return _staged_plan(spec, layout, tensor_core, cluster, sliced=bool(sliced), units=units, num_blocks=num_blocks,
                             threads=_MMA_WARPS * WARP, rows_per_pass=_MMA_N, math="mma", mma_type=mma_type)
     forward_chunk = _chunk_rows(staging // forward_row)
     backward_chunk = _chunk_rows(staging // backward_row)
-    layout["tagged_exchange_batch"] = _tagged_exchange_batch(hidden, element)
     return Plan(
         **layout,
         units_per_block=units,
