@@ -5,7 +5,7 @@
     compute-sanitizer --tool synccheck python .ci/sanitize.py   (barrier misuse)
 
 Covers every dtype, every bias mode, both return_sequences, weights in registers, in shared
-memory and streamed from L2, batches of several staged chunks, row passes of 8, 4, 2 and 1,
+memory and split between them and L2, batches of several staged chunks, row passes of 8, 4, 2 and 1,
 rows not aligned for 16-byte copies and odd sizes, tensor cores (16-bit storage and TF32),
 batch-sliced tensor-core blocks and clusters, float32 and float64 FMA clusters, the 16-bit
 FMA fallback, and the stepwise recurrence's cell kernels. Exits non-zero on any mismatch.
@@ -27,8 +27,8 @@ GRID = [
     (LSTMSpec(17, 261, "float32", "none", True), Problem(3, 15, True, False, 3)),  # H*4 B rows: unaligned
     (LSTMSpec(8, 384, "float64", "double", True), Problem(2, 5, True, True, 4)),     # W_hh in shared memory
     (LSTMSpec(8, 1100, "float32", "single", False), Problem(2, 3, True, True, 5)),   # W_hh in shared memory
-    (LSTMSpec(8, 1024, "float64", "double", False), Problem(2, 2, True, True, 6)),   # W_hh streamed
-    (LSTMSpec(8, 1400, "float32", "single", True), Problem(2, 3, True, True, 7)),    # W_hh streamed
+    (LSTMSpec(8, 1024, "float64", "double", False), Problem(2, 11, True, True, 6)),  # W_hh in registers, smem and L2; 2 and 6 chunks
+    (LSTMSpec(8, 1400, "float32", "single", True), Problem(2, 3, True, True, 7)),    # W_hh in smem and L2
     (LSTMSpec(4, 1024, "float32", "double", True), Problem(2, 70, True, True, 8)),   # several chunks each way
     (LSTMSpec(6, 1024, "float16", "double", True), Problem(3, 9, True, True, 9)),    # tensor cores, 2 m tiles
     (LSTMSpec(6, 1024, "float16", "single", True), Problem(3, 8, False, True, 33)),  # the same, h by tagged words

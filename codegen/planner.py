@@ -226,6 +226,28 @@ Step = TensorCoreStep | FmaStep
 
 
 @dataclass(frozen=True)
+class WeightSplit:
+    """Where a warp-per-unit FMA kernel keeps one direction's weight rows (k_len long: H
+    forward, 4H backward), by k: below in_registers in its lanes' registers (lane l keeps
+    k = l + 32 j), then below on_chip in the block's shared memory, and past that in L2,
+    read again on every pass. Both bounds are multiples of 32 or k_len itself."""
+
+    in_registers: int
+    on_chip: int
+    k_len: int
+
+    @property
+    def streams(self) -> bool:
+        """Part of each row is read from L2 on every pass."""
+        return self.on_chip < self.k_len
+
+    def describe(self) -> str:
+        parts = [("registers", self.in_registers), ("shared memory", self.on_chip - self.in_registers),
+                 ("L2", self.k_len - self.on_chip)]
+        return " / ".join(f"{place} ({k})" for place, k in parts if k) + f" by k of {self.k_len} forward"
+
+
+@dataclass(frozen=True)
 class Plan:
     """Launch shape and on-chip layout of one layer's recurrence kernels."""
 
@@ -237,8 +259,9 @@ class Plan:
     warps: int               # warps per block: FMA, U x row groups, at most 32; tensor cores and
                              # batch-sliced FMA, 8
     threads: int             # threads per block = 32 * warps
-    weights_in: str          # "registers", "shared" (block slice) or "global" (streamed from L2)
-    weight_smem_bytes: int   # the block's 4*U*H slice when weights_in == "shared", else 0
+    weights_in: str          # "registers", "shared" (block slice), "split" (registers and shared
+                             # memory first, the rest of each row from L2) or "global" (all from L2)
+    weight_smem_bytes: int   # the part of the block's 4*U*H slice kept in shared memory
     rows_per_pass: int       # batch rows a warp carries through one pass over its weights
                              # (FMA; on tensor cores, the 8 of an n tile; batch-sliced FMA,
                              # the rows a thread multiplies at once)
@@ -257,12 +280,20 @@ class Plan:
     stepwise_backward_from_batch: int = 0  # the same for the backward recurrence
     tagged_exchange_batch: int = 0  # forward batches up to this many rows send h_t as tagged
                                     # words instead of crossing a grid barrier; 0: never
+    forward_weights: WeightSplit | None = None   # where the warp-per-unit FMA kernels keep
+    backward_weights: WeightSplit | None = None  # their weights; None for staged steps
 
     @property
     def non_portable_cluster(self) -> bool:
         """Clusters past the portable size, which launch only where the kernel allows them
         (CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED) and the GPU has them."""
         return self.cluster_blocks > PORTABLE_CLUSTER_BLOCKS
+
+    @property
+    def backward_streams_weights(self) -> bool:
+        """The backward kernel reads part of W_hh from L2 on every pass: as W_hh^T [H, 4H],
+        so that the lanes gathering one unit's dh read consecutive gate rows."""
+        return bool(self.backward_weights and self.backward_weights.streams)
 
     @property
     def tagged_exchange(self) -> bool:
@@ -291,8 +322,8 @@ class Plan:
         return min(clusters, groups) * self.cluster_blocks
 
     def summary(self) -> str:
-        where = {"registers": "registers", "shared": "shared memory",
-                 "global": "global memory (L2)"}[self.weights_in]
+        where = {"registers": "registers", "shared": "shared memory", "global": "global memory (L2)",
+                 "split": self.forward_weights and self.forward_weights.describe()}[self.weights_in]
         if any(isinstance(step, TensorCoreStep) and step.k_tiles_in_registers < step.k_tiles_per_warp
                for step in (self.forward_step, self.backward_step)):
             where = "registers and shared memory"
@@ -341,15 +372,27 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
     # Weights in registers: each warp keeps one unit for the whole launch (at most
     # _TARGET_WARPS units), and a lane's share of the 4*H*U slice fits the register budget.
     lane_weights = max(4 * -(-hidden // WARP), -(-4 * hidden // WARP))
-    register_words = (lane_weights + 5 * ROWS_PER_PASS) * types["accumulate_bytes"] // 4
+    # A lane's weights past the pass's sums and inputs, in the register budget.
+    lane_budget = _LANE_REGISTER_BUDGET * 4 // types["accumulate_bytes"] - 5 * ROWS_PER_PASS
+    one_unit_a_warp = warps % units == 0 and units <= _TARGET_WARPS
     forward_row, backward_row = hidden * element, 4 * hidden * element
     slice_bytes = _round16(4 * units * hidden * element)
-    if warps % units == 0 and units <= _TARGET_WARPS and register_words <= _LANE_REGISTER_BUDGET:
-        weights_in, weight_smem = "registers", 0
+    if one_unit_a_warp and lane_weights <= lane_budget:
+        weights_in, lanes_keep, shared_budget = "registers", lane_weights, 0
     elif slice_bytes + backward_row <= target.max_smem_per_block:
-        weights_in, weight_smem = "shared", slice_bytes
+        weights_in, lanes_keep, shared_budget = "shared", 0, 4 * units * WARP * -(-hidden // WARP) * element
     else:
-        weights_in, weight_smem = "global", 0
+        # As much on chip as fits beside one pass of forward rows (and one backward row):
+        # the lanes' registers first, where each warp keeps one unit, then shared memory.
+        weights_in, lanes_keep = "split", lane_budget if one_unit_a_warp else 0
+        staging_floor = min(target.max_smem_per_block, max(ROWS_PER_PASS * forward_row, backward_row))
+        shared_budget = target.max_smem_per_block - staging_floor
+    splits = {direction: _split_weights(k_len, outputs, units, element, lanes_keep, shared_budget)
+              for direction, k_len, outputs in (("forward", hidden, 4), ("backward", 4 * hidden, 1))}
+    if weights_in == "split" and not any(split.on_chip for split in splits.values()):
+        weights_in = "global"
+    weight_smem = _round16(max((split.on_chip - split.in_registers) * outputs * units * element
+                               for split, outputs in ((splits["forward"], 4), (splits["backward"], 1))))
     staging = target.max_smem_per_block - weight_smem
     if backward_row > staging:
         largest = target.max_smem_per_block // (4 * element)
@@ -390,7 +433,19 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
         forward_chunk_rows=forward_chunk,
         backward_chunk_rows=backward_chunk,
         smem_bytes=weight_smem + _round16(max(forward_chunk * forward_row, backward_chunk * backward_row)),
+        forward_weights=splits["forward"],
+        backward_weights=splits["backward"],
     )
+
+
+def _split_weights(k_len: int, outputs: int, units: int, element: int, lane_weights: int,
+                   shared_bytes: int) -> WeightSplit:
+    """One direction's WeightSplit: a lane keeps `lane_weights` weights at most (`outputs`
+    per k it keeps), the block `shared_bytes` of its rows in shared memory, by k in steps of
+    32 (a warp's k at a time), the first k's in registers."""
+    in_registers = min(k_len, lane_weights // outputs * WARP)
+    k_steps_shared = shared_bytes // (units * outputs * WARP * element)
+    return WeightSplit(in_registers=in_registers, on_chip=min(k_len, in_registers + k_steps_shared * WARP), k_len=k_len)
 
 
 def _staged_plan(spec: LSTMSpec, layout: dict, steps: tuple[Step, Step], cluster: int, sliced: bool, units: int,

@@ -396,9 +396,9 @@ class Layer:
         import cupy
 
         # Weights streamed from L2 are read as W_hh^T, so that the lanes gathering one unit's
-        # dh read consecutive gate rows; on chip they are loaded once, from W_hh itself.
+        # dh read consecutive gate rows; all on chip they are loaded once, from W_hh itself.
         weights = self.params["W_hh"]
-        if self.kernels.plan.weights_in == "global":
+        if self.kernels.plan.backward_streams_weights:
             weights = cupy.ascontiguousarray(weights.T)
         self._launch(self.kernels.backward, (
             _pointer(weights), _pointer(gates), _pointer(cache["c_seq"]), _pointer(cache["c0"]),

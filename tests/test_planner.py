@@ -6,6 +6,7 @@ shared memory; these properties must hold for every layer and target or the gene
 kernels would miss units, overrun a block, its registers or its shared memory.
 """
 
+import re
 from pathlib import Path
 
 import pytest
@@ -76,9 +77,37 @@ def test_shared_memory_holds_the_weights_and_at_least_one_row_per_direction(spec
     assert staging >= plan.backward_chunk_rows * 4 * spec.hidden_size * element
     if plan.weights_in == "shared":
         assert slice_bytes <= plan.weight_smem_bytes < slice_bytes + 16
-    else:
+    elif plan.weights_in != "split":
         assert plan.weight_smem_bytes == 0
     assert plan.weight_smem_bytes % 16 == 0  # the staging area is aligned for 16-byte copies
+
+
+@given(specs, targets)
+def test_weight_splits_cover_each_row_and_fit_registers_and_shared_memory(spec, target):
+    assume(spec.hidden_size <= _largest_hidden(target, spec.dtype))
+    plan = plan_layer(spec, target)
+    if plan.forward_step is not None:
+        assert plan.forward_weights is None and plan.backward_weights is None
+        return
+    units, element = plan.units_per_block, DTYPES[spec.dtype]["bytes"]
+    lane_weights = 0
+    for split, k_len, outputs in ((plan.forward_weights, spec.hidden_size, 4),
+                                  (plan.backward_weights, 4 * spec.hidden_size, 1)):
+        assert split.k_len == k_len
+        assert 0 <= split.in_registers <= split.on_chip <= k_len
+        # The kernels place each lane's k = lane + 32 j by j: a place ends at a whole j or at K.
+        assert all(bound % 32 == 0 or bound == k_len for bound in (split.in_registers, split.on_chip))
+        assert (split.on_chip - split.in_registers) * outputs * units * element <= plan.weight_smem_bytes
+        lane_weights = max(lane_weights, -(-split.in_registers // 32) * outputs)
+        expected = {"registers": (k_len, k_len), "shared": (0, k_len), "global": (0, 0)}.get(plan.weights_in)
+        assert expected is None or (split.in_registers, split.on_chip) == expected
+    if plan.weights_in == "split":
+        assert plan.forward_weights.streams or plan.backward_weights.streams or plan.forward_weights.in_registers
+    if lane_weights:  # each warp keeps one unit's weights, within the lanes' register budget
+        assert plan.warps % units == 0 and units <= 8
+        assert lane_weights * DTYPES[spec.dtype]["accumulate_bytes"] // 4 + 5 * 8 * DTYPES[spec.dtype]["accumulate_bytes"] // 4 <= 168
+    # The backward kernel reads W_hh^T exactly when part of it comes from L2 (the layer passes it).
+    assert plan.backward_streams_weights == (plan.backward_weights.on_chip < 4 * spec.hidden_size)
 
 
 @given(st.sampled_from(list(DTYPES)), targets, st.integers(1, 10000))
@@ -90,19 +119,30 @@ def test_hidden_size_beyond_one_staged_row_names_the_limit(dtype, target, excess
         plan_layer(spec, target)
 
 
-@pytest.mark.parametrize("dtype, hidden, place", [
-    ("float32", 1024, "registers"),
-    ("float32", 1100, "shared"),
-    ("float32", 1400, "global"),
-    ("float64", 256, "registers"),
-    ("float64", 512, "shared"),
-    ("float64", 1024, "global"),
+@pytest.mark.parametrize("dtype, hidden, place, where", [
+    ("float32", 1024, "registers", "registers"),
+    ("float32", 1100, "shared", "shared memory"),
+    ("float32", 1400, "split", "shared memory (1056) / L2 (344) by k of 1400 forward"),
+    ("float32", 7100, "global", "global memory (L2)"),
+    ("float64", 256, "registers", "registers"),
+    ("float64", 512, "shared", "shared memory"),
+    ("float64", 960, "split", "registers (352) / shared memory (608) by k of 960 forward"),
+    ("float64", 1024, "split", "registers (352) / shared memory (640) / L2 (32) by k of 1024 forward"),
 ])
-def test_where_the_weights_live_on_h200(dtype, hidden, place):
+def test_where_the_weights_live_on_h200(dtype, hidden, place, where):
     plan = plan_layer(LSTMSpec(input_size=64, hidden_size=hidden, dtype=dtype), SM90_H200)
     assert plan.weights_in == place
-    where = {"registers": "registers", "shared": "shared memory", "global": "global memory (L2)"}[place]
-    assert f"W_hh slice in {where}" in plan.summary()
+    assert re.search(rf"W_hh slice in {re.escape(where)}[, ]", plan.summary())
+
+
+def test_float64_1024_keeps_all_but_a_warps_k_of_each_row_on_chip_with_a_full_pass_staged():
+    # Registers (11 of 32 k's a lane forward, the budget) and shared memory beside 8 staged
+    # rows forward: the H200 bench's float64 H = 1024 cells at B <= 8 stage once a step.
+    plan = plan_layer(LSTMSpec(input_size=64, hidden_size=1024, dtype="float64"), SM90_H200)
+    assert (plan.forward_weights.in_registers, plan.forward_weights.on_chip) == (352, 992)
+    assert (plan.backward_weights.in_registers, plan.backward_weights.on_chip) == (1408, 4000)
+    assert plan.forward_chunk_rows == 8 and plan.backward_chunk_rows == 2
+    assert plan.backward_streams_weights
 
 
 # Batch-sliced plans that random H rarely reach: padded m tiles, fragments in shared memory.

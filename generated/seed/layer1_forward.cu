@@ -144,16 +144,19 @@ lstm_forward_recurrence(
   const int first_unit = blockIdx.x * UNITS_PER_BLOCK;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   storage_t* staged = reinterpret_cast<storage_t*>(smem_raw + 0);
+#define K_IN_REGISTERS 5  // k below this: in the lanes' registers
+#define K_ON_CHIP 5       // then below this: in shared memory; past it, L2
+#define K_IN_SHARED (K_ON_CHIP - K_IN_REGISTERS)
   static_assert(WARPS % UNITS_PER_BLOCK == 0, "each warp keeps one unit's weights for the whole launch");
-  acc_t w_reg[OUTPUTS_PER_UNIT][K_PER_LANE];
+  acc_t w_reg[OUTPUTS_PER_UNIT][(K_IN_REGISTERS + 31) / 32];
   {
     const int unit = first_unit + warp % UNITS_PER_BLOCK;  // WARPS is a multiple of U
 #pragma unroll
     for (int o = 0; o < OUTPUTS_PER_UNIT; ++o)
 #pragma unroll
-      for (int j = 0; j < K_PER_LANE; ++j) {
+      for (int j = 0; j < (K_IN_REGISTERS + 31) / 32; ++j) {
         const int k = lane + 32 * j;
-        w_reg[o][j] = unit < HIDDEN && k < K_LEN ? acc_t(weights[weight_index(o, unit, k)]) : acc_t(0);
+        w_reg[o][j] = unit < HIDDEN && k < K_IN_REGISTERS ? acc_t(weights[weight_index(o, unit, k)]) : acc_t(0);
       }
   }
 
