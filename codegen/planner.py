@@ -235,6 +235,8 @@ class WeightSplit:
     in_registers: int
     on_chip: int
     k_len: int
+    shared_bytes: int  # the block's rows [U][outputs][on_chip - in_registers], 16-byte aligned; the
+                       # staged rows follow them in shared memory
 
     @property
     def streams(self) -> bool:
@@ -261,7 +263,6 @@ class Plan:
     threads: int             # threads per block = 32 * warps
     weights_in: str          # "registers", "shared" (block slice), "split" (registers and shared
                              # memory first, the rest of each row from L2) or "global" (all from L2)
-    weight_smem_bytes: int   # the part of the block's 4*U*H slice kept in shared memory
     rows_per_pass: int       # batch rows a warp carries through one pass over its weights
                              # (FMA; on tensor cores, the 8 of an n tile; batch-sliced FMA,
                              # the rows a thread multiplies at once)
@@ -377,24 +378,7 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
     one_unit_a_warp = warps % units == 0 and units <= _TARGET_WARPS
     forward_row, backward_row = hidden * element, 4 * hidden * element
     slice_bytes = _round16(4 * units * hidden * element)
-    if one_unit_a_warp and lane_weights <= lane_budget:
-        weights_in, lanes_keep, shared_budget = "registers", lane_weights, 0
-    elif slice_bytes + backward_row <= target.max_smem_per_block:
-        weights_in, lanes_keep, shared_budget = "shared", 0, 4 * units * WARP * -(-hidden // WARP) * element
-    else:
-        # As much on chip as fits beside one pass of forward rows (and one backward row):
-        # the lanes' registers first, where each warp keeps one unit, then shared memory.
-        weights_in, lanes_keep = "split", lane_budget if one_unit_a_warp else 0
-        staging_floor = min(target.max_smem_per_block, max(ROWS_PER_PASS * forward_row, backward_row))
-        shared_budget = target.max_smem_per_block - staging_floor
-    splits = {direction: _split_weights(k_len, outputs, units, element, lanes_keep, shared_budget)
-              for direction, k_len, outputs in (("forward", hidden, 4), ("backward", 4 * hidden, 1))}
-    if weights_in == "split" and not any(split.on_chip for split in splits.values()):
-        weights_in = "global"
-    weight_smem = _round16(max((split.on_chip - split.in_registers) * outputs * units * element
-                               for split, outputs in ((splits["forward"], 4), (splits["backward"], 1))))
-    staging = target.max_smem_per_block - weight_smem
-    if backward_row > staging:
+    if backward_row > target.max_smem_per_block:
         largest = target.max_smem_per_block // (4 * element)
         raise SpecError(
             f"hidden_size {hidden} is too large for {target.arch} ({spec.where or 'layer'}): the "
@@ -403,6 +387,24 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
             f"lower hidden_size to {largest} or less"
             + (", or use float16" if element > 2 else "")
         )
+    if one_unit_a_warp and lane_weights <= lane_budget:
+        weights_in, lanes_keep = "registers", lane_weights
+    elif slice_bytes + backward_row <= target.max_smem_per_block:
+        weights_in, lanes_keep = "shared", 0
+    else:
+        # As much on chip as leaves each direction the staged rows it would have with none
+        # there, up to a pass of them: the lanes' registers first, where each warp keeps one
+        # unit, then shared memory; the rest of each row from L2.
+        weights_in, lanes_keep = "split", lane_budget if one_unit_a_warp else 0
+    splits, chunks = {}, {}
+    for direction, k_len, outputs, row in (("forward", hidden, 4, forward_row), ("backward", 4 * hidden, 1, backward_row)):
+        shared_budget = {"registers": 0, "shared": target.max_smem_per_block,
+                         "split": target.max_smem_per_block
+                         - row * min(ROWS_PER_PASS, _chunk_rows(target.max_smem_per_block // row))}[weights_in]
+        splits[direction] = _split_weights(k_len, outputs, units, element, lanes_keep, shared_budget)
+        chunks[direction] = _chunk_rows((target.max_smem_per_block - splits[direction].shared_bytes) // row)
+    if weights_in == "split" and not any(split.on_chip for split in splits.values()):
+        weights_in = "global"
     layout = dict(target=target, storage_type=types["storage"], accumulate_type=types["accumulate"],
                   stepwise_from_batch=_stepwise_from_batch(spec),
                   stepwise_backward_from_batch=_stepwise_backward_from_batch(spec))
@@ -419,8 +421,6 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
     if tensor_core:
         return _staged_plan(spec, layout, tensor_core, cluster, sliced=bool(sliced), units=units, num_blocks=num_blocks,
                             threads=_MMA_WARPS * WARP, rows_per_pass=_MMA_N, math="mma", mma_type=mma_type)
-    forward_chunk = _chunk_rows(staging // forward_row)
-    backward_chunk = _chunk_rows(staging // backward_row)
     return Plan(
         **layout,
         units_per_block=units,
@@ -428,24 +428,26 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
         warps=warps,
         threads=threads,
         weights_in=weights_in,
-        weight_smem_bytes=weight_smem,
         rows_per_pass=ROWS_PER_PASS,
-        forward_chunk_rows=forward_chunk,
-        backward_chunk_rows=backward_chunk,
-        smem_bytes=weight_smem + _round16(max(forward_chunk * forward_row, backward_chunk * backward_row)),
+        forward_chunk_rows=chunks["forward"],
+        backward_chunk_rows=chunks["backward"],
+        smem_bytes=max(splits[direction].shared_bytes + _round16(chunks[direction] * row)
+                       for direction, row in (("forward", forward_row), ("backward", backward_row))),
         forward_weights=splits["forward"],
         backward_weights=splits["backward"],
     )
 
 
 def _split_weights(k_len: int, outputs: int, units: int, element: int, lane_weights: int,
-                   shared_bytes: int) -> WeightSplit:
+                   shared_budget: int) -> WeightSplit:
     """One direction's WeightSplit: a lane keeps `lane_weights` weights at most (`outputs`
-    per k it keeps), the block `shared_bytes` of its rows in shared memory, by k in steps of
-    32 (a warp's k at a time), the first k's in registers."""
+    per k it keeps), the block at most `shared_budget` bytes of its rows in shared memory,
+    by k in steps of 32 (a warp's k at a time), the first k's in registers."""
     in_registers = min(k_len, lane_weights // outputs * WARP)
-    k_steps_shared = shared_bytes // (units * outputs * WARP * element)
-    return WeightSplit(in_registers=in_registers, on_chip=min(k_len, in_registers + k_steps_shared * WARP), k_len=k_len)
+    k_steps_shared = shared_budget // (units * outputs * WARP * element)
+    on_chip = min(k_len, in_registers + k_steps_shared * WARP)
+    return WeightSplit(in_registers=in_registers, on_chip=on_chip, k_len=k_len,
+                       shared_bytes=_round16((on_chip - in_registers) * outputs * units * element))
 
 
 def _staged_plan(spec: LSTMSpec, layout: dict, steps: tuple[Step, Step], cluster: int, sliced: bool, units: int,
@@ -466,7 +468,6 @@ def _staged_plan(spec: LSTMSpec, layout: dict, steps: tuple[Step, Step], cluster
         warps=threads // WARP,
         threads=threads,
         weights_in="registers",
-        weight_smem_bytes=0,
         rows_per_pass=rows_per_pass,
         forward_chunk_rows=forward.chunk_rows,
         backward_chunk_rows=backward.chunk_rows,

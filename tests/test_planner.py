@@ -13,7 +13,7 @@ import pytest
 from hypothesis import assume, example, given, settings, strategies as st
 
 from lstmgen.codegen import DTYPES, SM90_H200, LSTMSpec, Target, load_spec, plan_layer, render_layer
-from lstmgen.codegen.planner import FmaStep, TensorCoreStep
+from lstmgen.codegen.planner import FmaStep, TensorCoreStep, _chunk_rows
 from lstmgen.errors import SpecError
 from lstmgen.strategies import layer_specs
 
@@ -72,14 +72,16 @@ def test_shared_memory_holds_the_weights_and_at_least_one_row_per_direction(spec
     slice_bytes = 4 * plan.units_per_block * spec.hidden_size * element
     assert plan.smem_bytes <= target.max_smem_per_block
     assert plan.forward_chunk_rows >= 1 and plan.backward_chunk_rows >= 1
-    staging = plan.smem_bytes - plan.weight_smem_bytes
-    assert staging >= plan.forward_chunk_rows * spec.hidden_size * element
-    assert staging >= plan.backward_chunk_rows * 4 * spec.hidden_size * element
-    if plan.weights_in == "shared":
-        assert slice_bytes <= plan.weight_smem_bytes < slice_bytes + 16
-    elif plan.weights_in != "split":
-        assert plan.weight_smem_bytes == 0
-    assert plan.weight_smem_bytes % 16 == 0  # the staging area is aligned for 16-byte copies
+    weights = {direction: split.shared_bytes if split else 0
+               for direction, split in (("forward", plan.forward_weights), ("backward", plan.backward_weights))}
+    assert plan.smem_bytes >= weights["forward"] + plan.forward_chunk_rows * spec.hidden_size * element
+    assert plan.smem_bytes >= weights["backward"] + plan.backward_chunk_rows * 4 * spec.hidden_size * element
+    for shared_bytes in weights.values():
+        if plan.weights_in == "shared":
+            assert slice_bytes <= shared_bytes < slice_bytes + 16
+        elif plan.weights_in != "split":
+            assert shared_bytes == 0
+        assert shared_bytes % 16 == 0  # the staging area is aligned for 16-byte copies
 
 
 @given(specs, targets)
@@ -97,7 +99,11 @@ def test_weight_splits_cover_each_row_and_fit_registers_and_shared_memory(spec, 
         assert 0 <= split.in_registers <= split.on_chip <= k_len
         # The kernels place each lane's k = lane + 32 j by j: a place ends at a whole j or at K.
         assert all(bound % 32 == 0 or bound == k_len for bound in (split.in_registers, split.on_chip))
-        assert (split.on_chip - split.in_registers) * outputs * units * element <= plan.weight_smem_bytes
+        assert (split.on_chip - split.in_registers) * outputs * units * element <= split.shared_bytes
+        if plan.weights_in == "split":  # never fewer staged rows than with all of W_hh in L2, nor than a pass
+            row = k_len * element
+            chunk = plan.forward_chunk_rows if outputs == 4 else plan.backward_chunk_rows
+            assert chunk >= min(8, _chunk_rows(target.max_smem_per_block // row))
         lane_weights = max(lane_weights, -(-split.in_registers // 32) * outputs)
         expected = {"registers": (k_len, k_len), "shared": (0, k_len), "global": (0, 0)}.get(plan.weights_in)
         assert expected is None or (split.in_registers, split.on_chip) == expected
@@ -140,8 +146,8 @@ def test_float64_1024_keeps_all_but_a_warps_k_of_each_row_on_chip_with_a_full_pa
     # rows forward: the H200 bench's float64 H = 1024 cells at B <= 8 stage once a step.
     plan = plan_layer(LSTMSpec(input_size=64, hidden_size=1024, dtype="float64"), SM90_H200)
     assert (plan.forward_weights.in_registers, plan.forward_weights.on_chip) == (352, 992)
-    assert (plan.backward_weights.in_registers, plan.backward_weights.on_chip) == (1408, 4000)
-    assert plan.forward_chunk_rows == 8 and plan.backward_chunk_rows == 2
+    assert (plan.backward_weights.in_registers, plan.backward_weights.on_chip) == (1408, 2976)
+    assert plan.forward_chunk_rows == 8 and plan.backward_chunk_rows == 4
     assert plan.backward_streams_weights
 
 

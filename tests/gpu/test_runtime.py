@@ -41,11 +41,11 @@ def test_one_module_serves_every_sequence_length(steps):
     ("float32", 1100, "shared", 3), ("float64", 384, "shared", 3),
     ("float32", 1100, "shared", 20),   # several staged chunks each way (16 and 4 rows)
     ("float32", 1400, "split", 3),     # shared memory, the rest of each row from L2
-    ("float32", 2000, "split", 13),    # chunks of 8 and 2 rows: passes of 4 and 1
+    ("float32", 2000, "split", 13),    # chunks of 8 and 4 rows: passes of 4 and 1
     ("float32", 4300, "split", 3),     # 33 units per block: warps take several units
-    ("float64", 960, "split", 5),      # registers and shared memory, nothing from L2
+    ("float64", 960, "split", 5),      # forward in registers and shared memory, none from L2
     ("float64", 1024, "split", 8),     # registers, shared memory and L2, as the bench's cells
-    ("float64", 1024, "split", 11),    # forward chunks of 8 and 3 rows, backward 6 of 2 and 1
+    ("float64", 1024, "split", 11),    # forward chunks of 8 and 3 rows, backward of 4 and 3
 ])
 def test_weights_outside_registers(dtype, hidden, place, batch):
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype=dtype, bias="single")
