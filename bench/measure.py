@@ -1,10 +1,9 @@
 """Measuring one grid point: lstmgen and torch.nn.LSTM (cuDNN) on the same weights and inputs.
 
 Correctness is checked before anything is timed. Timing uses CUDA events after a warm-up and
-takes the median of `repeats` runs, the two sides' runs of a mode taking turns. Peak memory
-is what each side allocates beyond the weights and inputs while running once: torch's
-max_memory_allocated, and for lstmgen the bytes a fresh CuPy pool holds after serving that
-run alone (an upper bound of its peak).
+takes the median of `repeats` runs. Peak memory is what each side allocates beyond the
+weights and inputs while running once: torch's max_memory_allocated, and for lstmgen the
+bytes a fresh CuPy pool holds after serving that run alone (an upper bound of its peak).
 """
 
 from __future__ import annotations
@@ -39,23 +38,10 @@ def _torch_ms(run) -> float:
     return start.elapsed_time(stop)
 
 
-def interleaved_medians(runs: dict, repeats: int, warmup: int) -> dict:
-    """The median time of each of `runs` ({name: (timer, run)}), the runs taking turns: a
-    drift of the GPU's speed over a cell (clocks, temperature, other work) then weighs on
-    each alike, where timing all of one side's repeats before the other's let it decide
-    close cells (bench/NOTES.md v10)."""
-    for _ in range(warmup):
-        for _, run in runs.values():
-            run()
-    times = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, (timer, run) in runs.items():
-            times[name].append(timer(run))
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def median_ms(timer, run, repeats: int, warmup: int) -> float:
-    return interleaved_medians({"run": (timer, run)}, repeats, warmup)["run"]
+    for _ in range(warmup):
+        run()
+    return statistics.median(timer(run) for _ in range(repeats))
 
 
 def _ours_peak_bytes(run) -> int:
@@ -123,8 +109,7 @@ def measure(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmu
         x_grad.grad = None
         lstm(x_grad)[0].sum().backward()
 
-    # (side, mode): (timer, run), and each run's peak memory.
-    notes, runs, peaks = [], {}, {}
+    notes, cudnn = [], {}
     try:
         expected_y = cudnn_forward()
         cudnn_training()
@@ -132,10 +117,12 @@ def measure(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmu
     except RuntimeError as error:  # e.g. no cuDNN RNN kernel for this dtype
         notes.append(f"cuDNN: no kernel ({str(error).splitlines()[0][:60]})")
     else:
-        for mode, run in (("forward", cudnn_forward), ("training", cudnn_training)):
-            runs["cudnn", mode] = (_torch_ms, run)
-            peaks["cudnn", mode] = _cudnn_peak_bytes(run)
+        cudnn = {
+            "forward": (median_ms(_torch_ms, cudnn_forward, repeats, warmup), _cudnn_peak_bytes(cudnn_forward)),
+            "training": (median_ms(_torch_ms, cudnn_training, repeats, warmup), _cudnn_peak_bytes(cudnn_training)),
+        }
 
+    ours = {}
     if storage not in DTYPES:
         notes.append(f"lstmgen: no {dtype} kernels yet")
     else:
@@ -152,7 +139,7 @@ def measure(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmu
             layer.forward(x, training=True)
             return layer.backward(dy)
 
-        if ("cudnn", "forward") in runs:
+        if cudnn:
             # Same weights, same inputs: both must agree before either is timed. cuDNN is
             # itself approximate, so the agreement is held to the looser side's tolerance:
             # with TF32 allowed cuDNN runs TF32 even where our layer is too wide for it.
@@ -161,19 +148,19 @@ def measure(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmu
             report += mismatches("dW_hh vs cuDNN", ours_training()["dW_hh"].get(), expected_dw, precision)
             if report:
                 raise AssertionError(f"{dtype} H={hidden} B={batch}: lstmgen and cuDNN disagree\n" + "\n".join(report))
-        for mode, run in (("forward", ours_forward), ("training", ours_training)):
-            runs["ours", mode] = (cupy_ms, run)
-            peaks["ours", mode] = _ours_peak_bytes(run)
+        ours = {
+            "forward": (median_ms(cupy_ms, ours_forward, repeats, warmup), _ours_peak_bytes(ours_forward)),
+            "training": (median_ms(cupy_ms, ours_training, repeats, warmup), _ours_peak_bytes(ours_training)),
+        }
 
     cells = []
     for mode in ("forward", "training"):
-        sides = {side: runs[side, mode] for side in ("ours", "cudnn") if (side, mode) in runs}
-        medians = interleaved_medians(sides, repeats, warmup)
-        us = {side: 1000 * ms / steps for side, ms in medians.items()}
+        ours_ms, ours_peak = ours.get(mode, (None, None))
+        cudnn_ms, cudnn_peak = cudnn.get(mode, (None, None))
         cells.append(Cell(
             dtype=dtype, hidden=hidden, batch=batch, steps=steps, mode=mode,
-            ours_us=us.get("ours"), cudnn_us=us.get("cudnn"),
-            ours_peak_bytes=peaks.get(("ours", mode)), cudnn_peak_bytes=peaks.get(("cudnn", mode)),
-            note="; ".join(notes),
+            ours_us=None if ours_ms is None else 1000 * ours_ms / steps,
+            cudnn_us=None if cudnn_ms is None else 1000 * cudnn_ms / steps,
+            ours_peak_bytes=ours_peak, cudnn_peak_bytes=cudnn_peak, note="; ".join(notes),
         ))
     return cells
