@@ -8,8 +8,9 @@ matrix product per block, out[b][o] = sum_k in[b][k] * W[o][k]: forward, `in` is
 and the outputs are the 4 gate rows of each owned unit (k over H); backward, `in` is
 dG_{t+1} and the output is dh of each owned unit (k over the 4H gate rows, W transposed).
 A warp owns one unit and up to 8 batch rows at a time: its 32 lanes split k, so each
-lane's share of the weights can stay in registers for the whole sequence, and a butterfly
-of shuffles sums the lanes. The block first copies `in` for a chunk of batch rows from L2
+lane's share of the weights can stay in registers for the whole sequence (else the block's
+slice in shared memory; where neither holds it, each row is split by k between the two and
+L2: WeightSplit), and a butterfly of shuffles sums the lanes. The block first copies `in` for a chunk of batch rows from L2
 into shared memory with 16-byte loads, so every warp reads it at shared-memory speed.
 Per-row state (c, dc) lives in a [B, H] buffer of the accumulation type (c_T and dc0
 themselves where that is the storage type), so one launch serves any batch size; a thread
