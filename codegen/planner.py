@@ -56,7 +56,14 @@ _TARGET_WARPS = 8
 # for float32 up to the limit, H = 1024 (16-bit layers there run on tensor cores, except on
 # GPUs without them); float64's forward spills from H = 232,
 # 24 B there and 208 B at its limit, H = 352, which the H = 256 bench cells ran well with.
+# Split plans (WeightSplit) fill it too: float64 H = 1024's forward spills 28 B, and ran
+# 1.7x faster at B = 1 than with all of W_hh in L2 (bench/NOTES.md v11).
 _LANE_REGISTER_BUDGET = 168
+# Storage of at least this many bytes an element splits a slice that is too large for
+# registers or shared memory between them and L2: with 16-bit storage (the FMA fallback,
+# past H = 1848 on the H200) ptxas spills the backward's split product by kilobytes
+# (bfloat16 H = 2000: 16 B with all of W_hh in L2, 1952), so there W_hh stays in L2.
+_SPLIT_MIN_ELEMENT_BYTES = 4
 # Batch rows staged in shared memory at once: more rows, fewer block-wide barriers.
 _MAX_CHUNK_ROWS = 64
 
@@ -247,7 +254,7 @@ class WeightSplit:
     def describe(self) -> str:
         parts = [("registers", self.in_registers), ("shared memory", self.on_chip - self.in_registers),
                  ("L2", self.k_len - self.on_chip)]
-        return " / ".join(f"{place} ({k})" for place, k in parts if k) + f" by k of {self.k_len} forward"
+        return " / ".join(f"{k} in {place}" for place, k in parts if k) + f" of {self.k_len}"
 
 
 @dataclass(frozen=True)
@@ -324,8 +331,10 @@ class Plan:
         return min(clusters, groups) * self.cluster_blocks
 
     def summary(self) -> str:
-        where = {"registers": "registers", "shared": "shared memory", "global": "global memory (L2)",
-                 "split": self.forward_weights and self.forward_weights.describe()}[self.weights_in]
+        if self.weights_in == "split":
+            where = self._split_summary()
+        else:
+            where = {"registers": "registers", "shared": "shared memory", "global": "global memory (L2)"}[self.weights_in]
         if any(isinstance(step, TensorCoreStep) and step.k_tiles_in_registers < step.k_tiles_per_warp
                for step in (self.forward_step, self.backward_step)):
             where = "registers and shared memory"
@@ -347,6 +356,14 @@ class Plan:
                 f"{self.units_per_block} units/block, W_hh slice in {where}{how}, staging "
                 f"{self.forward_chunk_rows} rows forward / {self.backward_chunk_rows} backward "
                 f"({self.smem_bytes} B smem){self.stepwise_summary()}")
+
+    def _split_summary(self) -> str:
+        splits = (self.forward_weights, self.backward_weights)
+        places = [place for place, used in (("registers", any(split.in_registers for split in splits)),
+                                            ("shared memory", any(split.on_chip > split.in_registers for split in splits)),
+                                            ("L2", True)) if used]
+        return (f"{', '.join(places[:-1])} and {places[-1]} by k (forward {self.forward_weights.describe()}, "
+                f"backward {self.backward_weights.describe()})")
 
     def stepwise_summary(self) -> str:
         """From which batch each direction runs a cuBLAS GEMM and a cell kernel a step."""
@@ -392,14 +409,16 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
         weights_in, lanes_keep = "registers", lane_weights
     elif slice_bytes + backward_row <= target.max_smem_per_block:
         weights_in, lanes_keep = "shared", 0
-    else:
+    elif element >= _SPLIT_MIN_ELEMENT_BYTES:
         # As much on chip as leaves each direction the staged rows it would have with none
         # there, up to a pass of them: the lanes' registers first, where each warp keeps one
         # unit, then shared memory; the rest of each row from L2.
         weights_in, lanes_keep = "split", lane_budget if one_unit_a_warp else 0
+    else:
+        weights_in, lanes_keep = "global", 0
     splits, chunks = {}, {}
     for direction, k_len, outputs, row in (("forward", hidden, 4, forward_row), ("backward", 4 * hidden, 1, backward_row)):
-        shared_budget = {"registers": 0, "shared": target.max_smem_per_block,
+        shared_budget = {"registers": 0, "global": 0, "shared": target.max_smem_per_block,
                          "split": target.max_smem_per_block
                          - row * min(ROWS_PER_PASS, _chunk_rows(target.max_smem_per_block // row))}[weights_in]
         splits[direction] = _split_weights(k_len, outputs, units, element, lanes_keep, shared_budget)
@@ -445,8 +464,9 @@ def _split_weights(k_len: int, outputs: int, units: int, element: int, lane_weig
     per k it keeps), the block at most `shared_budget` bytes of its rows in shared memory,
     by k in steps of 32 (a warp's k at a time), the first k's in registers."""
     in_registers = min(k_len, lane_weights // outputs * WARP)
-    k_steps_shared = shared_budget // (units * outputs * WARP * element)
-    on_chip = min(k_len, in_registers + k_steps_shared * WARP)
+    k_shared = shared_budget // (units * outputs * element)
+    # A row's end may come at any k; a bound before it, at a whole warp's k.
+    on_chip = k_len if in_registers + k_shared >= k_len else in_registers + k_shared // WARP * WARP
     return WeightSplit(in_registers=in_registers, on_chip=on_chip, k_len=k_len,
                        shared_bytes=_round16((on_chip - in_registers) * outputs * units * element))
 

@@ -14,7 +14,7 @@ Memory (elements of the spec's dtype, T steps, B rows, H units, I inputs):
   training cache: T*B*(4H + H + H): activated gates (written over Gx in place), cell
   states and every h_t; backward writes dG over the gates and adds dx (T*B*I), the weight
   gradients, dh0, dc0, with a bias a row of T*B ones that the layer keeps (db's GEMM) and,
-  with W_hh streamed from L2, its transposed copy (4H^2). float16 and bfloat16 add a
+  where some of W_hh is read from L2 every step, its transposed copy (4H^2). float16 and bfloat16 add a
   float32 [B, H] running state per direction. Where the forward sends h as tagged words
   (Plan.tagged_exchange_batch) it adds 2*B*H words of twice the element's size. batch_first adds
   a time-major copy of x (and of y, dy, dx). The stepwise recurrence adds one step's

@@ -114,6 +114,21 @@ def test_batch_sliced_kernels_keep_their_step_loop_in_registers_at_their_limit(d
         assert spilled <= spill_bound, f"{direction}:\n{log}"
 
 
+def test_split_weights_spill_little_at_the_lanes_register_budget():
+    # float64 H = 1024 keeps 11 k steps of each of its unit's 4 rows (forward) or 44 of its
+    # column (backward) in a lane's registers, the whole budget (bench/NOTES.md v11: 28 B
+    # spilled forward, and 1.7x faster at B = 1 than with W_hh in L2). Far more would mean
+    # the products reload weights from local memory every step.
+    spec = LSTMSpec(input_size=8, hidden_size=1024, dtype="float64")
+    for direction, source in render_layer(spec).items():
+        if direction == "cell":
+            continue
+        assert source.plan.weights_in == "split"
+        log = _ptxas_log(source.text, direction)
+        spilled = int(re.search(r"(\d+) bytes spill stores", log).group(1))
+        assert spilled <= 64, f"{direction}:\n{log}"
+
+
 @pytest.mark.parametrize("dtype, allow_tf32, hidden", [
     ("float16", False, 1), ("bfloat16", False, 1), ("float32", True, 1), ("float64", False, 1),
     ("float32", False, 100), ("float64", False, 100),  # FMA clusters

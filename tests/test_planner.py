@@ -24,6 +24,7 @@ TARGETS = (
     Target(arch="sm_80", sm_count=108, max_smem_per_block=166912),  # A100
     Target(arch="sm_75", sm_count=40, max_smem_per_block=65536),    # T4
     Target(arch="sm_90", sm_count=132, max_smem_per_block=232448, max_threads_per_block=128),  # hand-built, small blocks
+    Target(arch="sm_70", sm_count=10, max_smem_per_block=65536, max_threads_per_block=128),  # few SMs: many units a block
 )
 
 specs = layer_specs(max_hidden=20000, max_input=4096)
@@ -84,6 +85,7 @@ def test_shared_memory_holds_the_weights_and_at_least_one_row_per_direction(spec
         assert shared_bytes % 16 == 0  # the staging area is aligned for 16-byte copies
 
 
+@example(spec=LSTMSpec(input_size=1, hidden_size=193), target=TARGETS[-1])  # a slice in shared memory whose rows end mid-warp
 @given(specs, targets)
 def test_weight_splits_cover_each_row_and_fit_registers_and_shared_memory(spec, target):
     assume(spec.hidden_size <= _largest_hidden(target, spec.dtype))
@@ -128,17 +130,43 @@ def test_hidden_size_beyond_one_staged_row_names_the_limit(dtype, target, excess
 @pytest.mark.parametrize("dtype, hidden, place, where", [
     ("float32", 1024, "registers", "registers"),
     ("float32", 1100, "shared", "shared memory"),
-    ("float32", 1400, "split", "shared memory (1056) / L2 (344) by k of 1400 forward"),
+    ("float32", 1400, "split", "shared memory and L2 by k (forward 1056 in shared memory / 344 in L2 of 1400, "
+                               "backward 1184 in shared memory / 4416 in L2 of 5600)"),
     ("float32", 7100, "global", "global memory (L2)"),
     ("float64", 256, "registers", "registers"),
     ("float64", 512, "shared", "shared memory"),
-    ("float64", 960, "split", "registers (352) / shared memory (608) by k of 960 forward"),
-    ("float64", 1024, "split", "registers (352) / shared memory (640) / L2 (32) by k of 1024 forward"),
+    ("float64", 960, "split", "registers, shared memory and L2 by k (forward 352 in registers / 608 in shared "
+                              "memory of 960, backward 1408 in registers / 1696 in shared memory / 736 in L2 of 3840)"),
+    ("float64", 1024, "split", "registers, shared memory and L2 by k (forward 352 in registers / 640 in shared "
+                               "memory / 32 in L2 of 1024, backward 1408 in registers / 1568 in shared memory / "
+                               "1120 in L2 of 4096)"),
+    ("bfloat16", 2000, "global", "global memory (L2)"),  # 16-bit storage: no split (_SPLIT_MIN_ELEMENT_BYTES)
 ])
 def test_where_the_weights_live_on_h200(dtype, hidden, place, where):
     plan = plan_layer(LSTMSpec(input_size=64, hidden_size=hidden, dtype=dtype), SM90_H200)
     assert plan.weights_in == place
     assert re.search(rf"W_hh slice in {re.escape(where)}[, ]", plan.summary())
+
+
+@settings(max_examples=40)
+@given(layer_specs(max_hidden=8000, max_input=64), targets)
+def test_kernels_print_the_plans_weight_split(spec, target):
+    # The templates place the weights by the plan's numbers, and the backward kernel indexes
+    # W_hh^T exactly when the layer passes it (Plan.backward_streams_weights).
+    assume(spec.hidden_size <= _largest_hidden(target, spec.dtype))
+    sources = render_layer(spec, target)
+    plan = sources["forward"].plan
+    assume(plan.forward_step is None)
+    for direction, split in (("forward", plan.forward_weights), ("backward", plan.backward_weights)):
+        text = sources[direction].text
+        assert f"#define K_IN_REGISTERS {split.in_registers} " in text
+        assert f"#define K_ON_CHIP {split.on_chip} " in text
+        assert f"smem_raw + {split.shared_bytes});" in text
+        assert ("w_reg[" in text) == (split.in_registers > 0)
+        assert ("w_smem[" in text) == (split.on_chip > split.in_registers)
+        assert ("__ldg(&weights[" in text) == split.streams
+    transposed = "return (size_t)unit * GATES + r;" in sources["backward"].text
+    assert transposed == plan.backward_streams_weights
 
 
 def test_float64_1024_keeps_all_but_a_warps_k_of_each_row_on_chip_with_a_full_pass_staged():

@@ -7,8 +7,8 @@
 // (unit, batch row) turns dh_t and dc_t into the four pre-activation gate gradients dG[t];
 // after a grid barrier (the block's or cluster's where batch-sliced) every block gathers, for its units,
 //   dh_{t-1}[unit] = sum_r dG[t][r] * W_hh[r][unit]
-// over all 4H gate rows; with the weights streamed from L2 it reads W_hh^T, so that the
-// lanes of a warp read consecutive r.
+// over all 4H gate rows; where some of the weights are read from L2 every step it reads
+// W_hh^T, so that the lanes of a warp read consecutive r.
 // dx, dW_ih, dW_hh and the bias gradients are GEMMs and a reduction over dG after this launch.
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>

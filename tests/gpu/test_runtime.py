@@ -44,6 +44,7 @@ def test_one_module_serves_every_sequence_length(steps):
     ("float32", 2000, "split", 13),    # chunks of 8 and 4 rows: passes of 4 and 1
     ("float32", 4300, "split", 3),     # 33 units per block: warps take several units
     ("float64", 960, "split", 5),      # forward in registers and shared memory, none from L2
+    ("float64", 913, "split", 3),      # the same with rows of 561 in shared memory, ending mid-warp
     ("float64", 1024, "split", 8),     # registers, shared memory and L2, as the bench's cells
     ("float64", 1024, "split", 11),    # forward chunks of 8 and 3 rows, backward of 4 and 3
 ])
