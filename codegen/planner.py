@@ -388,14 +388,7 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
     warps = min(max_warps, max(units, _TARGET_WARPS // units * units))
     threads = warps * WARP
 
-    # Weights in registers: each warp keeps one unit for the whole launch (at most
-    # _TARGET_WARPS units), and a lane's share of the 4*H*U slice fits the register budget.
-    lane_weights = max(4 * -(-hidden // WARP), -(-4 * hidden // WARP))
-    # A lane's weights past the pass's sums and inputs, in the register budget.
-    lane_budget = _LANE_REGISTER_BUDGET * 4 // types["accumulate_bytes"] - 5 * ROWS_PER_PASS
-    one_unit_a_warp = warps % units == 0 and units <= _TARGET_WARPS
     forward_row, backward_row = hidden * element, 4 * hidden * element
-    slice_bytes = _round16(4 * units * hidden * element)
     if backward_row > target.max_smem_per_block:
         largest = target.max_smem_per_block // (4 * element)
         raise SpecError(
@@ -405,6 +398,29 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
             f"lower hidden_size to {largest} or less"
             + (", or use float16" if element > 2 else "")
         )
+    layout = dict(target=target, storage_type=types["storage"], accumulate_type=types["accumulate"],
+                  stepwise_from_batch=_stepwise_from_batch(spec),
+                  stepwise_backward_from_batch=_stepwise_backward_from_batch(spec))
+    mma_type = _tensor_core_type(spec, target)
+    fma_sliced = None if mma_type else _plan_fma_sliced(spec, target)
+    if fma_sliced:
+        cluster, steps = fma_sliced
+        return _staged_plan(spec, layout, steps, cluster, sliced=True, units=units, num_blocks=num_blocks,
+                            threads=_FMA_THREADS, rows_per_pass=_FMA_ROWS_AT_ONCE, math="fma")
+    cluster, sliced = _plan_batch_sliced(spec, target, mma_type) if mma_type else (1, None)
+    tensor_core = sliced or (mma_type and _plan_tensor_cores(spec, target, units, mma_type, sliced=False))
+    if not sliced:  # cooperative, on tensor cores or FMA
+        layout["tagged_exchange_batch"] = _tagged_exchange_batch(hidden, element)
+    if tensor_core:
+        return _staged_plan(spec, layout, tensor_core, cluster, sliced=bool(sliced), units=units, num_blocks=num_blocks,
+                            threads=_MMA_WARPS * WARP, rows_per_pass=_MMA_N, math="mma", mma_type=mma_type)
+    # Weights in registers: each warp keeps one unit for the whole launch (at most
+    # _TARGET_WARPS units), and a lane's share of the 4*H*U slice fits the register budget.
+    lane_weights = max(4 * -(-hidden // WARP), -(-4 * hidden // WARP))
+    # A lane's weights past the pass's sums and inputs, in the register budget.
+    lane_budget = _LANE_REGISTER_BUDGET * 4 // types["accumulate_bytes"] - 5 * ROWS_PER_PASS
+    one_unit_a_warp = warps % units == 0 and units <= _TARGET_WARPS
+    slice_bytes = _round16(4 * units * hidden * element)
     if one_unit_a_warp and lane_weights <= lane_budget:
         weights_in, lanes_keep = "registers", lane_weights
     elif slice_bytes + backward_row <= target.max_smem_per_block:
@@ -425,22 +441,6 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
         chunks[direction] = _chunk_rows((target.max_smem_per_block - splits[direction].shared_bytes) // row)
     if weights_in == "split" and not any(split.on_chip for split in splits.values()):
         weights_in = "global"
-    layout = dict(target=target, storage_type=types["storage"], accumulate_type=types["accumulate"],
-                  stepwise_from_batch=_stepwise_from_batch(spec),
-                  stepwise_backward_from_batch=_stepwise_backward_from_batch(spec))
-    mma_type = _tensor_core_type(spec, target)
-    fma_sliced = None if mma_type else _plan_fma_sliced(spec, target)
-    if fma_sliced:
-        cluster, steps = fma_sliced
-        return _staged_plan(spec, layout, steps, cluster, sliced=True, units=units, num_blocks=num_blocks,
-                            threads=_FMA_THREADS, rows_per_pass=_FMA_ROWS_AT_ONCE, math="fma")
-    cluster, sliced = _plan_batch_sliced(spec, target, mma_type) if mma_type else (1, None)
-    tensor_core = sliced or (mma_type and _plan_tensor_cores(spec, target, units, mma_type, sliced=False))
-    if not sliced:  # cooperative, on tensor cores or FMA
-        layout["tagged_exchange_batch"] = _tagged_exchange_batch(hidden, element)
-    if tensor_core:
-        return _staged_plan(spec, layout, tensor_core, cluster, sliced=bool(sliced), units=units, num_blocks=num_blocks,
-                            threads=_MMA_WARPS * WARP, rows_per_pass=_MMA_N, math="mma", mma_type=mma_type)
     return Plan(
         **layout,
         units_per_block=units,
