@@ -66,6 +66,12 @@ _LANE_REGISTER_BUDGET = 168
 _SPLIT_MIN_ELEMENT_BYTES = 4
 # Batch rows staged in shared memory at once: more rows, fewer block-wide barriers.
 _MAX_CHUNK_ROWS = 64
+# What a backward warp-per-unit pass needs from global memory for each of its (unit, row)
+# pairs besides the staged rows (the gates, c_t, c_{t-1}, dy and dh_T, and dL/dc) is this
+# many elements of storage and one of the accumulation type. Where the pass reads part of
+# W_hh^T from L2, cp.async copies them into a slot of shared memory a row of the pass while
+# the dot products run (Plan.pass_inputs_bytes).
+_PASS_INPUT_ELEMENTS = 8
 
 # Tensor cores: mma.sync multiplies a 16 x K tile of weights by a K x 8 tile of staged
 # inputs (8 batch rows) into float32; K is 16 for 16-bit inputs (m16n8k16) and 8 for TF32
@@ -291,6 +297,9 @@ class Plan:
                                     # words instead of crossing a grid barrier; 0: never
     forward_weights: WeightSplit | None = None   # where the warp-per-unit FMA kernels keep
     backward_weights: WeightSplit | None = None  # their weights; None for staged steps
+    pass_inputs_bytes: int = 0  # warp-per-unit FMA with W_hh partly in L2: the slots, first in shared
+                                # memory, into which each backward pass copies what its rows need
+                                # from global memory; 0: loaded into registers
 
     @property
     def non_portable_cluster(self) -> bool:
@@ -432,13 +441,21 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
         weights_in, lanes_keep = "split", lane_budget if one_unit_a_warp else 0
     else:
         weights_in, lanes_keep = "global", 0
+    # The backward's input slots where its passes read part of W_hh^T from L2, unless they
+    # would cost it a staged row of a pass.
+    pass_inputs = _pass_inputs_bytes(warps, element, types["accumulate_bytes"])
+    staged_rows = lambda smem: smem >= backward_row and min(ROWS_PER_PASS, _chunk_rows(smem // backward_row))  # noqa: E731
+    if (weights_in not in ("split", "global")
+            or staged_rows(target.max_smem_per_block - pass_inputs) < staged_rows(target.max_smem_per_block)):
+        pass_inputs = 0
+    reserved = {"forward": 0, "backward": pass_inputs}
     splits, chunks = {}, {}
     for direction, k_len, outputs, row in (("forward", hidden, 4, forward_row), ("backward", 4 * hidden, 1, backward_row)):
-        shared_budget = {"registers": 0, "global": 0, "shared": target.max_smem_per_block,
-                         "split": target.max_smem_per_block
-                         - row * min(ROWS_PER_PASS, _chunk_rows(target.max_smem_per_block // row))}[weights_in]
+        available = target.max_smem_per_block - reserved[direction]
+        shared_budget = {"registers": 0, "global": 0, "shared": available,
+                         "split": available - row * min(ROWS_PER_PASS, _chunk_rows(available // row))}[weights_in]
         splits[direction] = _split_weights(k_len, outputs, units, element, lanes_keep, shared_budget)
-        chunks[direction] = _chunk_rows((target.max_smem_per_block - splits[direction].shared_bytes) // row)
+        chunks[direction] = _chunk_rows((available - splits[direction].shared_bytes) // row)
     if weights_in == "split" and not any(split.on_chip for split in splits.values()):
         weights_in = "global"
     return Plan(
@@ -451,11 +468,22 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
         rows_per_pass=ROWS_PER_PASS,
         forward_chunk_rows=chunks["forward"],
         backward_chunk_rows=chunks["backward"],
-        smem_bytes=max(splits[direction].shared_bytes + _round16(chunks[direction] * row)
+        smem_bytes=max(reserved[direction] + splits[direction].shared_bytes + _round16(chunks[direction] * row)
                        for direction, row in (("forward", forward_row), ("backward", backward_row))),
         forward_weights=splits["forward"],
         backward_weights=splits["backward"],
+        pass_inputs_bytes=pass_inputs,
     )
+
+
+def _pass_inputs_bytes(warps: int, element: int, accumulate: int) -> int:
+    """Plan.pass_inputs_bytes: a slot for each row of each warp's pass, holding
+    _PASS_INPUT_ELEMENTS words (16-bit elements travel in the aligned 4-byte word that holds
+    them: cp.async copies 4 bytes or more) and one accumulation-type value."""
+    word = max(4, element)
+    align = max(word, accumulate)  # the struct's; its words end aligned for the accumulator
+    slot = -(-(_PASS_INPUT_ELEMENTS * word + accumulate) // align) * align
+    return _round16(warps * ROWS_PER_PASS * slot)
 
 
 def _split_weights(k_len: int, outputs: int, units: int, element: int, lane_weights: int,

@@ -102,9 +102,10 @@ def test_weight_splits_cover_each_row_and_fit_registers_and_shared_memory(spec, 
         # The kernels place each lane's k = lane + 32 j by j: a place ends at a whole j or at K.
         assert all(bound % 32 == 0 or bound == k_len for bound in (split.in_registers, split.on_chip))
         assert (split.on_chip - split.in_registers) * outputs * units * element <= split.shared_bytes
-        if plan.weights_in == "split":  # never fewer staged rows than with all of W_hh in L2, nor than a pass
-            row = k_len * element
-            chunk = plan.forward_chunk_rows if outputs == 4 else plan.backward_chunk_rows
+        row = k_len * element
+        chunk = plan.forward_chunk_rows if outputs == 4 else plan.backward_chunk_rows
+        if plan.weights_in == "split" or plan.pass_inputs_bytes:
+            # Never fewer staged rows than with all of W_hh in L2 and no input slots, nor than a pass.
             assert chunk >= min(8, _chunk_rows(target.max_smem_per_block // row))
         lane_weights = max(lane_weights, -(-split.in_registers // 32) * outputs)
         expected = {"registers": (k_len, k_len), "shared": (0, k_len), "global": (0, 0)}.get(plan.weights_in)
@@ -116,6 +117,14 @@ def test_weight_splits_cover_each_row_and_fit_registers_and_shared_memory(spec, 
         assert lane_weights * DTYPES[spec.dtype]["accumulate_bytes"] // 4 + 5 * 8 * DTYPES[spec.dtype]["accumulate_bytes"] // 4 <= 168
     # The backward kernel reads W_hh^T exactly when part of it comes from L2 (the layer passes it).
     assert plan.backward_streams_weights == (plan.backward_weights.on_chip < 4 * spec.hidden_size)
+    # Input slots only where W_hh is partly in L2, a slot of 8 words and an accumulator for
+    # each row of each warp's pass, in the backward's shared memory beside its weights and rows.
+    if plan.pass_inputs_bytes:
+        assert plan.weights_in in ("split", "global")
+        word, accumulate = max(4, element), DTYPES[spec.dtype]["accumulate_bytes"]
+        assert plan.pass_inputs_bytes >= plan.warps * 8 * (8 * word + accumulate)
+        assert (plan.pass_inputs_bytes + plan.backward_weights.shared_bytes + plan.backward_chunk_rows * 4 * spec.hidden_size * element
+                <= plan.smem_bytes <= target.max_smem_per_block)
 
 
 @given(st.sampled_from(list(DTYPES)), targets, st.integers(1, 10000))
@@ -131,15 +140,15 @@ def test_hidden_size_beyond_one_staged_row_names_the_limit(dtype, target, excess
     ("float32", 1024, "registers", "registers"),
     ("float32", 1100, "shared", "shared memory"),
     ("float32", 1400, "split", "shared memory and L2 by k (forward 1056 in shared memory / 344 in L2 of 1400, "
-                               "backward 1184 in shared memory / 4416 in L2 of 5600)"),
+                               "backward 1120 in shared memory / 4480 in L2 of 5600)"),
     ("float32", 7100, "global", "global memory (L2)"),
     ("float64", 256, "registers", "registers"),
     ("float64", 512, "shared", "shared memory"),
     ("float64", 960, "split", "registers, shared memory and L2 by k (forward 352 in registers / 608 in shared "
-                              "memory of 960, backward 1408 in registers / 1696 in shared memory / 736 in L2 of 3840)"),
+                              "memory of 960, backward 1408 in registers / 1632 in shared memory / 800 in L2 of 3840)"),
     ("float64", 1024, "split", "registers, shared memory and L2 by k (forward 352 in registers / 640 in shared "
-                               "memory / 32 in L2 of 1024, backward 1408 in registers / 1568 in shared memory / "
-                               "1120 in L2 of 4096)"),
+                               "memory / 32 in L2 of 1024, backward 1408 in registers / 1504 in shared memory / "
+                               "1184 in L2 of 4096)"),
     ("bfloat16", 2000, "global", "global memory (L2)"),  # 16-bit storage: no split (_SPLIT_MIN_ELEMENT_BYTES)
 ])
 def test_where_the_weights_live_on_h200(dtype, hidden, place, where):
@@ -157,11 +166,13 @@ def test_kernels_print_the_plans_weight_split(spec, target):
     sources = render_layer(spec, target)
     plan = sources["forward"].plan
     assume(plan.forward_step is None)
-    for direction, split in (("forward", plan.forward_weights), ("backward", plan.backward_weights)):
+    for direction, split, reserved in (("forward", plan.forward_weights, 0),
+                                       ("backward", plan.backward_weights, plan.pass_inputs_bytes)):
         text = sources[direction].text
         assert f"#define K_IN_REGISTERS {split.in_registers} " in text
         assert f"#define K_ON_CHIP {split.on_chip} " in text
-        assert f"smem_raw + {split.shared_bytes});" in text
+        assert f"smem_raw + {reserved + split.shared_bytes});" in text
+        assert ("cp.async.ca.shared.global" in text) == (reserved > 0)  # the backward's input slots
         assert ("w_reg[" in text) == (split.in_registers > 0)
         assert ("w_smem[" in text) == (split.on_chip > split.in_registers)
         assert ("__ldg(&weights[" in text) == split.streams
@@ -174,7 +185,7 @@ def test_float64_1024_keeps_all_but_a_warps_k_of_each_row_on_chip_with_a_full_pa
     # rows forward: the H200 bench's float64 H = 1024 cells at B <= 8 stage once a step.
     plan = plan_layer(LSTMSpec(input_size=64, hidden_size=1024, dtype="float64"), SM90_H200)
     assert (plan.forward_weights.in_registers, plan.forward_weights.on_chip) == (352, 992)
-    assert (plan.backward_weights.in_registers, plan.backward_weights.on_chip) == (1408, 2976)
+    assert (plan.backward_weights.in_registers, plan.backward_weights.on_chip) == (1408, 2912)
     assert plan.forward_chunk_rows == 8 and plan.backward_chunk_rows == 4
     assert plan.backward_streams_weights
 

@@ -66,6 +66,13 @@ __device__ __forceinline__ acc_t warp_sum_spread(acc_t (&v)[V], int lane) {
   return v[0];
 }
 
+// Waits until every cp.async this thread started has landed in shared memory.
+__device__ __forceinline__ void wait_for_copies() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
+}
+
 // Copies `count` elements that other blocks wrote during this launch into shared memory; a
 // __syncthreads() after it shows them to the block. Through L2 (.cg): L1 is not coherent
 // across SMs, so a line cached in an earlier step could be stale. 16-byte copies where the
@@ -100,9 +107,7 @@ __device__ __forceinline__ void stage(storage_t* dst, const storage_t* src, int 
     copied = vectors * PER_VECTOR;
   }
   for (int e = copied + threadIdx.x; e < count; e += THREADS) dst[e] = __ldcg(src + e);
-#if __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_all;" ::: "memory");  // this thread's copies have landed
-#endif
+  wait_for_copies();
 }
 
 
@@ -155,11 +160,12 @@ lstm_backward_recurrence(
   __syncthreads();
   const size_t state_stride = (size_t)batch * HIDDEN;
 
-  // What a (unit, row) needs at step t besides dG_{t+1} W_hh, loaded before the dot
-  // products so that their latency hides behind them: the forward's gates and cells,
-  // dL/dh_t from outside the recurrence (dy_t, and dh_T at the last step), and dL/dc_t
-  // (given). At t = -1 only dc. The loads stay in storage_t until finish() uses them:
-  // converting them here would wait for the loads.
+  // What a (unit, row) needs at step t besides dG_{t+1} W_hh: the forward's gates and
+  // cells, dL/dh_t from outside the recurrence (dy_t, and dh_T at the last step), and
+  // dL/dc_t (given). At t = -1 only dc. Loaded into registers before the products, so
+  // that its latency hides behind them (in storage_t until finish() uses it: converting it
+  // there would wait for the loads); where the passes read part of W_hh^T from L2, copied
+  // into shared memory meanwhile instead (PassInputs).
   struct Pending { storage_t i, f, g, o, c, c_prev, dy, dh_last; acc_t dc; };
   auto load_pending = [=](int t, int row, int unit, acc_t dc) {
     const storage_t zero(0.0f);
@@ -218,8 +224,9 @@ lstm_backward_recurrence(
       constexpr int SHIFT = 5 - log2_of(NB);
       const bool owner = (lane & ((1 << SHIFT) - 1)) == 0;
       const int row = row0 + (lane >> SHIFT);
+      acc_t* const row_d_cell = d_cell + (size_t)row * HIDDEN + unit;
       Pending pending;
-      if (owner) pending = load_pending(t, row, unit, d_cell[(size_t)row * HIDDEN + unit]);
+      if (owner) pending = load_pending(t, row, unit, *row_d_cell);
       acc_t sum[NB];
 #pragma unroll
       for (int v = 0; v < NB; ++v) sum[v] = 0;
@@ -244,7 +251,7 @@ lstm_backward_recurrence(
       const acc_t recurrent = warp_sum_spread<NB>(sum, lane);
       if (owner) {
         storage_t d_gate[4];
-        d_cell[(size_t)row * HIDDEN + unit] = finish(row, unit, pending, recurrent, d_gate);
+        *row_d_cell = finish(row, unit, pending, recurrent, d_gate);
         write_d_gates(row, unit, d_gate);
       }
     };

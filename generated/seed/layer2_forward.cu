@@ -66,6 +66,13 @@ __device__ __forceinline__ acc_t warp_sum_spread(acc_t (&v)[V], int lane) {
   return v[0];
 }
 
+// Waits until every cp.async this thread started has landed in shared memory.
+__device__ __forceinline__ void wait_for_copies() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
+}
+
 // Copies `count` elements that other blocks wrote during this launch into shared memory; a
 // __syncthreads() after it shows them to the block. Through L2 (.cg): L1 is not coherent
 // across SMs, so a line cached in an earlier step could be stale. 16-byte copies where the
@@ -100,9 +107,7 @@ __device__ __forceinline__ void stage(storage_t* dst, const storage_t* src, int 
     copied = vectors * PER_VECTOR;
   }
   for (int e = copied + threadIdx.x; e < count; e += THREADS) dst[e] = __ldcg(src + e);
-#if __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_all;" ::: "memory");  // this thread's copies have landed
-#endif
+  wait_for_copies();
 }
 
 

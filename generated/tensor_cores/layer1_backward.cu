@@ -281,11 +281,12 @@ lstm_backward_recurrence(
   __syncthreads();
   const size_t state_stride = (size_t)batch * HIDDEN;
 
-  // What a (unit, row) needs at step t besides dG_{t+1} W_hh, loaded before the dot
-  // products so that their latency hides behind them: the forward's gates and cells,
-  // dL/dh_t from outside the recurrence (dy_t, and dh_T at the last step), and dL/dc_t
-  // (given). At t = -1 only dc. The loads stay in storage_t until finish() uses them:
-  // converting them here would wait for the loads.
+  // What a (unit, row) needs at step t besides dG_{t+1} W_hh: the forward's gates and
+  // cells, dL/dh_t from outside the recurrence (dy_t, and dh_T at the last step), and
+  // dL/dc_t (given). At t = -1 only dc. Loaded into registers before the products, so
+  // that its latency hides behind them (in storage_t until finish() uses it: converting it
+  // there would wait for the loads); where the passes read part of W_hh^T from L2, copied
+  // into shared memory meanwhile instead (PassInputs).
   struct Pending { storage_t i, f, g, o, c, c_prev, dy, dh_last; acc_t dc; };
   auto load_pending = [=](int t, int row, int unit, acc_t dc) {
     const storage_t zero(0.0f);
