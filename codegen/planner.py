@@ -70,8 +70,11 @@ _MAX_CHUNK_ROWS = 64
 # pairs besides the staged rows (the gates, c_t, c_{t-1}, dy and dh_T, and dL/dc) is this
 # many elements of storage and one of the accumulation type. Where the pass reads part of
 # W_hh^T from L2, cp.async copies them into a slot of shared memory a row of the pass while
-# the dot products run (Plan.pass_inputs_bytes).
+# the dot products run (Plan.pass_inputs_bytes): from sm_80 on (cp.async), and for storage
+# of at least 4 bytes, the least that cp.async copies (a 16-bit element's word could reach
+# past the end of its array).
 _PASS_INPUT_ELEMENTS = 8
+_PASS_INPUTS_MIN_ELEMENT_BYTES = 4
 
 # Tensor cores: mma.sync multiplies a 16 x K tile of weights by a K x 8 tile of staged
 # inputs (8 batch rows) into float32; K is 16 for 16-bit inputs (m16n8k16) and 8 for TF32
@@ -297,9 +300,9 @@ class Plan:
                                     # words instead of crossing a grid barrier; 0: never
     forward_weights: WeightSplit | None = None   # where the warp-per-unit FMA kernels keep
     backward_weights: WeightSplit | None = None  # their weights; None for staged steps
-    pass_inputs_bytes: int = 0  # warp-per-unit FMA with W_hh partly in L2: the slots, first in shared
-                                # memory, into which each backward pass copies what its rows need
-                                # from global memory; 0: loaded into registers
+    pass_inputs_bytes: int = 0  # warp-per-unit FMA whose backward reads W_hh^T partly from L2: the
+                                # slots, first in its shared memory, into which each backward pass
+                                # copies what its rows need from global memory; 0: registers
 
     @property
     def non_portable_cluster(self) -> bool:
@@ -441,21 +444,31 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
         weights_in, lanes_keep = "split", lane_budget if one_unit_a_warp else 0
     else:
         weights_in, lanes_keep = "global", 0
+    def placed(direction: str, reserved: int) -> tuple[WeightSplit, int]:
+        """A direction's weights and staged rows in the shared memory left past `reserved`."""
+        k_len, outputs, row = (hidden, 4, forward_row) if direction == "forward" else (4 * hidden, 1, backward_row)
+        available = target.max_smem_per_block - reserved
+        shared_budget = {"registers": 0, "global": 0, "shared": available,
+                         "split": available - row * min(ROWS_PER_PASS, _chunk_rows(available // row))}[weights_in]
+        split = _split_weights(k_len, outputs, units, element, lanes_keep, shared_budget)
+        return split, _chunk_rows((available - split.shared_bytes) // row)
+
+    placement = {direction: placed(direction, 0) for direction in ("forward", "backward")}
     # The backward's input slots where its passes read part of W_hh^T from L2, unless they
     # would cost it a staged row of a pass.
     pass_inputs = _pass_inputs_bytes(warps, element, types["accumulate_bytes"])
-    staged_rows = lambda smem: smem >= backward_row and min(ROWS_PER_PASS, _chunk_rows(smem // backward_row))  # noqa: E731
-    if (weights_in not in ("split", "global")
-            or staged_rows(target.max_smem_per_block - pass_inputs) < staged_rows(target.max_smem_per_block)):
+    if (placement["backward"][0].streams and element >= _PASS_INPUTS_MIN_ELEMENT_BYTES
+            and _arch_number(target) >= 80 and backward_row + pass_inputs <= target.max_smem_per_block):
+        with_inputs = placed("backward", pass_inputs)
+        if with_inputs[1] >= min(ROWS_PER_PASS, placement["backward"][1]):
+            placement["backward"] = with_inputs
+        else:
+            pass_inputs = 0
+    else:
         pass_inputs = 0
     reserved = {"forward": 0, "backward": pass_inputs}
-    splits, chunks = {}, {}
-    for direction, k_len, outputs, row in (("forward", hidden, 4, forward_row), ("backward", 4 * hidden, 1, backward_row)):
-        available = target.max_smem_per_block - reserved[direction]
-        shared_budget = {"registers": 0, "global": 0, "shared": available,
-                         "split": available - row * min(ROWS_PER_PASS, _chunk_rows(available // row))}[weights_in]
-        splits[direction] = _split_weights(k_len, outputs, units, element, lanes_keep, shared_budget)
-        chunks[direction] = _chunk_rows((available - splits[direction].shared_bytes) // row)
+    splits = {direction: split for direction, (split, _) in placement.items()}
+    chunks = {direction: rows for direction, (_, rows) in placement.items()}
     if weights_in == "split" and not any(split.on_chip for split in splits.values()):
         weights_in = "global"
     return Plan(
@@ -478,11 +491,9 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
 
 def _pass_inputs_bytes(warps: int, element: int, accumulate: int) -> int:
     """Plan.pass_inputs_bytes: a slot for each row of each warp's pass, holding
-    _PASS_INPUT_ELEMENTS words (16-bit elements travel in the aligned 4-byte word that holds
-    them: cp.async copies 4 bytes or more) and one accumulation-type value."""
-    word = max(4, element)
-    align = max(word, accumulate)  # the struct's; its words end aligned for the accumulator
-    slot = -(-(_PASS_INPUT_ELEMENTS * word + accumulate) // align) * align
+    _PASS_INPUT_ELEMENTS elements of storage and one of the accumulation type (the C
+    struct's size: its elements end aligned for the accumulator)."""
+    slot = -(-(_PASS_INPUT_ELEMENTS * element + accumulate) // max(element, accumulate)) * max(element, accumulate)
     return _round16(warps * ROWS_PER_PASS * slot)
 
 

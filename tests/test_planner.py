@@ -117,12 +117,13 @@ def test_weight_splits_cover_each_row_and_fit_registers_and_shared_memory(spec, 
         assert lane_weights * DTYPES[spec.dtype]["accumulate_bytes"] // 4 + 5 * 8 * DTYPES[spec.dtype]["accumulate_bytes"] // 4 <= 168
     # The backward kernel reads W_hh^T exactly when part of it comes from L2 (the layer passes it).
     assert plan.backward_streams_weights == (plan.backward_weights.on_chip < 4 * spec.hidden_size)
-    # Input slots only where W_hh is partly in L2, a slot of 8 words and an accumulator for
-    # each row of each warp's pass, in the backward's shared memory beside its weights and rows.
+    # Input slots only where the backward reads part of W_hh^T from L2, on GPUs with cp.async
+    # and for elements it can copy: a slot of 8 elements and an accumulator for each row of
+    # each warp's pass, in the backward's shared memory beside its weights and staged rows.
     if plan.pass_inputs_bytes:
-        assert plan.weights_in in ("split", "global")
-        word, accumulate = max(4, element), DTYPES[spec.dtype]["accumulate_bytes"]
-        assert plan.pass_inputs_bytes >= plan.warps * 8 * (8 * word + accumulate)
+        assert plan.backward_streams_weights and element >= 4 and int(target.arch.removeprefix("sm_")) >= 80
+        accumulate = DTYPES[spec.dtype]["accumulate_bytes"]
+        assert plan.pass_inputs_bytes >= plan.warps * 8 * (8 * element + accumulate)
         assert (plan.pass_inputs_bytes + plan.backward_weights.shared_bytes + plan.backward_chunk_rows * 4 * spec.hidden_size * element
                 <= plan.smem_bytes <= target.max_smem_per_block)
 
@@ -178,6 +179,19 @@ def test_kernels_print_the_plans_weight_split(spec, target):
         assert ("__ldg(&weights[" in text) == split.streams
     transposed = "return (size_t)unit * GATES + r;" in sources["backward"].text
     assert transposed == plan.backward_streams_weights
+
+
+@pytest.mark.parametrize("dtype, hidden, target, slots", [
+    ("float32", 1400, SM90_H200, True), ("float64", 1024, SM90_H200, True),  # W_hh^T partly from L2
+    ("float32", 1024, SM90_H200, False), ("float64", 512, SM90_H200, False),  # all on chip
+    ("bfloat16", 2000, SM90_H200, False),  # 16 bits: cp.async copies 4 bytes at least
+    ("float64", 660, TARGETS[1], False),   # split, but the backward keeps all of W_hh on chip
+    ("float32", 2000, TARGETS[2], False),  # no cp.async before sm_80
+    ("float32", 7100, SM90_H200, False),   # the slots would cost the backward a staged row
+])
+def test_backward_input_slots_where_its_passes_read_weights_from_l2(dtype, hidden, target, slots):
+    plan = plan_layer(LSTMSpec(input_size=8, hidden_size=hidden, dtype=dtype), target)
+    assert bool(plan.pass_inputs_bytes) == slots
 
 
 def test_float64_1024_keeps_all_but_a_warps_k_of_each_row_on_chip_with_a_full_pass_staged():

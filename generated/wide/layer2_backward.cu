@@ -115,48 +115,36 @@ __device__ __forceinline__ void stage(storage_t* dst, const storage_t* src, int 
 // there while the pass's dot products run, which read part of W_hh^T from L2. Loaded into
 // registers instead, they held up those weight loads: a warp's loads share a few
 // scoreboards (bench/NOTES.md v12: float32 H = 1400, B = 8 trained 1.8x faster so). Where
-// W_hh is all on chip the copies' extra instructions cost more than they saved. A 16-bit
-// element travels in the aligned 4-byte word that holds it (cp.async copies at least 4):
-// the last element of an array of odd length brings the 2 bytes after it, which lie in
-// the allocation's padding (CuPy's and torch's pools round to 512 bytes).
+// W_hh is all on chip the copies' extra instructions cost more than they saved. The
+// planner gives the slots only to storage of 4 bytes or more (cp.async's least) on sm_80
+// and newer.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#error "the backward's input slots are copied by cp.async, which sm_80 and newer have"
+#endif
 #define PASS_INPUTS 8
-template <typename T, int SIZE = sizeof(T)> struct CopiedWord { typedef T type; };
-template <typename T> struct CopiedWord<T, 2> { typedef unsigned type; };
-typedef CopiedWord<storage_t>::type word_t;
 struct PassInputs {
-  word_t word[PASS_INPUTS];
+  storage_t element[PASS_INPUTS];
   acc_t acc;
 };
 
-// Starts copying the word of *src (zero where src is null) into *dst.
-template <typename W, typename T>
-__device__ __forceinline__ void copy_word(W* dst, const T* src) {
+// Starts copying *src (zero where src is null) into *dst.
+template <typename T>
+__device__ __forceinline__ void copy_input(T* dst, const T* src) {
   if (src == nullptr) {
-    *dst = W(0);
+    *dst = T(0);
     return;
   }
-  const W* word = reinterpret_cast<const W*>(reinterpret_cast<size_t>(src) & ~(sizeof(W) - 1));
-#if __CUDA_ARCH__ >= 800
   asm volatile("cp.async.ca.shared.global [%0], [%1], %2;"
-               :: "r"(static_cast<unsigned>(__cvta_generic_to_shared(dst))), "l"(word), "n"(sizeof(W)) : "memory");
-#else
-  *dst = *word;
-#endif
+               :: "r"(static_cast<unsigned>(__cvta_generic_to_shared(dst))), "l"(src), "n"(sizeof(T)) : "memory");
 }
 
 // Starts copying *source[n] (0 where null) and *acc_source into `slot`.
 __device__ __forceinline__ void copy_pass_inputs(PassInputs& slot, const storage_t* const (&source)[PASS_INPUTS],
                                                  const acc_t* acc_source) {
+  static_assert(sizeof(storage_t) >= 4, "cp.async copies 4, 8 or 16 bytes");
 #pragma unroll
-  for (int n = 0; n < PASS_INPUTS; ++n) copy_word(&slot.word[n], source[n]);
-  copy_word(&slot.acc, acc_source);
-}
-
-// Element n of a slot whose copies have landed (wait_for_copies), which came from source[n].
-__device__ __forceinline__ storage_t copied_input(const PassInputs& slot, const storage_t* const (&source)[PASS_INPUTS], int n) {
-  if (sizeof(word_t) == sizeof(storage_t)) return *reinterpret_cast<const storage_t*>(&slot.word[n]);
-  return *reinterpret_cast<const storage_t*>(reinterpret_cast<const char*>(&slot.word[n])
-                                             + (reinterpret_cast<size_t>(source[n]) & (sizeof(word_t) - 1)));
+  for (int n = 0; n < PASS_INPUTS; ++n) copy_input(&slot.element[n], source[n]);
+  copy_input(&slot.acc, acc_source);
 }
 
 
@@ -308,13 +296,10 @@ lstm_backward_recurrence(
       }
       const acc_t recurrent = warp_sum_spread<NB>(sum, lane);
       if (owner) {
-        const storage_t* source[PASS_INPUTS];
-        pass_sources(row, unit, source);
         wait_for_copies();
-        const Pending pending = {copied_input(inputs, source, 0), copied_input(inputs, source, 1),
-                                 copied_input(inputs, source, 2), copied_input(inputs, source, 3),
-                                 copied_input(inputs, source, 4), copied_input(inputs, source, 5),
-                                 copied_input(inputs, source, 6), copied_input(inputs, source, 7), inputs.acc};
+        const storage_t (&copied)[PASS_INPUTS] = inputs.element;
+        const Pending pending = {copied[0], copied[1], copied[2], copied[3], copied[4], copied[5], copied[6], copied[7],
+                                 inputs.acc};
         storage_t d_gate[4];
         *row_d_cell = finish(row, unit, pending, recurrent, d_gate);
         write_d_gates(row, unit, d_gate);
