@@ -224,9 +224,8 @@ lstm_backward_recurrence(
       constexpr int SHIFT = 5 - log2_of(NB);
       const bool owner = (lane & ((1 << SHIFT) - 1)) == 0;
       const int row = row0 + (lane >> SHIFT);
-      acc_t* const row_d_cell = d_cell + (size_t)row * HIDDEN + unit;
       Pending pending;
-      if (owner) pending = load_pending(t, row, unit, *row_d_cell);
+      if (owner) pending = load_pending(t, row, unit, d_cell[(size_t)row * HIDDEN + unit]);
       acc_t sum[NB];
 #pragma unroll
       for (int v = 0; v < NB; ++v) sum[v] = 0;
@@ -251,7 +250,7 @@ lstm_backward_recurrence(
       const acc_t recurrent = warp_sum_spread<NB>(sum, lane);
       if (owner) {
         storage_t d_gate[4];
-        *row_d_cell = finish(row, unit, pending, recurrent, d_gate);
+        d_cell[(size_t)row * HIDDEN + unit] = finish(row, unit, pending, recurrent, d_gate);
         write_d_gates(row, unit, d_gate);
       }
     };
