@@ -18,7 +18,8 @@ def main(argv=None) -> int:
     parser.add_argument("--hidden", nargs="+", type=int, default=[128, 256, 512, 1024])
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 8, 64, 256])
     parser.add_argument("--steps", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=20, help="timed runs per cell; the median is reported")
+    parser.add_argument("--repeats", type=int, default=20,
+                        help="timed runs per cell; the median is reported, and whether the two sides' runs overlap")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--recurrence", choices=RECURRENCES, default="auto",
                         help="how our layer runs its recurrence: as planned for the batch (auto), or always "
@@ -45,7 +46,8 @@ def main(argv=None) -> int:
         earlier = [cell for cell in read_json(args.include) if cell.dtype not in args.dtypes]
         print(f"{len(earlier)} cells of {', '.join(sorted({c.dtype for c in earlier}))} from {args.include}")
         cells = earlier + cells
-    print(f"{device}, T={args.steps}, I=H, median of {args.repeats} runs")
+    print(f"{device}, T={args.steps}, I=H, median of {args.repeats} runs; runs: whether the fastest and "
+          f"slowest of ours and of cuDNN's overlap (then the run does not order the two)")
     print(format_table(cells))
     stem = Path(args.out) / re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-").lower()
     write_json(cells, stem.with_suffix(".json"), device)

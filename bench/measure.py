@@ -9,6 +9,7 @@ bytes a fresh CuPy pool holds after serving that run alone (an upper bound of it
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 
 from lstmgen.bench.report import Cell
 from lstmgen.codegen import DTYPES, LSTMSpec
@@ -38,10 +39,24 @@ def _torch_ms(run) -> float:
     return start.elapsed_time(stop)
 
 
-def median_ms(timer, run, repeats: int, warmup: int) -> float:
+@dataclass(frozen=True)
+class Timing:
+    """Milliseconds a run took: the median of the timed runs, and the fastest and slowest."""
+
+    median: float
+    low: float
+    high: float
+
+    def per_step_us(self, steps: int) -> tuple[float, tuple[float, float]]:
+        """The median and (fastest, slowest) in microseconds per step."""
+        return 1000 * self.median / steps, (1000 * self.low / steps, 1000 * self.high / steps)
+
+
+def timing_ms(timer, run, repeats: int, warmup: int) -> Timing:
     for _ in range(warmup):
         run()
-    return statistics.median(timer(run) for _ in range(repeats))
+    times = [timer(run) for _ in range(repeats)]
+    return Timing(statistics.median(times), min(times), max(times))
 
 
 def _ours_peak_bytes(run) -> int:
@@ -118,8 +133,8 @@ def measure(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmu
         notes.append(f"cuDNN: no kernel ({str(error).splitlines()[0][:60]})")
     else:
         cudnn = {
-            "forward": (median_ms(_torch_ms, cudnn_forward, repeats, warmup), _cudnn_peak_bytes(cudnn_forward)),
-            "training": (median_ms(_torch_ms, cudnn_training, repeats, warmup), _cudnn_peak_bytes(cudnn_training)),
+            "forward": (timing_ms(_torch_ms, cudnn_forward, repeats, warmup), _cudnn_peak_bytes(cudnn_forward)),
+            "training": (timing_ms(_torch_ms, cudnn_training, repeats, warmup), _cudnn_peak_bytes(cudnn_training)),
         }
 
     ours = {}
@@ -149,18 +164,19 @@ def measure(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmu
             if report:
                 raise AssertionError(f"{dtype} H={hidden} B={batch}: lstmgen and cuDNN disagree\n" + "\n".join(report))
         ours = {
-            "forward": (median_ms(cupy_ms, ours_forward, repeats, warmup), _ours_peak_bytes(ours_forward)),
-            "training": (median_ms(cupy_ms, ours_training, repeats, warmup), _ours_peak_bytes(ours_training)),
+            "forward": (timing_ms(cupy_ms, ours_forward, repeats, warmup), _ours_peak_bytes(ours_forward)),
+            "training": (timing_ms(cupy_ms, ours_training, repeats, warmup), _ours_peak_bytes(ours_training)),
         }
 
     cells = []
     for mode in ("forward", "training"):
-        ours_ms, ours_peak = ours.get(mode, (None, None))
-        cudnn_ms, cudnn_peak = cudnn.get(mode, (None, None))
+        ours_time, ours_peak = ours.get(mode, (None, None))
+        cudnn_time, cudnn_peak = cudnn.get(mode, (None, None))
+        ours_us, ours_range = ours_time.per_step_us(steps) if ours_time else (None, None)
+        cudnn_us, cudnn_range = cudnn_time.per_step_us(steps) if cudnn_time else (None, None)
         cells.append(Cell(
-            dtype=dtype, hidden=hidden, batch=batch, steps=steps, mode=mode,
-            ours_us=None if ours_ms is None else 1000 * ours_ms / steps,
-            cudnn_us=None if cudnn_ms is None else 1000 * cudnn_ms / steps,
+            dtype=dtype, hidden=hidden, batch=batch, steps=steps, mode=mode, ours_us=ours_us, cudnn_us=cudnn_us,
             ours_peak_bytes=ours_peak, cudnn_peak_bytes=cudnn_peak, note="; ".join(notes),
+            ours_range_us=ours_range, cudnn_range_us=cudnn_range,
         ))
     return cells

@@ -10,7 +10,8 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Cell:
-    """One (dtype, H, B, mode) point of the grid. Times are medians in microseconds per step."""
+    """One (dtype, H, B, mode) point of the grid. Times are medians in microseconds per step,
+    with the fastest and slowest of the timed runs (None in runs before v12 kept them)."""
 
     dtype: str
     hidden: int
@@ -22,6 +23,8 @@ class Cell:
     ours_peak_bytes: int | None
     cudnn_peak_bytes: int | None
     note: str = ""
+    ours_range_us: tuple[float, float] | None = None
+    cudnn_range_us: tuple[float, float] | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -29,6 +32,14 @@ class Cell:
         if self.ours_us is None or self.cudnn_us is None:
             return None
         return self.cudnn_us / self.ours_us
+
+    @property
+    def runs_overlap(self) -> bool | None:
+        """Whether the two sides' runs overlap (the slowest of one slower than the fastest of
+        the other), so that the run does not order them; None without both ranges."""
+        if self.ours_range_us is None or self.cudnn_range_us is None:
+            return None
+        return self.ours_range_us[0] <= self.cudnn_range_us[1] and self.cudnn_range_us[0] <= self.ours_range_us[1]
 
 
 def geometric_means(cells: list[Cell]) -> dict[tuple[str, str], float]:
@@ -53,12 +64,13 @@ def format_table(cells: list[Cell], header: bool = True) -> str:
 
     Without the header, just the rows and means: a progress line while the grid runs."""
     title = (f"{'dtype':<9} {'H':>5} {'B':>4} {'mode':<9} {'ours us/step':>12} {'cuDNN us/step':>13} "
-             f"{'cuDNN/ours':>10} {'ours MiB':>9} {'cuDNN MiB':>9}  note")
+             f"{'cuDNN/ours':>10} {'runs':>7} {'ours MiB':>9} {'cuDNN MiB':>9}  note")
     lines = [title, "-" * len(title)] if header else []
     for c in cells:
         ratio = "-" if c.ratio is None else f"{c.ratio:.2f}x"
+        runs = {None: "-", True: "overlap", False: "apart"}[c.runs_overlap]
         lines.append(f"{c.dtype:<9} {c.hidden:>5} {c.batch:>4} {c.mode:<9} {_us(c.ours_us):>12} "
-                     f"{_us(c.cudnn_us):>13} {ratio:>10} {_mib(c.ours_peak_bytes):>9} "
+                     f"{_us(c.cudnn_us):>13} {ratio:>10} {runs:>7} {_mib(c.ours_peak_bytes):>9} "
                      f"{_mib(c.cudnn_peak_bytes):>9}  {c.note}".rstrip())
     means = geometric_means(cells)
     if means and header:
@@ -79,12 +91,16 @@ def write_json(cells: list[Cell], path: Path, device: str) -> None:
 
 
 def read_json(path: Path) -> list[Cell]:
-    return [Cell(**{k: v for k, v in cell.items() if k != "ratio"}) for cell in json.loads(path.read_text())["cells"]]
+    def fields(cell: dict) -> dict:
+        ranges = {key: tuple(cell[key]) for key in ("ours_range_us", "cudnn_range_us") if cell.get(key) is not None}
+        return {key: value for key, value in cell.items() if key != "ratio"} | ranges
+
+    return [Cell(**fields(cell)) for cell in json.loads(path.read_text())["cells"]]
 
 
 def plot_heatmap(cells: list[Cell], path: Path) -> None:
-    """One panel per (dtype, mode), a row per dtype: the ratio over H x B, annotated; n/a where
-    a side is missing."""
+    """One panel per (dtype, mode), a row per dtype: the ratio over H x B, annotated (~ where
+    the two sides' runs overlap); n/a where a side is missing."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,17 +114,20 @@ def plot_heatmap(cells: list[Cell], path: Path) -> None:
     figure, axes = plt.subplots(len(dtypes), len(modes), figsize=(3.2 * len(modes), 3.2 * len(dtypes)), squeeze=False)
     for axis, (dtype, mode) in zip(axes.flat, [(d, m) for d in dtypes for m in modes]):
         grid = np.full((len(hiddens), len(batches)), np.nan)
+        overlap = np.zeros(grid.shape, dtype=bool)
         for c in cells:
             if (c.dtype, c.mode) == (dtype, mode) and c.ratio is not None:
                 grid[hiddens.index(c.hidden), batches.index(c.batch)] = c.ratio
+                overlap[hiddens.index(c.hidden), batches.index(c.batch)] = bool(c.runs_overlap)
         axis.imshow(np.log2(grid), cmap="RdYlGn", vmin=-3, vmax=3, origin="lower")
         for (row, column), value in np.ndenumerate(grid):
-            axis.text(column, row, "n/a" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=8)
+            text = "n/a" if np.isnan(value) else f"{value:.2f}" + ("~" if overlap[row, column] else "")
+            axis.text(column, row, text, ha="center", va="center", fontsize=8)
         axis.set_xticks(range(len(batches)), batches)
         axis.set_yticks(range(len(hiddens)), hiddens)
         axis.set_xlabel("batch")
         axis.set_ylabel("hidden")
-        axis.set_title(f"{dtype} {mode}\ncuDNN time / ours", fontsize=9)
+        axis.set_title(f"{dtype} {mode}\ncuDNN time / ours (~: runs overlap)", fontsize=9)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)

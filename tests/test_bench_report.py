@@ -1,21 +1,23 @@
 """The benchmark's arithmetic and outputs, on made-up cells (no GPU)."""
 
 import math
+from pathlib import Path
 
 import pytest
 
+from lstmgen.bench.measure import timing_ms
 from lstmgen.bench.report import Cell, format_table, geometric_means, plot_heatmap, read_json, write_json
 
 
-def cell(dtype="float32", hidden=256, batch=8, mode="forward", ours=2.0, cudnn=6.0, note=""):
-    return Cell(dtype, hidden, batch, 512, mode, ours, cudnn, 3 * 2**20, 5 * 2**20, note)
+def cell(dtype="float32", hidden=256, batch=8, mode="forward", ours=2.0, cudnn=6.0, note="", ranges=(None, None)):
+    return Cell(dtype, hidden, batch, 512, mode, ours, cudnn, 3 * 2**20, 5 * 2**20, note, *ranges)
 
 
 CELLS = [
-    cell(ours=2.0, cudnn=6.0),
-    cell(batch=64, ours=4.0, cudnn=2.0),
+    cell(ours=2.0, cudnn=6.0, ranges=((1.9, 2.3), (5.5, 6.4))),
+    cell(batch=64, ours=4.0, cudnn=2.0, ranges=((3.8, 4.4), (1.9, 3.9))),
     cell(mode="training", ours=10.0, cudnn=10.0),
-    cell(dtype="bfloat16", ours=1.0, cudnn=None, note="cuDNN: no kernel"),
+    cell(dtype="bfloat16", ours=1.0, cudnn=None, note="cuDNN: no kernel", ranges=((0.9, 1.1), None)),
 ]
 
 
@@ -30,10 +32,19 @@ def test_geometric_mean_per_dtype_and_mode_skips_missing_sides():
     assert means[("float32", "training")] == 1.0
 
 
-def test_table_shows_times_ratio_memory_and_missing_kernels():
+def test_runs_overlap_when_neither_side_is_faster_in_every_run():
+    # 1.9-2.3 against 5.5-6.4 us: apart; 3.8-4.4 against 1.9-3.9: cuDNN's slowest run is
+    # slower than our fastest; without both ranges (older runs, a side missing): unknown.
+    assert [c.runs_overlap for c in CELLS] == [False, True, None, None]
+    assert cell(ranges=((2.0, 3.0), (3.0, 4.0))).runs_overlap  # touching ranges order nothing
+
+
+def test_table_shows_times_ratio_overlap_memory_and_missing_kernels():
     lines = format_table(CELLS).splitlines()
-    assert lines[2].split() == ["float32", "256", "8", "forward", "2.00", "6.00", "3.00x", "3.0", "5.0"]
-    assert lines[5].split()[:7] == ["bfloat16", "256", "8", "forward", "1.00", "-", "-"]
+    assert lines[2].split() == ["float32", "256", "8", "forward", "2.00", "6.00", "3.00x", "apart", "3.0", "5.0"]
+    assert lines[3].split()[6:8] == ["0.50x", "overlap"]
+    assert lines[4].split()[6:8] == ["1.00x", "-"]
+    assert lines[5].split()[:8] == ["bfloat16", "256", "8", "forward", "1.00", "-", "-", "-"]
     assert lines[5].endswith("cuDNN: no kernel")
     assert "  float32   forward   1.22x" in lines
 
@@ -42,6 +53,20 @@ def test_json_round_trip(tmp_path):
     path = tmp_path / "results" / "gpu.json"
     write_json(CELLS, path, "NVIDIA H200")
     assert read_json(path) == CELLS
+
+
+def test_runs_before_v12_read_without_ranges():
+    # bench --include takes an earlier run's JSON, written before cells kept their runs' range.
+    cells = read_json(Path(__file__).resolve().parent.parent / "bench" / "results" / "nvidia-h200.json")
+    assert len(cells) == 160 and all(c.ours_us and c.runs_overlap is None for c in cells)
+
+
+def test_timing_keeps_the_median_and_the_fastest_and_slowest_runs():
+    runs, times = [], iter([3.0, 1.0, 2.0, 7.0])
+    timing = timing_ms(lambda run: (run(), next(times))[1], lambda: runs.append(1), repeats=4, warmup=2)
+    assert len(runs) == 2 + 4  # the warm-up runs, then the timed ones
+    assert (timing.median, timing.low, timing.high) == (2.5, 1.0, 7.0)
+    assert timing.per_step_us(500) == (5.0, (2.0, 14.0))
 
 
 def test_heatmap_is_written(tmp_path):
