@@ -40,7 +40,8 @@ def _times(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmup
             layer.forward(x, training=True)
             return layer.backward(dy)
 
-        times[recurrence] = [timing_ms(cupy_ms, run, repeats, warmup).per_step_us(steps)[0] for run in (forward, training)]
+        times[recurrence] = [timing_ms(cupy_ms, run, repeats, warmup).per_step_us(steps)[0]
+                             for run in (forward, training)]
         # After the timed runs: stepwise, these replay the captured loops (runtime/replay.py).
         outputs[recurrence] = (forward().get(), training()["dW_hh"].get())
         precision = tolerance_key(storage, layer.kernels.plan.mma_type)

@@ -99,8 +99,9 @@ def read_json(path: Path) -> list[Cell]:
 
 
 def plot_heatmap(cells: list[Cell], path: Path) -> None:
-    """One panel per (dtype, mode), a row per dtype: the ratio over H x B, annotated (~ where
-    the two sides' runs overlap); n/a where a side is missing."""
+    """One panel per (dtype, mode), a row per dtype: the ratio over H x B, annotated; n/a where
+    a side is missing. In panels whose cells kept their runs' ranges, ~ marks the ratios whose
+    runs overlap."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,10 +116,12 @@ def plot_heatmap(cells: list[Cell], path: Path) -> None:
     for axis, (dtype, mode) in zip(axes.flat, [(d, m) for d in dtypes for m in modes]):
         grid = np.full((len(hiddens), len(batches)), np.nan)
         overlap = np.zeros(grid.shape, dtype=bool)
+        ranged = False
         for c in cells:
             if (c.dtype, c.mode) == (dtype, mode) and c.ratio is not None:
                 grid[hiddens.index(c.hidden), batches.index(c.batch)] = c.ratio
                 overlap[hiddens.index(c.hidden), batches.index(c.batch)] = bool(c.runs_overlap)
+                ranged |= c.runs_overlap is not None
         axis.imshow(np.log2(grid), cmap="RdYlGn", vmin=-3, vmax=3, origin="lower")
         for (row, column), value in np.ndenumerate(grid):
             text = "n/a" if np.isnan(value) else f"{value:.2f}" + ("~" if overlap[row, column] else "")
@@ -127,7 +130,7 @@ def plot_heatmap(cells: list[Cell], path: Path) -> None:
         axis.set_yticks(range(len(hiddens)), hiddens)
         axis.set_xlabel("batch")
         axis.set_ylabel("hidden")
-        axis.set_title(f"{dtype} {mode}\ncuDNN time / ours (~: runs overlap)", fontsize=9)
+        axis.set_title(f"{dtype} {mode}\ncuDNN time / ours" + (" (~: runs overlap)" if ranged else ""), fontsize=9)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)

@@ -1,7 +1,8 @@
 """The benchmark's arithmetic and outputs, on made-up cells (no GPU)."""
 
+import json
 import math
-from pathlib import Path
+from dataclasses import asdict
 
 import pytest
 
@@ -55,10 +56,13 @@ def test_json_round_trip(tmp_path):
     assert read_json(path) == CELLS
 
 
-def test_runs_before_v12_read_without_ranges():
+def test_runs_before_v12_read_without_ranges(tmp_path):
     # bench --include takes an earlier run's JSON, written before cells kept their runs' range.
-    cells = read_json(Path(__file__).resolve().parent.parent / "bench" / "results" / "nvidia-h200.json")
-    assert len(cells) == 160 and all(c.ours_us and c.runs_overlap is None for c in cells)
+    path = tmp_path / "v11.json"
+    old = {key: value for key, value in asdict(CELLS[0]).items() if not key.endswith("_range_us")}
+    path.write_text(json.dumps({"device": "NVIDIA H200", "cells": [old | {"ratio": 3.0}], "geometric_means": []}))
+    (cell,) = read_json(path)
+    assert cell.ours_us == 2.0 and cell.ours_range_us is None and cell.runs_overlap is None
 
 
 def test_timing_keeps_the_median_and_the_fastest_and_slowest_runs():
