@@ -4,8 +4,9 @@ Our layer and torch.nn.LSTM run the same problem as in the bench (T steps, I = H
 torch), warmed up (so that loops which replay are captured, runtime/replay.py); then each
 mode runs `--runs` times under torch's profiler, whose CUPTI tracing sees every kernel of
 the process, CuPy's and cuBLAS's included. For each side and mode it prints the kernels by
-GPU time, in us per time step, and their sum: the sum against the bench's time says how much
-of a step is launch gaps, and the rows say which GEMM or recurrence to work on.
+GPU time, in us per time step, and their sum; then the median of `--runs` runs timed as the
+bench times them, outside the profiler: the difference is the time between kernels (launches,
+and the host's work before them). The rows say which GEMM or recurrence to work on.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def main(argv=None) -> None:
     import cupy
     import torch
 
+    from lstmgen.bench.measure import cupy_ms, timing_ms, torch_ms
     from lstmgen.codegen import LSTMSpec
     from lstmgen.runtime import Layer
 
@@ -89,7 +91,11 @@ def main(argv=None) -> None:
         for _ in range(3):
             run()
         rows = _kernel_rows(_profiled(run, args.runs), args.runs, args.steps)
-        print(f"\n{side} {mode}: {sum(row[0] for row in rows):.2f} us of kernels a step")
+        kernels = sum(row[0] for row in rows)
+        timer = cupy_ms if side == "ours" else torch_ms
+        wall = timing_ms(timer, run, args.runs, warmup=1).per_step_us(args.steps)[0]
+        print(f"\n{side} {mode}: {kernels:.2f} us of kernels a step, {wall:.2f} us a step in all "
+              f"(median of {args.runs} runs): {wall - kernels:.2f} between kernels")
         for us, launches, name in rows[:args.top]:
             print(f"  {us:8.2f} us  {launches:6d}x  {name[:110]}")
 

@@ -28,7 +28,7 @@ def cupy_ms(run) -> float:
     return cupy.cuda.get_elapsed_time(start, stop)
 
 
-def _torch_ms(run) -> float:
+def torch_ms(run) -> float:
     import torch
 
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -133,8 +133,8 @@ def measure(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmu
         notes.append(f"cuDNN: no kernel ({str(error).splitlines()[0][:60]})")
     else:
         cudnn = {
-            "forward": (timing_ms(_torch_ms, cudnn_forward, repeats, warmup), _cudnn_peak_bytes(cudnn_forward)),
-            "training": (timing_ms(_torch_ms, cudnn_training, repeats, warmup), _cudnn_peak_bytes(cudnn_training)),
+            "forward": (timing_ms(torch_ms, cudnn_forward, repeats, warmup), _cudnn_peak_bytes(cudnn_forward)),
+            "training": (timing_ms(torch_ms, cudnn_training, repeats, warmup), _cudnn_peak_bytes(cudnn_training)),
         }
 
     ours = {}
