@@ -456,16 +456,12 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
     placement = {direction: placed(direction, 0) for direction in ("forward", "backward")}
     # The backward's input slots where its passes read part of W_hh^T from L2, unless they
     # would cost it a staged row of a pass.
-    pass_inputs = _pass_inputs_bytes(warps, element, types["accumulate_bytes"])
+    pass_inputs, slots = 0, _pass_inputs_bytes(warps, element, types["accumulate_bytes"])
     if (placement["backward"][0].streams and element >= _PASS_INPUTS_MIN_ELEMENT_BYTES
-            and _arch_number(target) >= 80 and backward_row + pass_inputs <= target.max_smem_per_block):
-        with_inputs = placed("backward", pass_inputs)
-        if with_inputs[1] >= min(ROWS_PER_PASS, placement["backward"][1]):
-            placement["backward"] = with_inputs
-        else:
-            pass_inputs = 0
-    else:
-        pass_inputs = 0
+            and _arch_number(target) >= 80 and backward_row + slots <= target.max_smem_per_block):
+        with_slots = placed("backward", slots)
+        if with_slots[1] >= min(ROWS_PER_PASS, placement["backward"][1]):
+            placement["backward"], pass_inputs = with_slots, slots
     reserved = {"forward": 0, "backward": pass_inputs}
     splits = {direction: split for direction, (split, _) in placement.items()}
     chunks = {direction: rows for direction, (_, rows) in placement.items()}
