@@ -248,9 +248,10 @@ lstm_backward_recurrence(
     // What a pass copies for a (unit, row) besides dL/dc_t: Pending's storage_t fields in
     // order, null for those that are zero (all of them at t = -1).
     auto pass_sources = [=](int row, int unit, const storage_t* (&source)[PASS_INPUTS]) {
-      const size_t own = (size_t)row * HIDDEN + unit, state = (size_t)t * state_stride + own;
-      const storage_t* const row_gates = gates + ((size_t)t * batch + row) * GATES + unit;
+      // Addresses of step 0 at t = -1, never used: a pointer before its array is undefined.
       const bool step = t >= 0;
+      const size_t at = step ? t : 0, own = (size_t)row * HIDDEN + unit, state = at * state_stride + own;
+      const storage_t* const row_gates = gates + (at * batch + row) * GATES + unit;
 #pragma unroll
       for (int gate = 0; gate < 4; ++gate) source[gate] = step ? row_gates + gate * HIDDEN : nullptr;
       source[4] = step ? c_seq + state : nullptr;
