@@ -71,7 +71,11 @@ class Gemms:
         self._beta = self._alpha + self._scalars.itemsize
 
     def bind(self, stream) -> None:
-        """Issue the following GEMMs on `stream`."""
+        """Issue the following GEMMs on `stream`, with the calling thread's handle (CuPy keeps
+        one a thread: a layer built on one thread may run on another)."""
+        import cupy
+
+        self.handle = cupy.cuda.device.get_cublas_handle()
         self._cublas.setStream(self.handle, stream.ptr)
         self._cublas.setPointerMode(self.handle, self._cublas.CUBLAS_POINTER_MODE_HOST)
 
@@ -85,9 +89,10 @@ class Gemms:
                                self.compute, cublas.CUBLAS_GEMM_DEFAULT)
         cublas.check_status(status)
 
-    def matmul(self, a, b, out) -> None:
+    def matmul(self, a, b, out, bind: bool = True) -> None:
         """out = a @ b for 2-D arrays in the storage type, each C-contiguous or the transpose
-        (.T) of a C-contiguous array; out C-contiguous, in the storage or accumulation type."""
+        (.T) of a C-contiguous array; out C-contiguous, in the storage or accumulation type.
+        On the current stream, or with bind=False on the stream last bound (a capturing one)."""
         import cupy
 
         rows, inner = a.shape
@@ -98,7 +103,8 @@ class Gemms:
         # transpose of a C-contiguous array is that array read with op T.
         b_transposed, ldb = _layout(b)
         a_transposed, lda = _layout(a)
-        self.bind(cupy.cuda.get_current_stream())
+        if bind:
+            self.bind(cupy.cuda.get_current_stream())
         self(b_transposed, cols, rows, inner, b.data.ptr, ldb, a.data.ptr, lda, out.data.ptr, cols,
              _CUDA_TYPES[out.dtype.name], transpose_b=a_transposed)
 

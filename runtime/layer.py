@@ -7,7 +7,10 @@ dG, then cuBLAS GEMMs give dx, dW_ih, dW_hh and the bias gradient (a row of ones
 The GEMMs run in the layer's math (runtime/gemm.py): TF32 where its plan runs TF32. Large
 batches (Plan.stepwise_from_batch, per direction) run the recurrence stepwise instead: a
 cuBLAS GEMM and a generated cell kernel a step (runtime/stepwise.py), into the same buffers;
-the cell kernel adds the bias as it reads Gx.
+the cell kernel adds the bias as it reads Gx. A persistent forward on the buffers of an earlier
+call replays that call's launches (projection, bias sum, recurrence) as one CUDA graph
+(runtime/replay.py): from Python, queueing them took longer than the GPU took to run the
+projection, and the recurrence waited.
 
 Memory (elements of the spec's dtype, T steps, B rows, H units, I inputs):
   inference: Gx 4*T*B*H, plus T*B*H for y when return_sequences (else 2*B*H ping-pong)
@@ -28,7 +31,7 @@ import numpy as np
 from lstmgen.codegen import BIAS_PARAMETERS, DTYPES, LSTMSpec
 from lstmgen.errors import InputError
 from lstmgen.parameters import initial_parameters, parameter_shapes
-from lstmgen.runtime import stepwise
+from lstmgen.runtime import replay, stepwise
 from lstmgen.runtime.buffers import new_buffer
 from lstmgen.runtime.compile import load_kernels
 from lstmgen.runtime.gemm import Gemms
@@ -87,7 +90,10 @@ class Layer:
 
         self.params = {name: cupy.asarray(value) for name, value in initial_parameters(spec, seed).items()}
         self._cache = None
-        self._summed_bias = None  # b_ih + b_hh, written on every forward (_bias)
+        self._summed_bias = None  # b_ih + b_hh, written on every forward (_sum_bias)
+        # The layer's GEMMs, built once: their setup costs host time on every call otherwise.
+        self._gemms = Gemms(spec)
+        self._exact_gemms = Gemms(spec, tf32_allowed=False)  # db's, bound by memory
         self._row_of_ones = None  # db's GEMM (_ones)
 
     # ----------------------------------------------------------------- parameters
@@ -175,6 +181,8 @@ class Layer:
         (zeros). Returns y ([T, B, H] or [B, T, H] when return_sequences, else [B, H]) and
         (h_T, c_T). With training=True the activations the backward pass needs are kept.
         """
+        import cupy
+
         spec = self.spec
         self._check_current_device()
         axes = "[B, T, input_size]" if batch_first else "[T, B, input_size]"
@@ -190,33 +198,60 @@ class Layer:
 
         hidden, gates = spec.hidden_size, 4 * spec.hidden_size
         gx = self._buffer((steps, batch, gates), "the input projection Gx", _FORWARD_ADVICE)
-        Gemms(spec).matmul(x.reshape(steps * batch, spec.input_size), self.params["W_ih"].T,
-                           gx.reshape(steps * batch, gates))
-        bias = self._bias()
+        bias = self._bias_buffer()
         keep_sequence = spec.return_sequences or training
         h_buf = self._buffer((steps if keep_sequence else 2, batch, hidden), "the h sequence", _FORWARD_ADVICE)
         h_last = self._buffer((batch, hidden), "h_T", _FORWARD_ADVICE)
         c_last = self._buffer((batch, hidden), "c_T", _FORWARD_ADVICE)
         c_seq = self._buffer((steps, batch, hidden), "the cell-state cache", _FORWARD_ADVICE) if training else None
-
         # The running cell state is kept in the accumulation type (float32 for 16-bit storage).
         cell = c_last if self._accumulates_in_storage() else self._state_buffer(batch, "the cell state", _FORWARD_ADVICE)
-        ran_stepwise = self._may_run_stepwise(batch, "forward") and stepwise.forward(
-            spec, self.params["W_hh"], gx, bias, h0, c0, h_buf, h_last, c_last, cell, training, c_seq, _FORWARD_ADVICE,
-            replays_only=self.recurrence == "auto")
+
+        def project() -> None:
+            """Gx = x W_ih^T, and the bias b_ih + b_hh, on the current stream, to which the GEMMs'
+            handle is bound."""
+            self._gemms.matmul(x.reshape(steps * batch, spec.input_size), self.params["W_ih"].T,
+                               gx.reshape(steps * batch, gates), bind=False)
+            self._sum_bias()
+
+        # The stepwise recurrence replays a graph of its own, which starts from Gx: the
+        # projection goes first. The persistent kernel's graph takes it in.
+        projected = ran_stepwise = self._may_run_stepwise(batch, "forward")
+        if projected:
+            self._gemms.bind(cupy.cuda.get_current_stream())
+            project()
+            ran_stepwise = stepwise.forward(
+                spec, self.params["W_hh"], gx, bias, h0, c0, h_buf, h_last, c_last, cell, training, c_seq,
+                _FORWARD_ADVICE, replays_only=self.recurrence == "auto")
         if not ran_stepwise:
             # Held until the kernel is queued: freed before, its memory could go to another
             # allocation on the stream (torch's allocator serves other threads too), whose
             # writes would land between the fill and the kernel.
             exchange = self._exchange(batch)
-            self._launch(self.kernels.forward, (
+            arguments = (
                 _pointer(gx), _pointer(bias), _pointer(self.params["W_hh"]), _pointer(h0), _pointer(c0),
                 _pointer(h_buf), np.int32(h_buf.shape[0]), _pointer(h_last), _pointer(c_last), _pointer(cell),
                 # Training writes the activated gates over Gx: each lane reads Gx[t] of its own
                 # (unit, row) before writing the gates there, so nothing is lost.
                 _pointer(gx if training else None), _pointer(c_seq),
                 np.int32(steps), np.int32(batch),
-            ) + tuple(map(_pointer, exchange)), batch)
+            ) + tuple(map(_pointer, exchange)) + self._launch_tail(batch)
+
+            def issue(stream) -> None:
+                with stream:
+                    if not projected:
+                        project()
+                    for words in exchange:
+                        if words is not None:  # all ones, a tag that no step waits for (_exchange)
+                            cupy.cuda.runtime.memsetAsync(words.data.ptr, 0xFF, words.nbytes, stream.ptr)
+                    self._launch(self.kernels.forward, arguments, batch)
+
+            # The Python that queues a call's launches takes longer than the GPU needs for the
+            # projection (bench/NOTES.md v13); a call on the buffers of an earlier one replays
+            # them as one CUDA graph. Their addresses and sizes are all the launches depend on.
+            parameters = tuple(self.params[name].data.ptr for name in ("W_ih", *BIAS_PARAMETERS[spec.bias]))
+            key = ("persistent forward", spec, x.data.ptr, parameters, projected, *map(int, arguments))
+            replay.run_bound(key, self._gemms.bind, issue)
 
         self._cache = (dict(x=x, h0=h0, c0=c0, h_seq=h_buf, gates=gx, c_seq=c_seq, batch_first=batch_first)
                        if training else None)
@@ -255,18 +290,16 @@ class Layer:
     def _exchange(self, batch: int) -> tuple:
         """The forward kernel's last argument where it can send h_t as words tagged with t
         (Plan.tagged_exchange), as a tuple of one: up to tagged_exchange_batch rows [2, B, H]
-        words of twice the storage size, all ones, a tag that no step waits for before its
-        own words arrive; past it None (a grid barrier a step). Otherwise empty."""
+        words of twice the storage size, which the call fills with ones before the kernel, a
+        tag that no step waits for before its own words arrive; past it None (a grid barrier
+        a step). Otherwise empty."""
         plan = self.kernels.plan
         if not plan.tagged_exchange:
             return ()
         if batch > plan.tagged_exchange_batch:
             return (None,)
         word = np.dtype(np.uint32 if np.dtype(self.spec.dtype).itemsize == 2 else np.uint64)
-        exchange = new_buffer((2, batch, self.spec.hidden_size), word, "the exchange of h between blocks",
-                              _FORWARD_ADVICE)
-        exchange.fill(np.iinfo(word).max)
-        return (exchange,)
+        return (new_buffer((2, batch, self.spec.hidden_size), word, "the exchange of h between blocks", _FORWARD_ADVICE),)
 
     def _check_current_device(self) -> None:
         import cupy
@@ -278,18 +311,24 @@ class Layer:
                 f"call it inside `with cupy.cuda.Device({self.device_id}):`"
             )
 
-    def _bias(self):
-        """The bias the recurrence kernels add to Gx (None without one): b_ih + b_hh summed
-        into the same buffer on every call (an optimizer may have changed either in place),
-        so that a captured stepwise loop, whose graph holds its address, replays."""
-        import cupy
-
+    def _bias_buffer(self):
+        """The bias the recurrence kernels add to Gx (None without one): the parameter itself,
+        or the buffer that _sum_bias writes b_ih + b_hh into on every call (an optimizer may
+        have changed either in place), the same buffer each time, so that captured launches
+        replay."""
         names = BIAS_PARAMETERS[self.spec.bias]
         if len(names) < 2:
             return self.params[names[0]] if names else None
         if self._summed_bias is None:
             self._summed_bias = self._buffer((4 * self.spec.hidden_size,), "b_ih + b_hh", _FORWARD_ADVICE)
-        return cupy.add(*(self.params[name] for name in names), out=self._summed_bias)
+        return self._summed_bias
+
+    def _sum_bias(self) -> None:
+        import cupy
+
+        names = BIAS_PARAMETERS[self.spec.bias]
+        if len(names) == 2:
+            cupy.add(*(self.params[name] for name in names), out=self._bias_buffer())
 
     def _accumulates_in_storage(self) -> bool:
         return DTYPES[self.spec.dtype]["accumulate_dtype"] == self.spec.dtype
@@ -307,10 +346,13 @@ class Layer:
             return bool(from_batch) and batch >= from_batch
         return self.recurrence == "stepwise"
 
+    def _launch_tail(self, batch: int) -> tuple:
+        """The kernels' last argument where the plan slices the batch: rows a group takes."""
+        return (np.int32(self.kernels.group_rows(batch)),) if self.kernels.plan.batch_sliced else ()
+
     def _launch(self, kernel, args: tuple, batch: int) -> None:
+        """On the current stream; `args` end with _launch_tail(batch)."""
         kernels, plan = self.kernels, self.kernels.plan
-        if plan.batch_sliced:
-            args += (np.int32(kernels.group_rows(batch)),)
         kernel((kernels.blocks(batch),), (plan.threads,), args, shared_mem=plan.smem_bytes)
 
     # ----------------------------------------------------------------- backward
@@ -363,7 +405,7 @@ class Layer:
 
         d_gates = gates.reshape(steps * batch, 4 * hidden)
         dx = self._buffer((steps, batch, input_size), "dx", _BACKWARD_ADVICE)
-        gemms = Gemms(spec)
+        gemms = self._gemms
         gemms.matmul(d_gates, self.params["W_ih"], dx.reshape(steps * batch, input_size))
         if batch_first:
             dx = _swap_time_and_batch(dx, "a batch-first copy of dx", _BACKWARD_ADVICE)
@@ -385,7 +427,7 @@ class Layer:
             # the backward recurrence itself at B = 256 (bench/NOTES.md v9).
             # It is bound by memory: TF32 would only round dG before the sum.
             db = self._buffer((4 * hidden,), "db", _BACKWARD_ADVICE)
-            Gemms(spec, tf32_allowed=False).matmul(self._ones(steps * batch), d_gates, db.reshape(1, 4 * hidden))
+            self._exact_gemms.matmul(self._ones(steps * batch), d_gates, db.reshape(1, 4 * hidden))
             # Separate arrays per bias, so that an in-place update of one leaves the other alone.
             grads.update({"d" + name: db if index == 0 else db.copy() for index, name in enumerate(bias_names)})
         grads.update(dh0=dh0, dc0=dc0)
@@ -405,7 +447,7 @@ class Layer:
             _pointer(dy), _pointer(dh_T), _pointer(dc_T),
             _pointer(gates), _pointer(dh0), _pointer(dc0), _pointer(d_cell),
             np.int32(steps), np.int32(batch),
-        ), batch)
+        ) + self._launch_tail(batch), batch)
         # The transposed copy goes back to CuPy's pool when this returns, for the gradients
         # after it: the pool hands it out again only to work queued after this launch on the
         # same stream.

@@ -1,7 +1,8 @@
 """Replaying repeated launch sequences as CUDA graphs.
 
 A loop that issues thousands of small launches from Python spends more time on the CPU than
-its kernels take on the GPU. Captured once as a CUDA graph (CuPy's stream capture), it runs
+its kernels take on the GPU; even a layer's persistent forward, four launches, is queued more
+slowly than the GPU runs the first of them. Captured once as a CUDA graph (CuPy's stream capture), it runs
 again with one launch. A graph bakes in every argument of every launch, device addresses
 included, so it is keyed by all of them: a call whose key was seen before is captured on the
 second sighting and replayed from then on. A loop over fixed shapes that lets go of each
@@ -48,6 +49,18 @@ def run(key: tuple, prepare, issue, replays_only: bool = False) -> bool:
     prepare(stream)
     issue(stream)
     return True
+
+
+def run_bound(key: tuple, bind, issue, replays_only: bool = False) -> bool:
+    """run, with `bind(stream)` as its prepare, for launches through a library handle (cuBLAS):
+    the handle goes back to the current stream afterwards, since a capture leaves it bound
+    to the capturing stream, which is gone once the capture ends."""
+    import cupy
+
+    try:
+        return run(key, bind, issue, replays_only)
+    finally:
+        bind(cupy.cuda.get_current_stream())
 
 
 def _capture(prepare, issue):

@@ -58,17 +58,6 @@ def _pointer(array) -> ctypes.c_uint64:
     return ctypes.c_uint64(_address(array) or 0)
 
 
-def _run(key: tuple, gemm: Gemms, issue, replays_only: bool) -> bool:
-    """replay.run, with CuPy's cuBLAS handle back on the current stream afterwards: a capture
-    binds it to the capturing stream, which is gone once the capture ends."""
-    import cupy
-
-    try:
-        return replay.run(key, gemm.bind, issue, replays_only)
-    finally:
-        gemm.bind(cupy.cuda.get_current_stream())
-
-
 def forward(spec: LSTMSpec, w_hh, gx, bias, h0, c0, h_buf, h_last, c_last, cell, training: bool, c_cache,
             advice: str, replays_only: bool = False) -> bool:
     """Every step of the forward recurrence, into the buffers the persistent kernel fills;
@@ -99,8 +88,8 @@ def forward(spec: LSTMSpec, w_hh, gx, bias, h0, c0, h_buf, h_last, c_last, cell,
             step.value = t
             cell_step(stream)
 
-    key = ("forward", spec, *cell_step.values, w_hh.data.ptr, _address(h0), recurrent.data.ptr)
-    return _run(key, gemm, issue, replays_only)
+    key = ("stepwise forward", spec, *cell_step.values, w_hh.data.ptr, _address(h0), recurrent.data.ptr)
+    return replay.run_bound(key, gemm.bind, issue, replays_only)
 
 
 def backward(spec: LSTMSpec, w_hh, gates, c_seq, c0, dy, dh_T, dc_T, dh0, dc0, d_cell, advice: str,
@@ -128,5 +117,5 @@ def backward(spec: LSTMSpec, w_hh, gates, c_seq, c0, dy, dh_T, dc_T, dh0, dc0, d
             gemm(False, hidden, batch, 4 * hidden, w_hh.data.ptr, hidden, gates.data.ptr + t * gate_bytes,
                  4 * hidden, out.data.ptr, hidden, out_type)
 
-    key = ("backward", spec, *cell_step.values, w_hh.data.ptr, recurrent.data.ptr, dh0.data.ptr)
-    return _run(key, gemm, issue, replays_only)
+    key = ("stepwise backward", spec, *cell_step.values, w_hh.data.ptr, recurrent.data.ptr, dh0.data.ptr)
+    return replay.run_bound(key, gemm.bind, issue, replays_only)

@@ -114,3 +114,25 @@ def test_a_failed_capture_raises_its_own_error_and_is_not_retried_at_once(curren
         replay.run(("key",), loop.prepare, failing)
     assert ("key",) not in replay._graphs
     assert not replay.run(("key",), loop.prepare, failing, replays_only=True), "a first sighting again"
+
+
+@pytest.mark.parametrize("capture_fails", [False, True])
+def test_a_bound_handle_goes_back_to_the_current_stream(current, capture_fails):
+    # run_bound binds a library handle (cuBLAS) for the launches: to the capturing stream for
+    # a capture, which is gone afterwards, so it ends bound to the caller's stream, also when
+    # the capture fails.
+    bound = []
+
+    def issue(stream):
+        if capture_fails and stream.capturing:
+            raise ValueError("a launch failed")
+
+    replay.run_bound(("key",), bound.append, issue)
+    assert bound == [current, current]
+    bound.clear()
+    if capture_fails:
+        with pytest.raises(ValueError, match="a launch failed"):
+            replay.run_bound(("key",), bound.append, issue)
+    else:
+        replay.run_bound(("key",), bound.append, issue)
+    assert len(bound) == 2 and bound[0] is not current and bound[1] is current
