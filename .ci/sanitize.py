@@ -1,4 +1,4 @@
-"""Runs every kernel direction once on a grid of specs: the workload for compute-sanitizer.
+"""Runs every kernel direction on a grid of specs: the workload for compute-sanitizer.
 
     compute-sanitizer --tool memcheck python .ci/sanitize.py
     compute-sanitizer --tool racecheck python .ci/sanitize.py   (shared-memory hazards only)
@@ -9,7 +9,8 @@ memory and split between them and L2 (with the backward's inputs copied into sha
 batches of several staged chunks, row passes of 8, 4, 2 and 1,
 rows not aligned for 16-byte copies and odd sizes, tensor cores (16-bit storage and TF32),
 batch-sliced tensor-core blocks and clusters, float32 and float64 FMA clusters, the 16-bit
-FMA fallback, and the stepwise recurrence's cell kernels. Exits non-zero on any mismatch.
+FMA fallback, the stepwise recurrence's cell kernels, and replays of captured forwards. Exits
+non-zero on any mismatch.
 """
 
 import os
@@ -62,20 +63,27 @@ STEPWISE_GRID = [
     (LSTMSpec(3, 130, "bfloat16", "double", True), Problem(2, 33, True, True, 32)),
 ]
 
+# Called three times on one layer, a persistent forward is captured as a CUDA graph and
+# replayed (runtime/replay.py): a grid barrier a step, h as tagged words, clusters.
+REPLAYED = {0, 3, 10, 22}
 # SANITIZE_MATCH, if set, keeps the entries whose plan summary (the forced stepwise entries:
 # "stepwise recurrence") contains it (e.g. "clusters of"),
 # so that a kernel change can be checked within one device call.
 match = os.environ.get("SANITIZE_MATCH", "")
 failures = 0
-runs = [(spec, problem, "persistent") for spec, problem in GRID] + [(*entry, "stepwise") for entry in STEPWISE_GRID]
-for spec, problem, recurrence in runs:
+runs = [(spec, problem, "persistent", 3 if index in REPLAYED else 1) for index, (spec, problem) in enumerate(GRID)]
+runs += [(*entry, "stepwise", 1) for entry in STEPWISE_GRID]
+for spec, problem, recurrence, calls in runs:
     plan = load_kernels(spec).plan
     kind = plan.summary() if recurrence == "persistent" else "stepwise recurrence"
     if match not in kind:
         continue
-    report = check_layer(Layer(spec, seed=0, recurrence=recurrence), problem)
-    print(f"{spec.describe()} {problem} [{kind}]: {'ok' if not report else 'MISMATCH'}")
-    for line in report:
-        print("  " + line)
-    failures += bool(report)
+    layer = Layer(spec, seed=0, recurrence=recurrence)
+    for call in range(calls):
+        report = check_layer(layer, problem)
+        print(f"{spec.describe()} {problem}{f' call {call + 1}' if calls > 1 else ''} [{kind}]: "
+              f"{'ok' if not report else 'MISMATCH'}")
+        for line in report:
+            print("  " + line)
+        failures += bool(report)
 sys.exit(1 if failures else 0)
