@@ -17,7 +17,7 @@ import os
 import sys
 
 from lstmgen.codegen import LSTMSpec
-from lstmgen.runtime import Layer
+from lstmgen.runtime import Layer, replay
 from lstmgen.runtime.compile import load_kernels
 from lstmgen.strategies import Problem
 from lstmgen.verify import check_layer
@@ -63,27 +63,52 @@ STEPWISE_GRID = [
     (LSTMSpec(3, 130, "bfloat16", "double", True), Problem(2, 33, True, True, 32)),
 ]
 
-# Called three times on one layer, a persistent forward is captured as a CUDA graph and
-# replayed (runtime/replay.py): a grid barrier a step, h as tagged words, clusters.
-REPLAYED = {0, 3, 10, 22}
+# Called on one layer until its forward replays the graph captured from an earlier call
+# (runtime/replay.py): a grid barrier a step, h by tagged words, clusters.
+REPLAYED_GRID = [
+    (LSTMSpec(17, 261, "float32", "none", True), Problem(3, 15, True, False, 3)),
+    (LSTMSpec(6, 1024, "float16", "single", True), Problem(3, 8, False, True, 33)),
+    (LSTMSpec(6, 256, "float16", "double", True), Problem(3, 20, True, True, 19)),
+]
+_CALLS_TO_REPLAY = 6
+
+replayed = []  # whether each persistent forward replayed a graph
+_run = replay.run
+
+
+def _run_and_record(key, *args):
+    if key[0] == "persistent forward":
+        replayed.append(key in replay._graphs)
+    return _run(key, *args)
+
+
+replay.run = _run_and_record
+
 # SANITIZE_MATCH, if set, keeps the entries whose plan summary (the forced stepwise entries:
 # "stepwise recurrence") contains it (e.g. "clusters of"),
 # so that a kernel change can be checked within one device call.
 match = os.environ.get("SANITIZE_MATCH", "")
 failures = 0
-runs = [(spec, problem, "persistent", 3 if index in REPLAYED else 1) for index, (spec, problem) in enumerate(GRID)]
-runs += [(*entry, "stepwise", 1) for entry in STEPWISE_GRID]
-for spec, problem, recurrence, calls in runs:
+runs = [(spec, problem, "persistent", False) for spec, problem in GRID]
+runs += [(*entry, "persistent", True) for entry in REPLAYED_GRID]
+runs += [(*entry, "stepwise", False) for entry in STEPWISE_GRID]
+for spec, problem, recurrence, until_replayed in runs:
     plan = load_kernels(spec).plan
     kind = plan.summary() if recurrence == "persistent" else "stepwise recurrence"
     if match not in kind:
         continue
     layer = Layer(spec, seed=0, recurrence=recurrence)
-    for call in range(calls):
+    replayed.clear()
+    for call in range(_CALLS_TO_REPLAY if until_replayed else 1):
         report = check_layer(layer, problem)
-        print(f"{spec.describe()} {problem}{f' call {call + 1}' if calls > 1 else ''} [{kind}]: "
-              f"{'ok' if not report else 'MISMATCH'}")
+        print(f"{spec.describe()} {problem}{f' call {call + 1}' if until_replayed else ''} [{kind}]: "
+              f"{'ok' if not report else 'MISMATCH'}{' (replayed)' if replayed[-1:] == [True] else ''}")
         for line in report:
             print("  " + line)
         failures += bool(report)
+        if replayed[-1:] == [True]:
+            break
+    if until_replayed and replayed[-1:] != [True]:
+        print(f"  no replay in {_CALLS_TO_REPLAY} calls")
+        failures += 1
 sys.exit(1 if failures else 0)

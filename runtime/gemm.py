@@ -44,16 +44,15 @@ def _gemm_ex():
 
 
 class Gemms:
-    """C = A B with the layer's types on CuPy's cuBLAS handle, by device pointers (__call__,
-    on the stream last bound) or on row-major CuPy arrays (matmul, on the current stream)."""
+    """C = A B with the layer's types on the calling thread's cuBLAS handle (CuPy keeps one a
+    thread), by device pointers (__call__, on the stream last bound) or on row-major CuPy
+    arrays (matmul, on the current stream, or with bind=False on the stream last bound)."""
 
     def __init__(self, spec: LSTMSpec, tf32_allowed: bool = True):
-        import cupy
         from cupy_backends.cuda.libs import cublas
 
         self._cublas = cublas
         self._gemm_ex = _gemm_ex()
-        self.handle = cupy.cuda.device.get_cublas_handle()
         accumulate = DTYPES[spec.dtype]["accumulate_dtype"]
         self.storage_type = _CUDA_TYPES[spec.dtype]
         self.accumulate_type = _CUDA_TYPES[accumulate]
@@ -71,19 +70,20 @@ class Gemms:
         self._beta = self._alpha + self._scalars.itemsize
 
     def bind(self, stream) -> None:
-        """Issue the following GEMMs on `stream`, with the calling thread's handle (CuPy keeps
-        one a thread: a layer built on one thread may run on another)."""
+        """Issue this thread's following GEMMs on `stream`."""
         import cupy
 
-        self.handle = cupy.cuda.device.get_cublas_handle()
-        self._cublas.setStream(self.handle, stream.ptr)
-        self._cublas.setPointerMode(self.handle, self._cublas.CUBLAS_POINTER_MODE_HOST)
+        handle = cupy.cuda.device.get_cublas_handle()
+        self._cublas.setStream(handle, stream.ptr)
+        self._cublas.setPointerMode(handle, self._cublas.CUBLAS_POINTER_MODE_HOST)
 
     def __call__(self, transpose_a: bool, m: int, n: int, k: int, a: int, lda: int, b: int, ldb: int,
                  c: int, ldc: int, c_type: int, transpose_b: bool = False) -> None:
         """Column-major C[m, n] = op(A) op(B), op(X) = X^T where transpose_x; device pointers."""
-        cublas = self._cublas
-        status = self._gemm_ex(self.handle, cublas.CUBLAS_OP_T if transpose_a else cublas.CUBLAS_OP_N,
+        import cupy
+
+        cublas, handle = self._cublas, cupy.cuda.device.get_cublas_handle()
+        status = self._gemm_ex(handle, cublas.CUBLAS_OP_T if transpose_a else cublas.CUBLAS_OP_N,
                                cublas.CUBLAS_OP_T if transpose_b else cublas.CUBLAS_OP_N, m, n, k, self._alpha,
                                a, self.storage_type, lda, b, self.storage_type, ldb, self._beta, c, c_type, ldc,
                                self.compute, cublas.CUBLAS_GEMM_DEFAULT)

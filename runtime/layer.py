@@ -7,10 +7,10 @@ dG, then cuBLAS GEMMs give dx, dW_ih, dW_hh and the bias gradient (a row of ones
 The GEMMs run in the layer's math (runtime/gemm.py): TF32 where its plan runs TF32. Large
 batches (Plan.stepwise_from_batch, per direction) run the recurrence stepwise instead: a
 cuBLAS GEMM and a generated cell kernel a step (runtime/stepwise.py), into the same buffers;
-the cell kernel adds the bias as it reads Gx. A persistent forward on the buffers of an earlier
-call replays that call's launches (projection, bias sum, recurrence) as one CUDA graph
-(runtime/replay.py): from Python, queueing them took longer than the GPU took to run the
-projection, and the recurrence waited.
+the cell kernel adds the bias as it reads Gx. A persistent forward on the buffers of an
+earlier call replays that call's launches (projection, bias sum, fill of the tagged words,
+recurrence) as one CUDA graph (runtime/replay.py): from Python, queueing them took longer
+than the GPU took to run the projection, and the recurrence waited.
 
 Memory (elements of the spec's dtype, T steps, B rows, H units, I inputs):
   inference: Gx 4*T*B*H, plus T*B*H for y when return_sequences (else 2*B*H ping-pong)
@@ -221,7 +221,7 @@ class Layer:
             self._gemms.bind(cupy.cuda.get_current_stream())
             project()
             ran_stepwise = stepwise.forward(
-                spec, self.params["W_hh"], gx, bias, h0, c0, h_buf, h_last, c_last, cell, training, c_seq,
+                spec, self._gemms, self.params["W_hh"], gx, bias, h0, c0, h_buf, h_last, c_last, cell, training, c_seq,
                 _FORWARD_ADVICE, replays_only=self.recurrence == "auto")
         if not ran_stepwise:
             # Held until the kernel is queued: freed before, its memory could go to another
@@ -248,7 +248,8 @@ class Layer:
 
             # The Python that queues a call's launches takes longer than the GPU needs for the
             # projection (bench/NOTES.md v13); a call on the buffers of an earlier one replays
-            # them as one CUDA graph. Their addresses and sizes are all the launches depend on.
+            # them as one CUDA graph. Their addresses and sizes are all the launches depend on
+            # (x and W_ih's too, though unread where the stepwise path has projected already).
             parameters = tuple(self.params[name].data.ptr for name in ("W_ih", *BIAS_PARAMETERS[spec.bias]))
             key = ("persistent forward", spec, x.data.ptr, parameters, projected, *map(int, arguments))
             replay.run_bound(key, self._gemms.bind, issue)
@@ -299,7 +300,8 @@ class Layer:
         if batch > plan.tagged_exchange_batch:
             return (None,)
         word = np.dtype(np.uint32 if np.dtype(self.spec.dtype).itemsize == 2 else np.uint64)
-        return (new_buffer((2, batch, self.spec.hidden_size), word, "the exchange of h between blocks", _FORWARD_ADVICE),)
+        words = new_buffer((2, batch, self.spec.hidden_size), word, "the exchange of h between blocks", _FORWARD_ADVICE)
+        return (words,)
 
     def _check_current_device(self) -> None:
         import cupy
@@ -324,6 +326,7 @@ class Layer:
         return self._summed_bias
 
     def _sum_bias(self) -> None:
+        """b_ih + b_hh into _bias_buffer() on the current stream, where the bias is two."""
         import cupy
 
         names = BIAS_PARAMETERS[self.spec.bias]
@@ -398,8 +401,8 @@ class Layer:
         dc0 = self._buffer((batch, hidden), "dc0", _BACKWARD_ADVICE)
         d_cell = dc0 if self._accumulates_in_storage() else self._state_buffer(batch, "dL/dc", _BACKWARD_ADVICE)
         ran_stepwise = self._may_run_stepwise(batch, "backward") and stepwise.backward(
-            spec, self.params["W_hh"], gates, cache["c_seq"], cache["c0"], dy, dh_T, dc_T, dh0, dc0, d_cell,
-            _BACKWARD_ADVICE, replays_only=self.recurrence == "auto")
+            spec, self._gemms, self.params["W_hh"], gates, cache["c_seq"], cache["c0"], dy, dh_T, dc_T, dh0, dc0,
+            d_cell, _BACKWARD_ADVICE, replays_only=self.recurrence == "auto")
         if not ran_stepwise:
             self._backward_recurrence(gates, cache, dy, dh_T, dc_T, dh0, dc0, d_cell, steps, batch)
 

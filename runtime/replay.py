@@ -1,26 +1,33 @@
 """Replaying repeated launch sequences as CUDA graphs.
 
 A loop that issues thousands of small launches from Python spends more time on the CPU than
-its kernels take on the GPU; even a layer's persistent forward, four launches, is queued more
-slowly than the GPU runs the first of them. Captured once as a CUDA graph (CuPy's stream capture), it runs
-again with one launch. A graph bakes in every argument of every launch, device addresses
-included, so it is keyed by all of them: a call whose key was seen before is captured on the
-second sighting and replayed from then on. A loop over fixed shapes that lets go of each
-call's arrays before the next gets the same buffers from CuPy's pool call after call; a
-first sighting runs its launches directly, or not at all where the caller has a faster way
-for calls that are not replayed (Layer's "auto" recurrence).
+its kernels take on the GPU; even a layer's persistent forward, four launches, is queued
+more slowly than the GPU runs the first of them. Captured once as a CUDA graph (CuPy's
+stream capture), it runs again with one launch. A graph bakes in every argument of every
+launch, device addresses included, so it is keyed by all of them: a call whose key was seen
+before is captured on the second sighting and replayed from then on. A loop over fixed
+shapes that lets go of each call's arrays before the next gets the same buffers from CuPy's
+pool call after call; a first sighting runs its launches directly, or not at all where the
+caller has a faster way for calls that are not replayed (Layer's "auto" recurrence). Where
+the driver cannot capture a key's launches, they run directly, with a warning.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+import warnings
 from collections import OrderedDict
 
-# Keys and graphs kept, most recent first: a few layers' forward and backward loops.
-_KEPT = 16
+# Keys and graphs kept, oldest first: each layer's forwards (inference and training, one or
+# two sets of buffers each) and stepwise loops, for models of several layers.
+_KEPT = 64
 
 _seen: OrderedDict = OrderedDict()
 _graphs: OrderedDict = OrderedDict()
+_uncapturable: OrderedDict = OrderedDict()
+# The bookkeeping is shared by every thread (one a GPU, say); launches run outside the lock.
+_lock = threading.Lock()
 
 
 def run(key: tuple, prepare, issue, replays_only: bool = False) -> bool:
@@ -35,15 +42,29 @@ def run(key: tuple, prepare, issue, replays_only: bool = False) -> bool:
     import cupy
 
     stream = cupy.cuda.get_current_stream()
-    graph = _graphs.get(key)
-    if graph is None and key in _seen:
-        del _seen[key]  # captured now, or on a failure not tried again until seen twice more
-        graph = _capture(prepare, issue)
+    with _lock:
+        graph = _graphs.get(key)
+        capture = graph is None and key in _seen and key not in _uncapturable
+        if capture:
+            del _seen[key]
+        elif graph is None:
+            _remember(_seen, key, True)
+    if capture:
+        try:
+            graph = _capture(prepare, issue)
+        except Exception as error:
+            # Launches that fail outright fail again below, with their own error; those that
+            # only cannot be captured (a driver without graph support for a launch kind) run.
+            warnings.warn(f"these launches cannot be captured as a CUDA graph ({error}); they run directly "
+                          f"on every call, which costs host time but changes no result", RuntimeWarning,
+                          stacklevel=2)
+            with _lock:
+                _remember(_uncapturable, key, True)
     if graph is not None:
-        _remember(_graphs, key, graph)
+        with _lock:
+            _remember(_graphs, key, graph)
         graph.launch(stream=stream)
         return True
-    _remember(_seen, key, True)
     if replays_only:
         return False
     prepare(stream)

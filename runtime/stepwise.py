@@ -58,14 +58,13 @@ def _pointer(array) -> ctypes.c_uint64:
     return ctypes.c_uint64(_address(array) or 0)
 
 
-def forward(spec: LSTMSpec, w_hh, gx, bias, h0, c0, h_buf, h_last, c_last, cell, training: bool, c_cache,
+def forward(spec: LSTMSpec, gemm: Gemms, w_hh, gx, bias, h0, c0, h_buf, h_last, c_last, cell, training: bool, c_cache,
             advice: str, replays_only: bool = False) -> bool:
-    """Every step of the forward recurrence, into the buffers the persistent kernel fills;
-    with `replays_only`, only where the loop is replayed (runtime/replay.py). Returns
-    whether it ran."""
+    """Every step of the forward recurrence, into the buffers the persistent kernel fills,
+    with the layer's GEMMs; with `replays_only`, only where the loop is replayed
+    (runtime/replay.py). Returns whether it ran."""
     steps, batch = gx.shape[:2]
     hidden = spec.hidden_size
-    gemm = Gemms(spec)
     recurrent = new_buffer((batch, 4 * hidden), DTYPES[spec.dtype]["accumulate_dtype"],
                            "one step's recurrent products h W_hh^T", advice)
     step, products = ctypes.c_int32(0), ctypes.c_uint64(0)
@@ -92,13 +91,12 @@ def forward(spec: LSTMSpec, w_hh, gx, bias, h0, c0, h_buf, h_last, c_last, cell,
     return replay.run_bound(key, gemm.bind, issue, replays_only)
 
 
-def backward(spec: LSTMSpec, w_hh, gates, c_seq, c0, dy, dh_T, dc_T, dh0, dc0, d_cell, advice: str,
+def backward(spec: LSTMSpec, gemm: Gemms, w_hh, gates, c_seq, c0, dy, dh_T, dc_T, dh0, dc0, d_cell, advice: str,
              replays_only: bool = False) -> bool:
     """Every step of the backward recurrence: dG over the gates, dh0, dc0; `replays_only`
     and the result as forward's."""
     steps, batch = gates.shape[:2]
     hidden = spec.hidden_size
-    gemm = Gemms(spec)
     recurrent = new_buffer((batch, hidden), DTYPES[spec.dtype]["accumulate_dtype"],
                            "one step's recurrent gradients dG W_hh", advice)
     step, products = ctypes.c_int32(0), ctypes.c_uint64(0)

@@ -2,6 +2,7 @@
 captured as a CUDA graph, or replayed. CuPy's streams and graphs are stood in for by fakes
 that record what happens; the GPU tier runs the real ones (tests/gpu/test_runtime.py)."""
 
+import contextlib
 from collections import OrderedDict
 
 import pytest
@@ -42,6 +43,7 @@ def current(monkeypatch):
     monkeypatch.setattr(cupy.cuda, "Stream", FakeStream)
     monkeypatch.setattr(replay, "_seen", OrderedDict())
     monkeypatch.setattr(replay, "_graphs", OrderedDict())
+    monkeypatch.setattr(replay, "_uncapturable", OrderedDict())
     return stream
 
 
@@ -96,31 +98,46 @@ def test_each_key_has_its_own_graph_and_the_oldest_are_forgotten(current):
 
 
 @pytest.mark.parametrize("ending_fails", [False, True])
-def test_a_failed_capture_raises_its_own_error_and_is_not_retried_at_once(current, monkeypatch, ending_fails):
-    # Ending a capture that the failure invalidated raises as well; the failure's error is
-    # the one the caller must see.
+def test_launches_that_cannot_be_captured_run_directly_from_then_on(current, monkeypatch, ending_fails):
+    # Ending a capture that the failure invalidated raises as well; either way the call's
+    # launches still run, with a warning that names the failure, and the key is not captured again.
     if ending_fails:
         def end_capture(stream):
             raise RuntimeError("capture invalidated")
         monkeypatch.setattr(FakeStream, "end_capture", end_capture)
+    issued = []
 
-    def failing(stream):
+    def capture_refused(stream):
         if stream.capturing:
-            raise ValueError("a launch failed")
+            raise ValueError("operation not permitted when stream is capturing")
+        issued.append(stream)
 
     loop = Loop()
-    replay.run(("key",), loop.prepare, failing)
+    assert replay.run(("key",), loop.prepare, capture_refused)
+    with pytest.warns(RuntimeWarning, match="cannot be captured.*operation not permitted"):
+        assert replay.run(("key",), loop.prepare, capture_refused)
+    assert replay.run(("key",), loop.prepare, capture_refused)
+    assert issued == [current] * 3 and not replay._graphs
+    assert not replay.run(("key",), loop.prepare, capture_refused, replays_only=True), "never a replay"
+
+
+def test_launches_that_fail_directly_raise_their_own_error(current):
+    def failing(stream):
+        raise ValueError("a launch failed")
+
+    loop = Loop()
     with pytest.raises(ValueError, match="a launch failed"):
         replay.run(("key",), loop.prepare, failing)
-    assert ("key",) not in replay._graphs
-    assert not replay.run(("key",), loop.prepare, failing, replays_only=True), "a first sighting again"
+    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match="a launch failed"):
+        replay.run(("key",), loop.prepare, failing)
+    assert not replay._graphs
 
 
 @pytest.mark.parametrize("capture_fails", [False, True])
 def test_a_bound_handle_goes_back_to_the_current_stream(current, capture_fails):
     # run_bound binds a library handle (cuBLAS) for the launches: to the capturing stream for
     # a capture, which is gone afterwards, so it ends bound to the caller's stream, also when
-    # the capture fails.
+    # the capture fails and the launches run directly.
     bound = []
 
     def issue(stream):
@@ -130,9 +147,9 @@ def test_a_bound_handle_goes_back_to_the_current_stream(current, capture_fails):
     replay.run_bound(("key",), bound.append, issue)
     assert bound == [current, current]
     bound.clear()
-    if capture_fails:
-        with pytest.raises(ValueError, match="a launch failed"):
-            replay.run_bound(("key",), bound.append, issue)
-    else:
+    with pytest.warns(RuntimeWarning) if capture_fails else contextlib.nullcontext():
         replay.run_bound(("key",), bound.append, issue)
-    assert len(bound) == 2 and bound[0] is not current and bound[1] is current
+    # Captured: bound to the capturing stream, then back. Not captured: bound for the direct
+    # launches too.
+    expected = 3 if capture_fails else 2
+    assert len(bound) == expected and bound[0] is not current and bound[1:] == [current] * (expected - 1)
