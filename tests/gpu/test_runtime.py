@@ -274,13 +274,37 @@ def test_either_recurrence_backpropagates_the_others_forward(forward_by, backwar
         assert not report, "\n".join(report)
 
 
-def test_auto_recurrence_goes_stepwise_at_the_planned_batch_when_the_loop_replays(monkeypatch):
-    # "auto" runs the stepwise recurrence from Plan.stepwise_from_batch, and there only for
-    # calls that replay a captured loop: a call on new buffers runs the persistent kernels.
+def _fresh_replay_caches(monkeypatch):
+    """runtime/replay.py with nothing seen, captured or refused yet."""
     from collections import OrderedDict
 
     from lstmgen.runtime import replay
 
+    for name in ("_seen", "_graphs", "_uncapturable"):
+        monkeypatch.setattr(replay, name, OrderedDict())
+    return replay
+
+
+def _record_replays(monkeypatch, kind: str) -> list:
+    """Whether each call of replay.run from now on whose key starts with `kind` ("stepwise",
+    "persistent forward") replays a captured graph, with fresh caches."""
+    replay = _fresh_replay_caches(monkeypatch)
+    replayed = []
+    run = replay.run
+
+    def run_and_record(key, *args):
+        if key[0].startswith(kind):
+            replayed.append(key in replay._graphs)
+        return run(key, *args)
+
+    monkeypatch.setattr(replay, "run", run_and_record)
+    return replayed
+
+
+def test_auto_recurrence_goes_stepwise_at_the_planned_batch_when_the_loop_replays(monkeypatch):
+    # "auto" runs the stepwise recurrence from Plan.stepwise_from_batch, and there only for
+    # calls that replay a captured loop: a call on new buffers runs the persistent kernels.
+    replay = _fresh_replay_caches(monkeypatch)
     ran = []
     run = replay.run
 
@@ -291,8 +315,6 @@ def test_auto_recurrence_goes_stepwise_at_the_planned_batch_when_the_loop_replay
         return result
 
     monkeypatch.setattr(replay, "run", run_and_record)
-    monkeypatch.setattr(replay, "_seen", OrderedDict())
-    monkeypatch.setattr(replay, "_graphs", OrderedDict())
     spec = LSTMSpec(input_size=8, hidden_size=512, dtype="float64")
     from_batch = load_kernels(spec).plan.stepwise_from_batch
     layer = Layer(spec, seed=25)
@@ -313,15 +335,10 @@ def test_auto_recurrence_goes_stepwise_at_the_planned_batch_when_the_loop_replay
 def test_auto_recurrence_places_each_direction_at_its_own_batch(monkeypatch):
     # float32's backward goes stepwise at fewer rows than its forward: between the two
     # batches, only backward asks for a replay, and it backpropagates the persistent forward.
-    from collections import OrderedDict
-
-    from lstmgen.runtime import replay
-
+    replay = _fresh_replay_caches(monkeypatch)
     directions = []
     run = replay.run
     monkeypatch.setattr(replay, "run", lambda key, *args: directions.append(key[0]) or run(key, *args))
-    monkeypatch.setattr(replay, "_seen", OrderedDict())
-    monkeypatch.setattr(replay, "_graphs", OrderedDict())
     spec = LSTMSpec(input_size=8, hidden_size=512, dtype="float32")
     plan = load_kernels(spec).plan
     assert plan.stepwise_backward_from_batch < plan.stepwise_from_batch
@@ -631,15 +648,9 @@ def test_repeated_stepwise_calls_replay_one_captured_graph_each_way(monkeypatch,
     # earlier one from CuPy's pool: measured, of the call before or the one before that, so
     # each direction sees one to three sets of buffers (not always as many as the other:
     # the layer keeps db's row of ones across calls).
-    from collections import OrderedDict
-
     from lstmgen.runtime import replay
 
-    replayed = []
-    run = replay.run
-    monkeypatch.setattr(replay, "run", lambda key, *args: replayed.append(key in replay._graphs) or run(key, *args))
-    monkeypatch.setattr(replay, "_seen", OrderedDict())
-    monkeypatch.setattr(replay, "_graphs", OrderedDict())
+    replayed = _record_replays(monkeypatch, "stepwise")
     layer = Layer(LSTMSpec(input_size=7, hidden_size=130, dtype=dtype), seed=27, recurrence="stepwise")
     # New data each call (a replay on an earlier call's inputs would fail), the same shapes.
     for seed in range(8):
@@ -648,26 +659,6 @@ def test_repeated_stepwise_calls_replay_one_captured_graph_each_way(monkeypatch,
     # Forward and backward each, per set of buffers: launched, captured, then replayed.
     assert replayed[:2] == [False, False] and replayed[-2:] == [True, True]
     assert 2 <= len(replay._graphs) <= 6
-
-
-def _record_forward_replays(monkeypatch) -> list:
-    """Whether each persistent forward from now on replays a captured graph, with empty caches."""
-    from collections import OrderedDict
-
-    from lstmgen.runtime import replay
-
-    replayed = []
-    run = replay.run
-
-    def run_and_record(key, *args):
-        if key[0] == "persistent forward":
-            replayed.append(key in replay._graphs)
-        return run(key, *args)
-
-    monkeypatch.setattr(replay, "run", run_and_record)
-    for name in ("_seen", "_graphs", "_uncapturable"):
-        monkeypatch.setattr(replay, name, OrderedDict())
-    return replayed
 
 
 @pytest.mark.parametrize("dtype, hidden, batch, bias, launch", [
@@ -681,7 +672,7 @@ def test_repeated_persistent_forwards_replay_one_captured_graph(monkeypatch, dty
     # reference with new data each call, and after every parameter is changed in place,
     # which a graph must read anew. check_layer lets go of every array, so CuPy's pool hands
     # out an earlier call's buffers again (measured: every call, every other or every third).
-    replayed = _record_forward_replays(monkeypatch)
+    replayed = _record_replays(monkeypatch, "persistent forward")
     layer = Layer(LSTMSpec(input_size=7, hidden_size=hidden, dtype=dtype, bias=bias), seed=33, recurrence="persistent")
     plan = layer.kernels.plan
     assert launch == ("clusters" if plan.cluster_blocks > 1 else
@@ -703,7 +694,7 @@ def test_repeated_persistent_forwards_replay_one_captured_graph(monkeypatch, dty
 def test_a_forward_replays_only_launches_of_its_own_kind(monkeypatch):
     # Calls that differ in what the launches do (training or inference, h0 and c0 given or
     # not, batch_first) must not replay each other's graphs: interleaved, every call is checked.
-    replayed = _record_forward_replays(monkeypatch)
+    replayed = _record_replays(monkeypatch, "persistent forward")
     spec = LSTMSpec(input_size=6, hidden_size=40, dtype="float32", return_sequences=True)
     layer = Layer(spec, seed=35, recurrence="persistent")
     params = {name: value.get() for name, value in layer.params.items()}
@@ -733,15 +724,7 @@ def test_a_forward_replays_only_launches_of_its_own_kind(monkeypatch):
 
 def test_inference_replays_of_the_stepwise_loop_match_the_persistent_kernels(monkeypatch):
     # Inference with y = h_T: the h buffer is two slots, used in turn; replayed with new data.
-    from collections import OrderedDict
-
-    from lstmgen.runtime import replay
-
-    replayed = []
-    run = replay.run
-    monkeypatch.setattr(replay, "run", lambda key, *args: replayed.append(key in replay._graphs) or run(key, *args))
-    monkeypatch.setattr(replay, "_seen", OrderedDict())
-    monkeypatch.setattr(replay, "_graphs", OrderedDict())
+    replayed = _record_replays(monkeypatch, "stepwise")
     spec = LSTMSpec(input_size=5, hidden_size=64, dtype="float32", return_sequences=False)
     stepwise_layer = Layer(spec, seed=29, recurrence="stepwise")
     inputs = [np.random.default_rng(seed).uniform(-1, 1, (7, 20, 5)).astype(np.float32) for seed in range(6)]
