@@ -301,5 +301,21 @@ lstm_forward_recurrence(
 
     // Every block needs all of h_t before step t+1. The last step needs no barrier.
     if (t + 1 < steps) grid.sync();
+    // The block's lines of Gx[t + 1] and c_t for the first pass's rows, prefetched into L1
+    // while the block waits for h_t, so that the next step's passes load them from L1: from
+    // memory, those loads held up each pass's first product (a warp's loads share a few
+    // scoreboards; bench/NOTES.md v12). A prefetch writes no register: nothing waits for it.
+    // At B = 1 the address arithmetic only delayed the step's own first loads (NOTES v13: 4%
+    // slower there, 2-4% faster at B = 8).
+    if (batch > 1 && t + 1 < steps) {
+#pragma unroll 1
+      for (int e = threadIdx.x; e < min(ROWS_PER_PASS, batch) * 5; e += THREADS) {
+        const int row = e / 5, part = e % 5;
+        const size_t gx_row = ((size_t)(t + 1) * batch + row) * GATES + first_unit;
+        const void* line = part < 4 ? static_cast<const void*>(gx + gx_row + part * HIDDEN)
+                                    : static_cast<const void*>(cell + (size_t)row * HIDDEN + first_unit);
+        asm volatile("prefetch.global.L1 [%0];" :: "l"(line));
+      }
+    }
   }
 }
