@@ -9,8 +9,8 @@ memory and split between them and L2 (with the backward's inputs copied into sha
 batches of several staged chunks, row passes of 8, 4, 2 and 1,
 rows not aligned for 16-byte copies and odd sizes, tensor cores (16-bit storage and TF32),
 batch-sliced tensor-core blocks and clusters, float32 and float64 FMA clusters, the 16-bit
-FMA fallback, the stepwise recurrence's cell kernels, and replays of captured forwards. Exits
-non-zero on any mismatch.
+FMA fallback, the stepwise recurrence's cell kernels, the wide forward kernels, and replays of
+captured forwards. Exits non-zero on any mismatch.
 """
 
 import os
@@ -55,6 +55,12 @@ GRID = [
     (LSTMSpec(6, 100, "float64", "single", True), Problem(2, 19, True, True, 26)),   # float64 FMA clusters of 8, st.async.b64
     (LSTMSpec(4, 256, "float64", "double", False), Problem(2, 20, True, True, 27)),  # float64 FMA clusters of 16, groups of 8 rows
 ]
+# Batches past what the narrow forward takes in one turn of the H200's clusters (15 of 8 blocks,
+# 7 of 16): they run the wide forward kernel (Plan.wide_forward_step), or fail.
+WIDE_GRID = [
+    (LSTMSpec(4, 128, "float64", "double", True), Problem(2, 245, True, True, 36)),  # FMA, 24 rows a group
+    (LSTMSpec(5, 512, "float16", "single", False), Problem(2, 117, True, True, 37)), # tensor cores, clusters of 16
+]
 # The stepwise recurrence (a cuBLAS GEMM and a cell kernel a step), forced on small shapes.
 STEPWISE_GRID = [
     (LSTMSpec(5, 37, "float32", "double", True), Problem(3, 9, True, True, 29)),     # odd H
@@ -89,14 +95,20 @@ replay.run = _run_and_record
 # so that a kernel change can be checked within one device call.
 match = os.environ.get("SANITIZE_MATCH", "")
 failures = 0
-runs = [(spec, problem, "persistent", False) for spec, problem in GRID]
+runs = [(spec, problem, "persistent", False) for spec, problem in GRID + WIDE_GRID]
 runs += [(*entry, "persistent", True) for entry in REPLAYED_GRID]
 runs += [(*entry, "stepwise", False) for entry in STEPWISE_GRID]
 for spec, problem, recurrence, until_replayed in runs:
-    plan = load_kernels(spec).plan
-    kind = plan.summary() if recurrence == "persistent" else "stepwise recurrence"
+    kernels = load_kernels(spec)
+    kind = kernels.plan.summary() if recurrence == "persistent" else "stepwise recurrence"
     if match not in kind:
         continue
+    wide = recurrence == "persistent" and kernels.plan.takes_wide_forward(problem.batch, kernels.clusters)
+    kind += ", wide forward" if wide else ""
+    if (spec, problem) in WIDE_GRID and not wide:
+        print(f"{spec.describe()} {problem}: meant for the wide forward, which this GPU's {kernels.clusters} "
+              f"clusters do not take")
+        failures += 1
     layer = Layer(spec, seed=0, recurrence=recurrence)
     replayed.clear()
     for call in range(_CALLS_TO_REPLAY if until_replayed else 1):

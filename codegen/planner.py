@@ -32,6 +32,9 @@ groups of rows, each block a slice of the units as in the cooperative grid, and 
 writes h_t (dG_t) into the staged rows of every block of its cluster through distributed
 shared memory, then meets them at the cluster's barrier (0.19 us to the grid's 1 us). The
 launch sizes the grid and the rows of a group by the batch (Plan.blocks, Plan.group_rows).
+Both directions stage the same groups, as many rows as the backward's rows of 4H leave room
+for; a second forward kernel (Plan.wide_forward_step) stages more, for batches that would
+otherwise take the GPU's clusters more than one turn.
 Strict float32 (no TF32) runs the same batch-sliced kernels on CUDA cores (FmaStep) where its
 cluster's registers hold W_hh (float64 too): to H = 256 on the H200, in clusters of up to 16
 blocks.
@@ -111,6 +114,11 @@ _SHORT_CHAIN = 8
 # (unit, row) pairs a thread of a batch-sliced block finishes per step, at most: each holds
 # its Gx and cell (forward) or gates, cells and gradients (backward) in registers meanwhile.
 _SLICED_ITEMS_PER_THREAD = 4
+# The wide forward kernel's items a thread (Plan.wide_forward_step), at most: staged rows
+# cost every step at small batches too, where the wide kernel does not run, and at 4 items
+# it lost to its narrow kernel even at B = 256 (float16 H = 512: 32 rows a group in one
+# turn took 11.2 us a step, 16 rows in three turns 9.6; bench/NOTES.md v14).
+_WIDE_ITEMS_PER_THREAD = 3
 # 32-bit registers per lane for the weight fragments, kept for the whole launch. ptxas
 # spends about one more per fragment on staged inputs it loads ahead, and the rest of the
 # step needs about 60; past 72 the backward kernel spills (tests/test_nvrtc.py checks the
@@ -118,12 +126,13 @@ _SLICED_ITEMS_PER_THREAD = 4
 _MMA_FRAGMENT_REGISTERS = 72
 # Strict float32 (no TF32) and float64 run batch-sliced on CUDA cores where their clusters'
 # registers hold W_hh (FmaStep): up to this many weights a thread, in blocks of 256 threads.
-# ptxas -v (tests/test_nvrtc.py): no spills at 64 with up to 2 (unit, row) items a thread
-# where they take more than 64 registers (float64: 128 of 255; with 4 items, one A100 block
-# at float64 H = 64 spills), and with 128 float32 weights H = 192 spills.
+# ptxas -v (tests/test_nvrtc.py): where the weights take more than 64 registers (float64:
+# 128 of 255), no spills with one (unit, row) item a thread, or with the two that one pass
+# of 8 rows gives one A100 block at float64 H = 64; but float64 H = 256's forward spilled
+# 16 B with 2 items, and that A100 block with 4. With 128 float32 weights H = 192 spills.
 _FMA_SLICED_WEIGHTS = 64
 _FMA_WIDE_WEIGHT_BYTES = 64 * 4
-_FMA_WIDE_ITEMS_PER_THREAD = 2
+_FMA_WIDE_ITEMS_PER_THREAD = 1
 _FMA_THREADS = 256
 # Parts of K, at most: a (unit, row) adds up one partial sum per part after the product.
 _FMA_MAX_K_SPLIT = 16
@@ -240,6 +249,8 @@ class FmaStep:
 
 # Either kind of staged step: what the exchange and the epilogue need is common to both.
 Step = TensorCoreStep | FmaStep
+# A staged plan's steps: forward, backward, and the wide forward's (Plan.wide_forward_step) or None.
+Steps = tuple[Step, Step, Step | None]
 
 
 @dataclass(frozen=True)
@@ -300,6 +311,9 @@ class Plan:
                                     # words instead of crossing a grid barrier; 0: never
     forward_weights: WeightSplit | None = None   # where the warp-per-unit FMA kernels keep
     backward_weights: WeightSplit | None = None  # their weights; None for staged steps
+    wide_forward_step: Step | None = None  # batch-sliced: the step of a second forward kernel that
+                                           # stages more rows than the backward leaves room for
+                                           # (widened()); None where it would stage no more
     pass_inputs_bytes: int = 0  # warp-per-unit FMA whose backward reads W_hh^T partly from L2: the
                                 # slots, first in its shared memory, into which each backward pass
                                 # copies what its rows need from global memory; 0: registers
@@ -323,6 +337,20 @@ class Plan:
         takes a buffer of [2, B, H] such words last, or a null pointer for the barrier (the
         layer passes one up to tagged_exchange_batch rows)."""
         return self.tagged_exchange_batch > 0
+
+    def widened(self) -> Plan:
+        """The plan of the wide forward kernel: wide_forward_step as the forward's step. Its
+        backward is this plan's; only its forward kernel is built."""
+        wide = self.wide_forward_step
+        return replace(self, forward_step=wide, forward_chunk_rows=wide.chunk_rows, wide_forward_step=None,
+                       smem_bytes=max(wide.smem_bytes, self.backward_step.smem_bytes))
+
+    def takes_wide_forward(self, batch: int, clusters: int | None = None) -> bool:
+        """Whether `batch` rows run the wide forward kernel: where the forward's own chunks
+        would take the `clusters` the GPU runs at once more than one turn, since a turn's
+        step costs about as much at 16 rows a group as at 24 (bench/NOTES.md v14)."""
+        clusters = clusters or self.num_blocks // self.cluster_blocks
+        return self.wide_forward_step is not None and batch > clusters * self.forward_chunk_rows
 
     def group_rows(self, batch: int, clusters: int | None = None) -> int:
         """Batch rows of a batch-sliced group: few enough that each of the `clusters` the
@@ -364,9 +392,11 @@ class Plan:
             blocks = f"up to {self.num_blocks} blocks of up to {self.forward_chunk_rows} batch rows"
         else:
             blocks = f"{self.num_blocks} blocks"
+        wide = (f" (a second kernel {self.wide_forward_step.chunk_rows} for larger batches)"
+                if self.wide_forward_step else "")
         return (f"{self.target.arch}: {blocks} x {self.threads} threads, "
                 f"{self.units_per_block} units/block, W_hh slice in {where}{how}, staging "
-                f"{self.forward_chunk_rows} rows forward / {self.backward_chunk_rows} backward "
+                f"{self.forward_chunk_rows} rows forward{wide} / {self.backward_chunk_rows} backward "
                 f"({self.smem_bytes} B smem){self.stepwise_summary()}")
 
     def _split_summary(self) -> str:
@@ -506,17 +536,19 @@ def _split_weights(k_len: int, outputs: int, units: int, element: int, lane_weig
                        shared_bytes=_round16((on_chip - in_registers) * outputs * units * element))
 
 
-def _staged_plan(spec: LSTMSpec, layout: dict, steps: tuple[Step, Step], cluster: int, sliced: bool, units: int,
+def _staged_plan(spec: LSTMSpec, layout: dict, steps: Steps, cluster: int, sliced: bool, units: int,
                  num_blocks: int, threads: int, rows_per_pass: int, math: str, mma_type: str = "") -> Plan:
     """A plan whose blocks run a staged step each way (tensor cores, or batch-sliced FMA),
     with W_hh in registers; batch-sliced in clusters of `cluster` blocks that each own a
     slice of the units, else the cooperative grid's `num_blocks` of `units` units."""
     hidden = spec.hidden_size
-    forward, backward = steps
+    forward, backward, wide = steps
     units_per_block = -(-hidden // cluster) if sliced else units
     if cluster > 1:
-        forward, backward = _sends_by_st_async(forward, backward, hidden, units_per_block,
-                                               DTYPES[spec.dtype]["bytes"])
+        element = DTYPES[spec.dtype]["bytes"]
+        if wide:
+            wide = _sends_by_st_async(wide, backward, hidden, units_per_block, element)[0]
+        forward, backward = _sends_by_st_async(forward, backward, hidden, units_per_block, element)
     return Plan(
         **layout,
         units_per_block=units_per_block,
@@ -532,6 +564,7 @@ def _staged_plan(spec: LSTMSpec, layout: dict, steps: tuple[Step, Step], cluster
         mma_type=mma_type,
         forward_step=forward,
         backward_step=backward,
+        wide_forward_step=wide,
         batch_sliced=sliced,
         cluster_blocks=cluster,
     )
@@ -607,7 +640,7 @@ def _sends_by_st_async(forward: Step, backward: Step, hidden: int, units: int, e
 
 
 def _plan_batch_sliced(spec: LSTMSpec, target: Target, mma_type: str
-                       ) -> tuple[int, tuple[TensorCoreStep, TensorCoreStep] | None]:
+                       ) -> tuple[int, Steps | None]:
     """Blocks per cluster and both directions' steps of a batch-sliced plan, or (1, None):
     one block where its warps' chains of mma.sync are short (_SHORT_CHAIN), else the largest
     cluster that fits."""
@@ -615,12 +648,12 @@ def _plan_batch_sliced(spec: LSTMSpec, target: Target, mma_type: str
         spec, target, units, mma_type, sliced=True, stage_buffers=stage_buffers))
     if not fitting:
         return 1, None
-    if 1 in fitting and all(step.m_tiles_per_warp * step.k_tiles_per_warp <= _SHORT_CHAIN for step in fitting[1]):
+    if 1 in fitting and all(step.m_tiles_per_warp * step.k_tiles_per_warp <= _SHORT_CHAIN for step in fitting[1][:2]):
         return 1, fitting[1]
     return _largest_portable(fitting)
 
 
-def _fitting_clusters(spec: LSTMSpec, target: Target, plan_steps) -> dict[int, tuple[Step, Step]]:
+def _fitting_clusters(spec: LSTMSpec, target: Target, plan_steps) -> dict[int, Steps]:
     """Both directions' steps for each cluster size the target has (one block below sm_90)
     in which every block owns a unit: plan_steps(units a block, staged buffers), None where
     they do not fit. Clusters double-buffer the staged rows: others write step t's while a
@@ -638,14 +671,14 @@ def _fitting_clusters(spec: LSTMSpec, target: Target, plan_steps) -> dict[int, t
     return fitting
 
 
-def _largest_portable(fitting: dict[int, tuple[Step, Step]]) -> tuple[int, tuple[Step, Step]]:
+def _largest_portable(fitting: dict[int, Steps]) -> tuple[int, Steps]:
     """The largest fitting cluster of at most the portable size, else the largest."""
     portable = [cluster for cluster in fitting if cluster <= PORTABLE_CLUSTER_BLOCKS]
     cluster = max(portable or fitting)
     return cluster, fitting[cluster]
 
 
-def _plan_fma_sliced(spec: LSTMSpec, target: Target) -> tuple[int, tuple[FmaStep, FmaStep]] | None:
+def _plan_fma_sliced(spec: LSTMSpec, target: Target) -> tuple[int, Steps] | None:
     """Blocks per cluster and both directions' FMA steps of a batch-sliced plan for strict
     float32 or float64, or None: the largest portable cluster (or one block, below sm_90)
     whose threads keep their weights in registers, else a non-portable one where the target
@@ -657,7 +690,7 @@ def _plan_fma_sliced(spec: LSTMSpec, target: Target) -> tuple[int, tuple[FmaStep
     if _FMA_THREADS > target.max_threads_per_block:
         return None
 
-    def plan_steps(units: int, stage_buffers: int) -> tuple[FmaStep, FmaStep] | None:
+    def plan_steps(units: int, stage_buffers: int) -> Steps | None:
         max_chunk = min(_MAX_CHUNK_ROWS, _SLICED_ITEMS_PER_THREAD * _FMA_THREADS // units // _MMA_N * _MMA_N)
         shapes = ((4 * units, hidden), (units, 4 * hidden))  # (rows, k_len): forward, backward
         steps = [_fma_step(target, units, element, max_chunk, stage_buffers, rows, k_len) for rows, k_len in shapes]
@@ -665,7 +698,9 @@ def _plan_fma_sliced(spec: LSTMSpec, target: Target) -> tuple[int, tuple[FmaStep
             return None
         chunk = min(step.chunk_rows for step in steps)  # both directions stage the same groups
         forward, backward = (_fma_step(target, units, element, chunk, stage_buffers, rows, k_len) for rows, k_len in shapes)
-        return forward, backward
+        wide = _fma_step(target, units, element, min(max_chunk, _wide_chunk(units, _FMA_THREADS)), stage_buffers,
+                         *shapes[0])
+        return forward, backward, _wider(wide, forward)
 
     fitting = _fitting_clusters(spec, target, plan_steps)
     return _largest_portable(fitting) if fitting else None
@@ -685,7 +720,7 @@ def _fma_step(target: Target, units: int, element: int, max_chunk: int, stage_bu
     if k_per_thread > _FMA_SLICED_WEIGHTS:
         return None
     if k_per_thread * element > _FMA_WIDE_WEIGHT_BYTES:
-        max_chunk = min(max_chunk, _FMA_WIDE_ITEMS_PER_THREAD * _FMA_THREADS // units // _MMA_N * _MMA_N)
+        max_chunk = min(max_chunk, max(_MMA_N, _FMA_WIDE_ITEMS_PER_THREAD * _FMA_THREADS // units // _MMA_N * _MMA_N))
     stage_stride = k_split * k_per_thread + vector  # whole vectors; the 16 bytes past K as TensorCoreStep's
     partial_stride = m_threads + 4  # m_threads >= 16 (k_split <= 16): 16-byte reads of 4 gate sums stay aligned
 
@@ -700,13 +735,13 @@ def _fma_step(target: Target, units: int, element: int, max_chunk: int, stage_bu
     )
 
 
-def _plan_tensor_cores(spec: LSTMSpec, target: Target, units: int, mma_type: str,
-                       sliced: bool, stage_buffers: int = 1) -> tuple[TensorCoreStep, TensorCoreStep] | None:
+def _plan_tensor_cores(spec: LSTMSpec, target: Target, units: int, mma_type: str, sliced: bool,
+                       stage_buffers: int = 1) -> tuple[TensorCoreStep, TensorCoreStep, TensorCoreStep | None] | None:
     """Both directions' tensor-core steps for blocks of `units` units, or None where they do
     not fit: m tiles that do not share out evenly over the warps, fragments beyond the
     register budget or not even 8 staged rows in shared memory. Batch-sliced (the block's
     units are its slice of all H in its cluster), both directions stage the same groups of
-    rows, few enough for _SLICED_ITEMS_PER_THREAD."""
+    rows, few enough for _SLICED_ITEMS_PER_THREAD, and a wide forward step (or None) more."""
     hidden, element = spec.hidden_size, DTYPES[spec.dtype]["bytes"]
     max_chunk = _MMA_MAX_CHUNK_ROWS
     if sliced:
@@ -716,11 +751,24 @@ def _plan_tensor_cores(spec: LSTMSpec, target: Target, units: int, mma_type: str
              for rows, k_len in shapes]
     if None in steps:
         return None
-    if sliced:
-        chunk = min(step.chunk_rows for step in steps)
-        steps = [_tensor_core_step(target, units, mma_type, element, sliced, chunk, stage_buffers, rows, k_len)
-                 for rows, k_len in shapes]
-    return steps[0], steps[1]
+    if not sliced:
+        return steps[0], steps[1], None
+    chunk = min(step.chunk_rows for step in steps)
+    forward, backward = (_tensor_core_step(target, units, mma_type, element, sliced, chunk, stage_buffers, rows, k_len)
+                         for rows, k_len in shapes)
+    wide = _tensor_core_step(target, units, mma_type, element, sliced, min(max_chunk, _wide_chunk(units, _MMA_WARPS * WARP)),
+                             stage_buffers, *shapes[0])
+    return forward, backward, _wider(wide, forward)
+
+
+def _wide_chunk(units: int, threads: int) -> int:
+    """Rows of the wide forward step, at most: _WIDE_ITEMS_PER_THREAD items a thread."""
+    return _WIDE_ITEMS_PER_THREAD * threads // units // _MMA_N * _MMA_N
+
+
+def _wider(wide: Step | None, forward: Step) -> Step | None:
+    """`wide` where it stages more rows than the forward step, else None."""
+    return wide if wide and wide.chunk_rows > forward.chunk_rows else None
 
 
 def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, sliced: bool, max_chunk: int,

@@ -16,11 +16,13 @@ from lstmgen.codegen.planner import SM90_H200, Plan, Target, plan_layer
 from lstmgen.codegen.spec import LSTMSpec
 
 # Emitted file -> (template, its kernels' entry points). "cell" holds the stepwise
-# recurrence's kernels, which large batches run (Plan.stepwise_from_batch).
+# recurrence's kernels, which large batches run (Plan.stepwise_from_batch); "forward_wide"
+# the forward kernel of Plan.widened(), emitted only where the plan has a wide forward step.
 KERNELS = {
     "forward": ("forward.cu.j2", ("lstm_forward_recurrence",)),
     "backward": ("backward.cu.j2", ("lstm_backward_recurrence",)),
     "cell": ("cell.cu.j2", ("lstm_forward_cell", "lstm_backward_cell")),
+    "forward_wide": ("forward.cu.j2", ("lstm_forward_recurrence",)),
 }
 
 
@@ -51,11 +53,15 @@ def _environment() -> jinja2.Environment:
 
 
 def render_layer(spec: LSTMSpec, target: Target = SM90_H200) -> dict[str, KernelSource]:
-    """Kernel sources of one layer: the forward and backward recurrences and the cells of the
-    stepwise recurrence, keyed by direction."""
+    """Kernel sources of one layer: the forward and backward recurrences, the cells of the
+    stepwise recurrence and, where the plan has one, the wide forward, keyed by direction."""
     plan = plan_layer(spec, target)
+    plans = {direction: plan for direction in ("forward", "backward", "cell")}
+    if plan.wide_forward_step:
+        plans["forward_wide"] = plan.widened()
     sources = {}
-    for direction, (template, entries) in KERNELS.items():
-        text = _environment().get_template(template).render(spec=spec, plan=plan)
-        sources[direction] = KernelSource(direction=direction, entries=entries, text=text, plan=plan)
+    for direction, kernel_plan in plans.items():
+        template, entries = KERNELS[direction]
+        text = _environment().get_template(template).render(spec=spec, plan=kernel_plan)
+        sources[direction] = KernelSource(direction=direction, entries=entries, text=text, plan=kernel_plan)
     return sources

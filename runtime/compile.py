@@ -101,14 +101,6 @@ class LayerKernels:
     plan: Plan
     clusters: int | None = None  # batch-sliced clusters the GPU runs at once (None: as many as fit its SMs)
 
-    def blocks(self, batch: int) -> int:
-        """Plan.blocks, with as many clusters as this GPU runs at once."""
-        return self.plan.blocks(batch, self.clusters)
-
-    def group_rows(self, batch: int) -> int:
-        """Plan.group_rows, with as many clusters as this GPU runs at once."""
-        return self.plan.group_rows(batch, self.clusters)
-
 
 @functools.cache
 def _load(spec: LSTMSpec, device_id: int) -> LayerKernels:
@@ -124,22 +116,8 @@ def _load(spec: LSTMSpec, device_id: int) -> LayerKernels:
 
 
 def _compile(spec: LSTMSpec, target: Target) -> LayerKernels:
-    import cupy
-
     sources = render_layer(spec, target)
-    kernels = {}
-    for direction in ("forward", "backward"):
-        source = sources[direction]
-        # Cooperative launches where the kernels cross a grid-wide barrier every step, or wait
-        # for other blocks' tagged words of h (both need every block resident at once);
-        # batch-sliced ones meet only within a block or cluster, which any launch keeps together.
-        (kernel,) = _module_functions(spec, source, cooperative=not source.plan.batch_sliced)
-        # The staged rows (and a W_hh slice in shared memory) take more than the default 48 KiB.
-        kernel.max_dynamic_shared_size_bytes = source.plan.smem_bytes
-        if source.plan.non_portable_cluster:
-            # Clusters past 8 blocks launch only where the kernel says it allows them.
-            cupy.cuda.driver.funcSetAttribute(kernel.kernel.ptr, _NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1)
-        kernels[direction] = kernel
+    kernels = {direction: _recurrence_kernel(spec, sources[direction]) for direction in ("forward", "backward")}
     plan = sources["forward"].plan
     clusters = None
     if plan.cluster_blocks > 1:
@@ -149,6 +127,36 @@ def _compile(spec: LSTMSpec, target: Target) -> LayerKernels:
             counts = [0 if count is None else count for count in counts]
         clusters = running_clusters(spec, plan, counts)
     return LayerKernels(forward=kernels["forward"], backward=kernels["backward"], plan=plan, clusters=clusters)
+
+
+def _recurrence_kernel(spec: LSTMSpec, source):
+    """A recurrence kernel (forward, backward or forward_wide), compiled and set up to launch."""
+    import cupy
+
+    # Cooperative launches where the kernels cross a grid-wide barrier every step, or wait
+    # for other blocks' tagged words of h (both need every block resident at once);
+    # batch-sliced ones meet only within a block or cluster, which any launch keeps together.
+    (kernel,) = _module_functions(spec, source, cooperative=not source.plan.batch_sliced)
+    # The staged rows (and a W_hh slice in shared memory) take more than the default 48 KiB.
+    kernel.max_dynamic_shared_size_bytes = source.plan.smem_bytes
+    if source.plan.non_portable_cluster:
+        # Clusters past 8 blocks launch only where the kernel says it allows them.
+        cupy.cuda.driver.funcSetAttribute(kernel.kernel.ptr, _NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1)
+    return kernel
+
+
+@functools.cache
+def _load_wide_forward(spec: LSTMSpec, device_id: int) -> tuple[object, Plan]:
+    target = _load(spec, device_id).plan.target  # the narrow kernels' target (_load may have narrowed its clusters)
+    source = render_layer(spec, target)["forward_wide"]
+    return _recurrence_kernel(spec, source), source.plan
+
+
+def load_wide_forward(spec: LSTMSpec) -> tuple[object, Plan]:
+    """The wide forward kernel of `spec` (Plan.wide_forward_step) for the current device and
+    the plan it was built with, compiled when a batch first needs it, at most once per
+    process."""
+    return _load_wide_forward(spec, require_gpu())
 
 
 def _module_functions(spec: LSTMSpec, source, cooperative: bool = False) -> list:

@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from lstmgen.codegen import BIAS_PARAMETERS, DTYPES, LSTMSpec
+from lstmgen.codegen import BIAS_PARAMETERS, DTYPES, LSTMSpec, Plan
 from lstmgen.errors import InputError
 from lstmgen.parameters import initial_parameters, parameter_shapes
 from lstmgen.runtime import replay, stepwise
 from lstmgen.runtime.buffers import new_buffer
-from lstmgen.runtime.compile import load_kernels
+from lstmgen.runtime.compile import load_kernels, load_wide_forward
 from lstmgen.runtime.gemm import Gemms
 from lstmgen.runtime.device import require_gpu
 from lstmgen.runtime.validate import check_array
@@ -235,7 +235,9 @@ class Layer:
                 # (unit, row) before writing the gates there, so nothing is lost.
                 _pointer(gx if training else None), _pointer(c_seq),
                 np.int32(steps), np.int32(batch),
-            ) + tuple(map(_pointer, exchange)) + self._launch_tail(batch)
+            ) + tuple(map(_pointer, exchange))
+            kernel, plan = self._forward_kernel(batch)
+            arguments += self._launch_tail(plan, batch)
 
             def issue(stream) -> None:
                 with stream:
@@ -244,7 +246,7 @@ class Layer:
                     for words in exchange:
                         if words is not None:  # all ones, a tag that no step waits for (_exchange)
                             cupy.cuda.runtime.memsetAsync(words.data.ptr, 0xFF, words.nbytes, stream.ptr)
-                    self._launch(self.kernels.forward, arguments, batch)
+                    self._launch(kernel, plan, arguments, batch)
 
             # The Python that queues a call's launches takes longer than the GPU needs for the
             # projection (bench/NOTES.md v13); a call on the buffers of an earlier one replays
@@ -349,14 +351,20 @@ class Layer:
             return bool(from_batch) and batch >= from_batch
         return self.recurrence == "stepwise"
 
-    def _launch_tail(self, batch: int) -> tuple:
-        """The kernels' last argument where the plan slices the batch: rows a group takes."""
-        return (np.int32(self.kernels.group_rows(batch)),) if self.kernels.plan.batch_sliced else ()
+    def _forward_kernel(self, batch: int) -> tuple:
+        """The forward recurrence kernel for `batch` rows and the plan it was built with: the
+        wide one where the forward's own groups would take more than one turn."""
+        if self.kernels.plan.takes_wide_forward(batch, self.kernels.clusters):
+            return load_wide_forward(self.spec)
+        return self.kernels.forward, self.kernels.plan
 
-    def _launch(self, kernel, args: tuple, batch: int) -> None:
-        """On the current stream; `args` end with _launch_tail(batch)."""
-        kernels, plan = self.kernels, self.kernels.plan
-        kernel((kernels.blocks(batch),), (plan.threads,), args, shared_mem=plan.smem_bytes)
+    def _launch_tail(self, plan: Plan, batch: int) -> tuple:
+        """The last argument of `plan`'s kernels where it slices the batch: rows a group takes."""
+        return (np.int32(plan.group_rows(batch, self.kernels.clusters)),) if plan.batch_sliced else ()
+
+    def _launch(self, kernel, plan: Plan, args: tuple, batch: int) -> None:
+        """`plan`'s kernel on the current stream; `args` end with _launch_tail(plan, batch)."""
+        kernel((plan.blocks(batch, self.kernels.clusters),), (plan.threads,), args, shared_mem=plan.smem_bytes)
 
     # ----------------------------------------------------------------- backward
     def backward(self, dy, dh_T=None, dc_T=None) -> dict:
@@ -445,12 +453,12 @@ class Layer:
         weights = self.params["W_hh"]
         if self.kernels.plan.backward_streams_weights:
             weights = cupy.ascontiguousarray(weights.T)
-        self._launch(self.kernels.backward, (
+        self._launch(self.kernels.backward, self.kernels.plan, (
             _pointer(weights), _pointer(gates), _pointer(cache["c_seq"]), _pointer(cache["c0"]),
             _pointer(dy), _pointer(dh_T), _pointer(dc_T),
             _pointer(gates), _pointer(dh0), _pointer(dc0), _pointer(d_cell),
             np.int32(steps), np.int32(batch),
-        ) + self._launch_tail(batch), batch)
+        ) + self._launch_tail(self.kernels.plan, batch), batch)
         # The transposed copy goes back to CuPy's pool when this returns, for the gradients
         # after it: the pool hands it out again only to work queued after this launch on the
         # same stream.

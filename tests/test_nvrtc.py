@@ -101,9 +101,10 @@ _A100 = Target(arch="sm_80", sm_count=108, max_smem_per_block=166912)
     # reload once, right after it. Far more would mean the step is short of registers too.
     ("float16", 128, False, _A100, 136), ("bfloat16", 128, False, _A100, 136),
     # FMA clusters of strict float32 and float64 at 64 weights a thread (float64: 128
-    # registers), and one A100 block of float64 at H = 64 (2 items a thread).
+    # registers), float64 H = 128's wide forward (3 items a thread of 64 registers of weights),
+    # and one A100 block of float64 at H = 64 (2 items a thread).
     ("float32", 256, False, SM90_H200, 0), ("float64", 256, False, SM90_H200, 0),
-    ("float32", 128, False, SM90_H200, 0), ("float64", 64, False, _A100, 0)])
+    ("float32", 128, False, SM90_H200, 0), ("float64", 128, False, SM90_H200, 0), ("float64", 64, False, _A100, 0)])
 def test_batch_sliced_kernels_keep_their_step_loop_in_registers_at_their_limit(dtype, hidden, allow_tf32, target,
                                                                                spill_bound):
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype=dtype, allow_tf32=allow_tf32)

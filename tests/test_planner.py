@@ -292,6 +292,20 @@ def test_batch_sliced_blocks_stage_the_same_groups_both_ways_and_hold_every_unit
             # The rows spread over every running cluster before a group grows past 8.
             assert rows == 8 or batch > 8 * (running - 1)
     assert plan.blocks(10**6) == plan.blocks(10**6, clusters) == plan.num_blocks
+    # The wide forward kernel stages more rows, in as many items a thread as fit 3, and runs
+    # exactly the batches that the narrow one would take in more than one turn.
+    wide = plan.wide_forward_step
+    if wide is None:
+        assert not plan.takes_wide_forward(10**6)
+        return
+    assert wide.chunk_rows > chunk and wide.items_per_thread <= 3
+    assert (wide.rows, wide.async_exchange) == (plan.forward_step.rows, plan.forward_step.async_exchange)
+    widened = plan.widened()
+    assert widened.forward_step == wide and widened.forward_chunk_rows == wide.chunk_rows
+    assert max(wide.smem_bytes, plan.backward_step.smem_bytes) == widened.smem_bytes <= target.max_smem_per_block
+    for running in (clusters, 1):
+        assert not plan.takes_wide_forward(running * chunk, running) and plan.takes_wide_forward(running * chunk + 1, running)
+        assert widened.group_rows(running * chunk + 1, running) > chunk or running * chunk + 1 <= 8
 
 
 # Blocks per batch-sliced cluster on the H200 from each hidden size on, to the next (to 256):
@@ -316,6 +330,20 @@ def test_small_tensor_core_layers_are_batch_sliced_on_h200(dtype, hidden):
         assert plan.cluster_blocks == cluster and ("clusters of" in plan.summary()) == (cluster > 1)
         assert plan.non_portable_cluster == (cluster > 8)
         assert plan.blocks(batch=8) == cluster and plan.blocks(batch=10**5) == 132 // cluster * cluster
+
+
+@pytest.mark.parametrize("dtype, hidden, allow_tf32, chunk, wide", [
+    ("float64", 128, False, 16, 48),   # the backward's rows of 4H leave 16; 3 items a thread of 16 units
+    ("float64", 256, False, 8, 16),    # 64 weights a thread in 128 registers: one item
+    ("float32", 256, False, 24, 48),
+    ("float32", 256, True, 16, 24),    # TF32, 32 units a block
+    ("float16", 512, False, 16, 24),
+    ("float16", 256, False, 32, None),  # the backward leaves room for 4 items a thread already
+])
+def test_wide_forward_steps_on_the_h200(dtype, hidden, allow_tf32, chunk, wide):
+    plan = plan_layer(LSTMSpec(input_size=hidden, hidden_size=hidden, dtype=dtype, allow_tf32=allow_tf32), SM90_H200)
+    assert plan.forward_chunk_rows == plan.backward_chunk_rows == chunk
+    assert (plan.wide_forward_step and plan.wide_forward_step.chunk_rows) == wide
 
 
 @pytest.mark.parametrize("dtype, hidden, forward, backward", [

@@ -359,15 +359,42 @@ def test_auto_recurrence_places_each_direction_at_its_own_batch(monkeypatch):
     ("float64", 128, 2, False),                             # float64: clusters of 8 FMA blocks
 ])
 def test_batch_sliced_blocks_take_several_groups_in_turn(dtype, hidden, steps, initial_state):
-    # More groups of rows than the GPU runs blocks (clusters) at once: each runs its groups one
-    # after another, each from its given or a zero state; at T = 1 backward's first step is also its last.
+    # More groups of rows than the GPU runs blocks (clusters) at once, both ways, in the wide
+    # forward kernel where the plan has one: each runs its groups one after another, each from
+    # its given or a zero state; at T = 1 backward's first step is also its last.
     spec = LSTMSpec(input_size=5, hidden_size=hidden, dtype=dtype)
     kernels = load_kernels(spec)
     plan = kernels.plan
     running = kernels.clusters or plan.num_blocks // plan.cluster_blocks
-    batch = running * plan.forward_chunk_rows + 5
-    assert plan.batch_sliced and kernels.blocks(batch) == running * plan.cluster_blocks
+    forward = plan.widened() if plan.wide_forward_step else plan
+    batch = running * forward.forward_chunk_rows + 5
+    assert plan.batch_sliced and plan.takes_wide_forward(batch, running) == (forward is not plan)
+    for kernel_plan in (forward, plan):
+        assert kernel_plan.blocks(batch, running) == running * plan.cluster_blocks
     report = check_layer(Layer(spec, seed=9), Problem(steps, batch, initial_state, initial_state, seed=10))
+    assert not report, "\n".join(report)
+
+
+@pytest.mark.parametrize("dtype, hidden, allow_tf32", [
+    ("float64", 128, False),  # FMA clusters of 8: 16 rows a group, 48 in the wide forward
+    ("float32", 256, False),  # FMA clusters of 16
+    ("float32", 256, True),   # TF32 tensor cores, clusters of 8
+    ("float16", 512, False),  # 16-bit tensor cores, clusters of 16
+])
+def test_wide_forward_takes_in_one_turn_what_the_backward_takes_in_two(dtype, hidden, allow_tf32):
+    spec = LSTMSpec(input_size=7, hidden_size=hidden, dtype=dtype, allow_tf32=allow_tf32)
+    kernels = load_kernels(spec)
+    plan = kernels.plan
+    running = kernels.clusters or plan.num_blocks // plan.cluster_blocks
+    batch = running * plan.forward_chunk_rows + 3
+    wide = plan.widened()
+    assert plan.takes_wide_forward(batch, running) and not plan.takes_wide_forward(batch - 3, running)
+    assert wide.group_rows(batch, running) * running >= batch > plan.group_rows(batch, running) * running
+    layer = Layer(spec, seed=11, recurrence="persistent")
+    report = check_layer(layer, Problem(4, batch, True, False, seed=12))
+    assert not report, "\n".join(report)
+    # The same layer at a batch its narrow forward takes in one turn, after the wide one ran.
+    report = check_layer(layer, Problem(3, batch - 3, False, True, seed=13))
     assert not report, "\n".join(report)
 
 
