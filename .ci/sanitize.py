@@ -16,6 +16,8 @@ captured forwards. Exits non-zero on any mismatch.
 import os
 import sys
 
+import cupy
+
 from lstmgen.codegen import LSTMSpec
 from lstmgen.runtime import Layer, replay
 from lstmgen.runtime.compile import load_kernels
@@ -109,6 +111,10 @@ for spec, problem, recurrence, until_replayed in runs:
         print(f"{spec.describe()} {problem}: meant for the wide forward, which this GPU's {kernels.clusters} "
               f"clusters do not take")
         failures += 1
+    if until_replayed:
+        # Replays need each call to get the earlier call's buffers back from CuPy's pool, which
+        # the larger batches before (WIDE_GRID) leave split up: start from an empty pool.
+        cupy.get_default_memory_pool().free_all_blocks()
     layer = Layer(spec, seed=0, recurrence=recurrence)
     replayed.clear()
     for call in range(_CALLS_TO_REPLAY if until_replayed else 1):
