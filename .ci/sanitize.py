@@ -93,20 +93,22 @@ def _run_and_record(key, *args):
 replay.run = _run_and_record
 
 # SANITIZE_MATCH, if set, keeps the entries whose plan summary (the forced stepwise entries:
-# "stepwise recurrence") contains it (e.g. "clusters of"),
+# "stepwise recurrence"; ", wide forward" appended where the batch runs it) contains it
+# (e.g. "clusters of"),
 # so that a kernel change can be checked within one device call.
 match = os.environ.get("SANITIZE_MATCH", "")
-failures = 0
+failures = matched = 0
 runs = [(spec, problem, "persistent", False) for spec, problem in GRID + WIDE_GRID]
 runs += [(*entry, "persistent", True) for entry in REPLAYED_GRID]
 runs += [(*entry, "stepwise", False) for entry in STEPWISE_GRID]
 for spec, problem, recurrence, until_replayed in runs:
     kernels = load_kernels(spec)
     kind = kernels.plan.summary() if recurrence == "persistent" else "stepwise recurrence"
-    if match not in kind:
-        continue
     wide = recurrence == "persistent" and kernels.plan.takes_wide_forward(problem.batch, kernels.clusters)
     kind += ", wide forward" if wide else ""
+    if match not in kind:
+        continue
+    matched += 1
     if (spec, problem) in WIDE_GRID and not wide:
         print(f"{spec.describe()} {problem}: meant for the wide forward, which this GPU's {kernels.clusters} "
               f"clusters do not take")
@@ -129,4 +131,6 @@ for spec, problem, recurrence, until_replayed in runs:
     if until_replayed and replayed[-1:] != [True]:
         print(f"  no replay in {_CALLS_TO_REPLAY} calls")
         failures += 1
-sys.exit(1 if failures else 0)
+if not matched:
+    print(f"no entry's plan summary contains SANITIZE_MATCH={match!r}")
+sys.exit(1 if failures or not matched else 0)

@@ -114,10 +114,10 @@ _SHORT_CHAIN = 8
 # (unit, row) pairs a thread of a batch-sliced block finishes per step, at most: each holds
 # its Gx and cell (forward) or gates, cells and gradients (backward) in registers meanwhile.
 _SLICED_ITEMS_PER_THREAD = 4
-# The wide forward kernel's items a thread (Plan.wide_forward_step), at most: staged rows
-# cost every step at small batches too, where the wide kernel does not run, and at 4 items
-# it lost to its narrow kernel even at B = 256 (float16 H = 512: 32 rows a group in one
-# turn took 11.2 us a step, 16 rows in three turns 9.6; bench/NOTES.md v14).
+# The wide forward kernel's items a thread (Plan.wide_forward_step), at most: at 4 it lost to
+# its narrow kernel even at B = 256 (float16 H = 512: 32 rows a group in one turn took 11.2
+# us a step, 16 rows in three turns 9.6; bench/NOTES.md v14). (A second kernel at all, since
+# rows staged in the one forward kernel cost every step at small batches too: 18% at B = 8.)
 _WIDE_ITEMS_PER_THREAD = 3
 # 32-bit registers per lane for the weight fragments, kept for the whole launch. ptxas
 # spends about one more per fragment on staged inputs it loads ahead, and the rest of the
@@ -128,11 +128,13 @@ _MMA_FRAGMENT_REGISTERS = 72
 # registers hold W_hh (FmaStep): up to this many weights a thread, in blocks of 256 threads.
 # ptxas -v (tests/test_nvrtc.py): where the weights take more than 64 registers (float64:
 # 128 of 255), no spills with one (unit, row) item a thread, or with the two that one pass
-# of 8 rows gives one A100 block at float64 H = 64; but float64 H = 256's forward spilled
-# 16 B with 2 items, and that A100 block with 4. With 128 float32 weights H = 192 spills.
+# of 8 rows gives one A100 block at float64 H = 64; but float64 H = 256's wide forward
+# (32 rows) spilled 16 B with 2 items, and that A100 block with 4. (The cap binds only wide
+# forward steps: the backward's staging holds every narrow plan below it.) With 128 float32
+# weights H = 192 spills.
 _FMA_SLICED_WEIGHTS = 64
-_FMA_WIDE_WEIGHT_BYTES = 64 * 4
-_FMA_WIDE_ITEMS_PER_THREAD = 1
+_FMA_HEAVY_WEIGHT_BYTES = 64 * 4
+_FMA_HEAVY_ITEMS_PER_THREAD = 1
 _FMA_THREADS = 256
 # Parts of K, at most: a (unit, row) adds up one partial sum per part after the product.
 _FMA_MAX_K_SPLIT = 16
@@ -339,25 +341,29 @@ class Plan:
         return self.tagged_exchange_batch > 0
 
     def widened(self) -> Plan:
-        """The plan of the wide forward kernel: wide_forward_step as the forward's step. Its
-        backward is this plan's; only its forward kernel is built."""
+        """The plan of the wide forward kernel: wide_forward_step as the forward's step, and
+        the shared memory it takes. Only its forward kernel is built (the backward is this
+        plan's)."""
         wide = self.wide_forward_step
+        assert wide is not None, "widened() of a plan without a wide forward step"
         return replace(self, forward_step=wide, forward_chunk_rows=wide.chunk_rows, wide_forward_step=None,
-                       smem_bytes=max(wide.smem_bytes, self.backward_step.smem_bytes))
+                       smem_bytes=wide.smem_bytes)
 
     def takes_wide_forward(self, batch: int, clusters: int | None = None) -> bool:
-        """Whether `batch` rows run the wide forward kernel: where the forward's own chunks
-        would take the `clusters` the GPU runs at once more than one turn, since a turn's
-        step costs about as much at 16 rows a group as at 24 (bench/NOTES.md v14)."""
-        clusters = clusters or self.num_blocks // self.cluster_blocks
-        return self.wide_forward_step is not None and batch > clusters * self.forward_chunk_rows
+        """Whether `batch` rows run the wide forward kernel: where the forward's own groups
+        would take the `clusters` the GPU runs at once more than one turn. One turn of wider
+        groups was 1.13-1.27x faster than two of the narrow ones (bench/NOTES.md v14)."""
+        return self.wide_forward_step is not None and batch > self._running(clusters) * self.forward_chunk_rows
+
+    def _running(self, clusters: int | None) -> int:
+        """`clusters`, or by default as many as the plan's blocks make."""
+        return clusters or self.num_blocks // self.cluster_blocks
 
     def group_rows(self, batch: int, clusters: int | None = None) -> int:
         """Batch rows of a batch-sliced group: few enough that each of the `clusters` the
         GPU runs at once (default num_blocks / cluster_blocks) takes a group, at most
         chunk_rows. Fewer rows a group, fewer (unit, row) items a thread finishes a step."""
-        clusters = clusters or self.num_blocks // self.cluster_blocks
-        rows = -(-batch // clusters)
+        rows = -(-batch // self._running(clusters))
         return min(self.forward_chunk_rows, -(-rows // _MMA_N) * _MMA_N)
 
     def blocks(self, batch: int, clusters: int | None = None) -> int:
@@ -366,7 +372,7 @@ class Plan:
         groups in turn)."""
         if not self.batch_sliced:
             return self.num_blocks
-        clusters = clusters or self.num_blocks // self.cluster_blocks
+        clusters = self._running(clusters)
         groups = -(-batch // self.group_rows(batch, clusters))
         return min(clusters, groups) * self.cluster_blocks
 
@@ -392,7 +398,7 @@ class Plan:
             blocks = f"up to {self.num_blocks} blocks of up to {self.forward_chunk_rows} batch rows"
         else:
             blocks = f"{self.num_blocks} blocks"
-        wide = (f" (a second kernel {self.wide_forward_step.chunk_rows} for larger batches)"
+        wide = (f" ({self.wide_forward_step.chunk_rows} in a second kernel for larger batches)"
                 if self.wide_forward_step else "")
         return (f"{self.target.arch}: {blocks} x {self.threads} threads, "
                 f"{self.units_per_block} units/block, W_hh slice in {where}{how}, staging "
@@ -546,9 +552,8 @@ def _staged_plan(spec: LSTMSpec, layout: dict, steps: Steps, cluster: int, slice
     units_per_block = -(-hidden // cluster) if sliced else units
     if cluster > 1:
         element = DTYPES[spec.dtype]["bytes"]
-        if wide:
-            wide = _sends_by_st_async(wide, backward, hidden, units_per_block, element)[0]
         forward, backward = _sends_by_st_async(forward, backward, hidden, units_per_block, element)
+        wide = wide and replace(wide, async_exchange=forward.async_exchange)
     return Plan(
         **layout,
         units_per_block=units_per_block,
@@ -641,7 +646,7 @@ def _sends_by_st_async(forward: Step, backward: Step, hidden: int, units: int, e
 
 def _plan_batch_sliced(spec: LSTMSpec, target: Target, mma_type: str
                        ) -> tuple[int, Steps | None]:
-    """Blocks per cluster and both directions' steps of a batch-sliced plan, or (1, None):
+    """Blocks per cluster and the Steps of a batch-sliced plan, or (1, None):
     one block where its warps' chains of mma.sync are short (_SHORT_CHAIN), else the largest
     cluster that fits."""
     fitting = _fitting_clusters(spec, target, lambda units, stage_buffers: _plan_tensor_cores(
@@ -654,7 +659,7 @@ def _plan_batch_sliced(spec: LSTMSpec, target: Target, mma_type: str
 
 
 def _fitting_clusters(spec: LSTMSpec, target: Target, plan_steps) -> dict[int, Steps]:
-    """Both directions' steps for each cluster size the target has (one block below sm_90)
+    """The Steps for each cluster size the target has (one block below sm_90)
     in which every block owns a unit: plan_steps(units a block, staged buffers), None where
     they do not fit. Clusters double-buffer the staged rows: others write step t's while a
     block still reads t - 1's."""
@@ -679,7 +684,7 @@ def _largest_portable(fitting: dict[int, Steps]) -> tuple[int, Steps]:
 
 
 def _plan_fma_sliced(spec: LSTMSpec, target: Target) -> tuple[int, Steps] | None:
-    """Blocks per cluster and both directions' FMA steps of a batch-sliced plan for strict
+    """Blocks per cluster and the FMA Steps of a batch-sliced plan for strict
     float32 or float64, or None: the largest portable cluster (or one block, below sm_90)
     whose threads keep their weights in registers, else a non-portable one where the target
     allows it."""
@@ -719,8 +724,8 @@ def _fma_step(target: Target, units: int, element: int, max_chunk: int, stage_bu
     k_per_thread = -(-per_part // vector) * vector
     if k_per_thread > _FMA_SLICED_WEIGHTS:
         return None
-    if k_per_thread * element > _FMA_WIDE_WEIGHT_BYTES:
-        max_chunk = min(max_chunk, max(_MMA_N, _FMA_WIDE_ITEMS_PER_THREAD * _FMA_THREADS // units // _MMA_N * _MMA_N))
+    if k_per_thread * element > _FMA_HEAVY_WEIGHT_BYTES:
+        max_chunk = min(max_chunk, max(_MMA_N, _FMA_HEAVY_ITEMS_PER_THREAD * _FMA_THREADS // units // _MMA_N * _MMA_N))
     stage_stride = k_split * k_per_thread + vector  # whole vectors; the 16 bytes past K as TensorCoreStep's
     partial_stride = m_threads + 4  # m_threads >= 16 (k_split <= 16): 16-byte reads of 4 gate sums stay aligned
 

@@ -56,7 +56,7 @@ def render_layer(spec: LSTMSpec, target: Target = SM90_H200) -> dict[str, Kernel
     """Kernel sources of one layer: the forward and backward recurrences, the cells of the
     stepwise recurrence and, where the plan has one, the wide forward, keyed by direction."""
     plan = plan_layer(spec, target)
-    plans = {direction: plan for direction in ("forward", "backward", "cell")}
+    plans = {direction: plan for direction in KERNELS if direction != "forward_wide"}
     if plan.wide_forward_step:
         plans["forward_wide"] = plan.widened()
     sources = {}

@@ -11,6 +11,7 @@ kernel compiles.
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -147,16 +148,28 @@ def _recurrence_kernel(spec: LSTMSpec, source):
 
 @functools.cache
 def _load_wide_forward(spec: LSTMSpec, device_id: int) -> tuple[object, Plan]:
-    target = _load(spec, device_id).plan.target  # the narrow kernels' target (_load may have narrowed its clusters)
-    source = render_layer(spec, target)["forward_wide"]
-    return _recurrence_kernel(spec, source), source.plan
+    narrow = _load(spec, device_id)
+    source = render_layer(spec, narrow.plan.target)["forward_wide"]  # _load may have narrowed the clusters
+    kernel, plan = _recurrence_kernel(spec, source), source.plan
+    if narrow.clusters is not None:
+        count = max_active_clusters(kernel, plan.num_blocks, plan.threads, plan.smem_bytes)
+        if (count or 0) < narrow.clusters:
+            # Every launch is sized by the narrow kernels' count of clusters, which too few of
+            # these would fit at once (with more shared memory a block, on some GPU).
+            return narrow.forward, narrow.plan
+    return kernel, plan
+
+
+_WIDE_FORWARD_LOCK = threading.Lock()
 
 
 def load_wide_forward(spec: LSTMSpec) -> tuple[object, Plan]:
-    """The wide forward kernel of `spec` (Plan.wide_forward_step) for the current device and
-    the plan it was built with, compiled when a batch first needs it, at most once per
-    process."""
-    return _load_wide_forward(spec, require_gpu())
+    """The forward kernel for the batches that `spec`'s narrow forward would take in more
+    than one turn of clusters, and its plan: the wide kernel (Plan.wide_forward_step) for the
+    current device, compiled when a batch first needs it, once per process; or the narrow
+    kernel where fewer of the wide one's clusters fit the GPU at once."""
+    with _WIDE_FORWARD_LOCK:  # one compile, so one kernel, which graphs may have captured
+        return _load_wide_forward(spec, require_gpu())
 
 
 def _module_functions(spec: LSTMSpec, source, cooperative: bool = False) -> list:
@@ -193,7 +206,8 @@ def load_cell_kernels(spec: LSTMSpec) -> CellKernels:
 
 def running_clusters(spec: LSTMSpec, plan: Plan, counts: list[int | None]) -> int | None:
     """Clusters of `plan` the GPU runs at once: the fewest the driver counts for any of its
-    kernels (None where it cannot say), or a LaunchError where a kernel's fit none."""
+    forward and backward kernels (None where it cannot say), or a LaunchError where a
+    kernel's fit none. (load_wide_forward checks the wide forward's count against it.)"""
     known = [count for count in counts if count is not None]
     if 0 in known:
         raise LaunchError(

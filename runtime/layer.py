@@ -86,6 +86,7 @@ class Layer:
         self.recurrence = recurrence
         self.device_id = require_gpu()
         self.kernels = load_kernels(spec)
+        self._wide_forward = None  # (kernel, plan) for batches past the narrow forward's turn (_forward_kernel)
         import cupy
 
         self.params = {name: cupy.asarray(value) for name, value in initial_parameters(spec, seed).items()}
@@ -236,7 +237,7 @@ class Layer:
                 _pointer(gx if training else None), _pointer(c_seq),
                 np.int32(steps), np.int32(batch),
             ) + tuple(map(_pointer, exchange))
-            kernel, plan = self._forward_kernel(batch)
+            kernel, plan = self._forward_kernel(batch, projected)
             arguments += self._launch_tail(plan, batch)
 
             def issue(stream) -> None:
@@ -351,12 +352,17 @@ class Layer:
             return bool(from_batch) and batch >= from_batch
         return self.recurrence == "stepwise"
 
-    def _forward_kernel(self, batch: int) -> tuple:
+    def _forward_kernel(self, batch: int, projected: bool) -> tuple:
         """The forward recurrence kernel for `batch` rows and the plan it was built with: the
-        wide one where the forward's own groups would take more than one turn."""
-        if self.kernels.plan.takes_wide_forward(batch, self.kernels.clusters):
-            return load_wide_forward(self.spec)
-        return self.kernels.forward, self.kernels.plan
+        wide one where the forward's own groups would take more than one turn; not for a
+        call that the stepwise recurrence takes over once it is replayed (`projected`), which
+        would not repay the wide kernel's compile."""
+        kernels = self.kernels
+        if projected or not kernels.plan.takes_wide_forward(batch, kernels.clusters):
+            return kernels.forward, kernels.plan
+        if self._wide_forward is None:
+            self._wide_forward = load_wide_forward(self.spec)
+        return self._wide_forward
 
     def _launch_tail(self, plan: Plan, batch: int) -> tuple:
         """The last argument of `plan`'s kernels where it slices the batch: rows a group takes."""

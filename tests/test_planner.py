@@ -296,16 +296,15 @@ def test_batch_sliced_blocks_stage_the_same_groups_both_ways_and_hold_every_unit
     # exactly the batches that the narrow one would take in more than one turn.
     wide = plan.wide_forward_step
     if wide is None:
-        assert not plan.takes_wide_forward(10**6)
         return
     assert wide.chunk_rows > chunk and wide.items_per_thread <= 3
     assert (wide.rows, wide.async_exchange) == (plan.forward_step.rows, plan.forward_step.async_exchange)
     widened = plan.widened()
     assert widened.forward_step == wide and widened.forward_chunk_rows == wide.chunk_rows
-    assert max(wide.smem_bytes, plan.backward_step.smem_bytes) == widened.smem_bytes <= target.max_smem_per_block
+    assert widened.smem_bytes == wide.smem_bytes <= target.max_smem_per_block
     for running in (clusters, 1):
         assert not plan.takes_wide_forward(running * chunk, running) and plan.takes_wide_forward(running * chunk + 1, running)
-        assert widened.group_rows(running * chunk + 1, running) > chunk or running * chunk + 1 <= 8
+        assert widened.group_rows(running * chunk + 1, running) > chunk  # so fewer groups than clusters
 
 
 # Blocks per batch-sliced cluster on the H200 from each hidden size on, to the next (to 256):

@@ -301,8 +301,9 @@ lstm_forward_recurrence(
 
     // Every block needs all of h_t before step t+1. The last step needs no barrier.
     if (t + 1 < steps) grid.sync();
-    // The block's lines of Gx[t + 1] and c_t for the first pass's rows, prefetched into L1
-    // while the block waits for h_t, so that the next step's passes load them from L1: from
+    // For the first pass's rows, the first 128-byte line of the block's units in each gate
+    // row of Gx[t + 1] and in c_t (all of them up to 32 float32 units a block), prefetched
+    // into L1 while the block waits for h_t, so that the next step's passes load them from L1: from
     // memory, those loads held up each pass's first product (a warp's loads share a few
     // scoreboards; bench/NOTES.md v12). A prefetch writes no register: nothing waits for it.
     // At B = 1 the address arithmetic only delayed the step's own first loads (NOTES v13: 4%

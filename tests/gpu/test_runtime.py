@@ -358,7 +358,7 @@ def test_auto_recurrence_places_each_direction_at_its_own_batch(monkeypatch):
     ("float32", 128, 3, True),                              # strict float32: clusters of 8 FMA blocks
     ("float64", 128, 2, False),                             # float64: clusters of 8 FMA blocks
 ])
-def test_batch_sliced_blocks_take_several_groups_in_turn(dtype, hidden, steps, initial_state):
+def test_batch_sliced_blocks_take_several_groups_in_turn(monkeypatch, dtype, hidden, steps, initial_state):
     # More groups of rows than the GPU runs blocks (clusters) at once, both ways, in the wide
     # forward kernel where the plan has one: each runs its groups one after another, each from
     # its given or a zero state; at T = 1 backward's first step is also its last.
@@ -371,8 +371,23 @@ def test_batch_sliced_blocks_take_several_groups_in_turn(dtype, hidden, steps, i
     assert plan.batch_sliced and plan.takes_wide_forward(batch, running) == (forward is not plan)
     for kernel_plan in (forward, plan):
         assert kernel_plan.blocks(batch, running) == running * plan.cluster_blocks
-    report = check_layer(Layer(spec, seed=9), Problem(steps, batch, initial_state, initial_state, seed=10))
+    launched = _record_launched_plans(monkeypatch)
+    report = check_layer(Layer(spec, seed=9, recurrence="persistent"),
+                         Problem(steps, batch, initial_state, initial_state, seed=10))
     assert not report, "\n".join(report)
+    assert launched == [forward, plan]  # forward, then backward
+
+
+def _record_launched_plans(monkeypatch) -> list:
+    """The plan of every recurrence kernel that layers launch from now on, in order."""
+    launched, launch = [], Layer._launch
+
+    def recorded(layer, kernel, plan, args, batch):
+        launched.append(plan)
+        return launch(layer, kernel, plan, args, batch)
+
+    monkeypatch.setattr(Layer, "_launch", recorded)
+    return launched
 
 
 @pytest.mark.parametrize("dtype, hidden, allow_tf32", [
@@ -381,7 +396,7 @@ def test_batch_sliced_blocks_take_several_groups_in_turn(dtype, hidden, steps, i
     ("float32", 256, True),   # TF32 tensor cores, clusters of 8
     ("float16", 512, False),  # 16-bit tensor cores, clusters of 16
 ])
-def test_wide_forward_takes_in_one_turn_what_the_backward_takes_in_two(dtype, hidden, allow_tf32):
+def test_wide_forward_takes_in_one_turn_what_the_backward_takes_in_two(monkeypatch, dtype, hidden, allow_tf32):
     spec = LSTMSpec(input_size=7, hidden_size=hidden, dtype=dtype, allow_tf32=allow_tf32)
     kernels = load_kernels(spec)
     plan = kernels.plan
@@ -390,12 +405,15 @@ def test_wide_forward_takes_in_one_turn_what_the_backward_takes_in_two(dtype, hi
     wide = plan.widened()
     assert plan.takes_wide_forward(batch, running) and not plan.takes_wide_forward(batch - 3, running)
     assert wide.group_rows(batch, running) * running >= batch > plan.group_rows(batch, running) * running
+    launched = _record_launched_plans(monkeypatch)
     layer = Layer(spec, seed=11, recurrence="persistent")
     report = check_layer(layer, Problem(4, batch, True, False, seed=12))
     assert not report, "\n".join(report)
+    assert launched == [wide, plan]  # the wide forward, the narrow backward
     # The same layer at a batch its narrow forward takes in one turn, after the wide one ran.
     report = check_layer(layer, Problem(3, batch - 3, False, True, seed=13))
     assert not report, "\n".join(report)
+    assert launched[2:] == [plan, plan]
 
 
 @pytest.mark.parametrize("dtype, hidden, sm_count, forward_m_tiles, items_per_thread", [
@@ -692,6 +710,7 @@ def test_repeated_stepwise_calls_replay_one_captured_graph_each_way(monkeypatch,
     ("float32", 1024, 8, "double", "grid barrier"),  # a cooperative launch
     ("float32", 1024, 2, "double", "tagged words"),  # h's buffer each call fills with ones first
     ("float16", 256, 5, "single", "clusters"),
+    ("float64", 128, 245, "double", "wide clusters"),  # the wide forward: 16 rows x 15 clusters < 245
 ])
 def test_repeated_persistent_forwards_replay_one_captured_graph(monkeypatch, dtype, hidden, batch, bias, launch):
     # A forward on the buffers of an earlier call replays its launches (projection, bias sum,
@@ -702,7 +721,8 @@ def test_repeated_persistent_forwards_replay_one_captured_graph(monkeypatch, dty
     replayed = _record_replays(monkeypatch, "persistent forward")
     layer = Layer(LSTMSpec(input_size=7, hidden_size=hidden, dtype=dtype, bias=bias), seed=33, recurrence="persistent")
     plan = layer.kernels.plan
-    assert launch == ("clusters" if plan.cluster_blocks > 1 else
+    assert launch == ("wide clusters" if plan.takes_wide_forward(batch, layer.kernels.clusters) else
+                      "clusters" if plan.cluster_blocks > 1 else
                       "tagged words" if batch <= plan.tagged_exchange_batch else "grid barrier"), plan.summary()
     seed = 0
     for change_parameters in (False, True):
