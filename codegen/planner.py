@@ -742,8 +742,8 @@ def _fma_step(target: Target, units: int, element: int, max_chunk: int, stage_bu
 
 def _plan_tensor_cores(spec: LSTMSpec, target: Target, units: int, mma_type: str, sliced: bool,
                        stage_buffers: int = 1) -> tuple[TensorCoreStep, TensorCoreStep, TensorCoreStep | None] | None:
-    """Both directions' tensor-core steps for blocks of `units` units, or None where they do
-    not fit: m tiles that do not share out evenly over the warps, fragments beyond the
+    """The tensor-core Steps for blocks of `units` units (no wide forward unless batch-sliced),
+    or None where they do not fit: m tiles that do not share out evenly over the warps, fragments beyond the
     register budget or not even 8 staged rows in shared memory. Batch-sliced (the block's
     units are its slice of all H in its cluster), both directions stage the same groups of
     rows, few enough for _SLICED_ITEMS_PER_THREAD, and a wide forward step (or None) more."""
