@@ -9,8 +9,9 @@ memory and split between them and L2 (with the backward's inputs copied into sha
 batches of several staged chunks, row passes of 8, 4, 2 and 1,
 rows not aligned for 16-byte copies and odd sizes, tensor cores (16-bit storage and TF32),
 batch-sliced tensor-core blocks and clusters, float32 and float64 FMA clusters, the 16-bit
-FMA fallback, the stepwise recurrence's cell kernels, the wide forward kernels, and replays of
-captured forwards. Exits non-zero on any mismatch.
+FMA fallback, the stepwise recurrence's cell kernels, batch-sliced kernels compiled for groups
+of 8 rows, of more and of the wide forward's, and replays of captured forwards. Exits
+non-zero on any mismatch.
 """
 
 import os
@@ -56,6 +57,7 @@ GRID = [
     (LSTMSpec(4, 200, "float32", "none", False), Problem(2, 9, False, True, 25)),    # FMA clusters of 16, the last block 5 units
     (LSTMSpec(6, 100, "float64", "single", True), Problem(2, 19, True, True, 26)),   # float64 FMA clusters of 8, st.async.b64
     (LSTMSpec(4, 256, "float64", "double", False), Problem(2, 20, True, True, 27)),  # float64 FMA clusters of 16, groups of 8 rows
+    (LSTMSpec(4, 128, "float16", "single", True), Problem(2, 250, True, True, 38)),  # groups of 24 rows, of the plan's 64
 ]
 # Batches past what the narrow forward takes in one turn of the H200's clusters (15 of 8 blocks,
 # 7 of 16): they run the wide forward kernel (Plan.wide_forward_step), or fail.
@@ -104,7 +106,9 @@ runs += [(*entry, "stepwise", False) for entry in STEPWISE_GRID]
 for spec, problem, recurrence, until_replayed in runs:
     kernels = load_kernels(spec)
     kind = kernels.plan.summary() if recurrence == "persistent" else "stepwise recurrence"
-    wide = recurrence == "persistent" and kernels.plan.takes_wide_forward(problem.batch, kernels.clusters)
+    plan = kernels.plan
+    wide = (recurrence == "persistent" and plan.batch_sliced
+            and plan.staged_rows("forward", problem.batch, kernels.clusters) > plan.forward_chunk_rows)
     kind += ", wide forward" if wide else ""
     if match not in kind:
         continue

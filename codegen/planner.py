@@ -31,10 +31,11 @@ the GPU allows that many): the cluster owns every unit and its
 groups of rows, each block a slice of the units as in the cooperative grid, and each block
 writes h_t (dG_t) into the staged rows of every block of its cluster through distributed
 shared memory, then meets them at the cluster's barrier (0.19 us to the grid's 1 us). The
-launch sizes the grid and the rows of a group by the batch (Plan.blocks, Plan.group_rows).
-Both directions stage the same groups, as many rows as the backward's rows of 4H leave room
-for; a second forward kernel (Plan.wide_forward_step) stages more, for batches that would
-otherwise take the GPU's clusters more than one turn.
+launch sizes the grid and the rows of a group by the batch (Plan.staged_rows, Plan.blocks),
+and runs each direction's kernel compiled for exactly those rows (sized_plan): up to as many
+as the backward's rows of 4H leave room for in both directions, and for the forward up to
+its wide step's (Plan.wide_forward_step), so that batches the narrower step would take in
+more than one turn of the GPU's clusters take one.
 Strict float32 (no TF32) runs the same batch-sliced kernels on CUDA cores (FmaStep) where its
 cluster's registers hold W_hh (float64 too): to H = 256 on the H200, in clusters of up to 16
 blocks.
@@ -313,9 +314,9 @@ class Plan:
                                     # words instead of crossing a grid barrier; 0: never
     forward_weights: WeightSplit | None = None   # where the warp-per-unit FMA kernels keep
     backward_weights: WeightSplit | None = None  # their weights; None for staged steps
-    wide_forward_step: Step | None = None  # batch-sliced: the step of a second forward kernel that
-                                           # stages more rows than the backward leaves room for
-                                           # (widened()); None where it would stage no more
+    wide_forward_step: Step | None = None  # batch-sliced: the forward step at the most rows it stages,
+                                           # past what the backward leaves room for (staged_rows);
+                                           # None where it would stage no more
     pass_inputs_bytes: int = 0  # warp-per-unit FMA whose backward reads W_hh^T partly from L2: the
                                 # slots, first in its shared memory, into which each backward pass
                                 # copies what its rows need from global memory; 0: registers
@@ -340,20 +341,15 @@ class Plan:
         layer passes one up to tagged_exchange_batch rows)."""
         return self.tagged_exchange_batch > 0
 
-    def widened(self) -> Plan:
-        """The plan of the wide forward kernel: wide_forward_step as the forward's step, and
-        the shared memory it takes. Only its forward kernel is built (the backward is this
-        plan's)."""
-        wide = self.wide_forward_step
-        assert wide is not None, "widened() of a plan without a wide forward step"
-        return replace(self, forward_step=wide, forward_chunk_rows=wide.chunk_rows, wide_forward_step=None,
-                       smem_bytes=wide.smem_bytes)
-
-    def takes_wide_forward(self, batch: int, clusters: int | None = None) -> bool:
-        """Whether `batch` rows run the wide forward kernel: where the forward's own groups
-        would take the `clusters` the GPU runs at once more than one turn. One turn of wider
-        groups was 1.13-1.27x faster than two of the narrow ones (bench/NOTES.md v14)."""
-        return self.wide_forward_step is not None and batch > self._running(clusters) * self.forward_chunk_rows
+    def staged_rows(self, direction: str, batch: int, clusters: int | None = None) -> int:
+        """Rows of the groups in which `direction`'s batch-sliced kernel takes `batch` rows, and
+        so the rows its kernel is compiled for (sized_plan): as few whole n tiles as spread the
+        batch over the `clusters` the GPU runs at once, at most what the direction stages (the
+        forward: its wide step's rows, where it has one, so that a batch the narrow step would
+        take in more than one turn takes one)."""
+        most = self.backward_chunk_rows if direction == "backward" else (self.wide_forward_step or self.forward_step).chunk_rows
+        rows = -(-batch // self._running(clusters))
+        return min(most, -(-rows // _MMA_N) * _MMA_N)
 
     def _running(self, clusters: int | None) -> int:
         """`clusters`, or by default as many as the plan's blocks make."""
@@ -519,6 +515,28 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
         backward_weights=splits["backward"],
         pass_inputs_bytes=pass_inputs,
     )
+
+
+def sized_plan(spec: LSTMSpec, plan: Plan, direction: str, rows: int) -> Plan:
+    """The plan of `direction`'s batch-sliced kernel compiled for groups of `rows` rows
+    (Plan.staged_rows): its step stages exactly `rows`, the forward's from its wide step's
+    where they are past the backward's, and the launch reserves that step's shared memory.
+    A kernel compiled for more rows than its groups have costs every step: at float16
+    H = 256, B = 8, a forward staging 32 rows took 1.52 us a step and one staging 8 took 0.97,
+    bitwise equal (bench/NOTES.md v15)."""
+    assert plan.batch_sliced, "sized_plan() of a plan that is not batch-sliced"
+    units, buffers = plan.units_per_block, plan.forward_step.stage_buffers
+    if plan.math == "mma":
+        forward, backward, wide = _plan_tensor_cores(spec, plan.target, units, plan.mma_type, sliced=True,
+                                                     stage_buffers=buffers, rows=rows)
+    else:
+        forward, backward, wide = _fma_sliced_steps(spec, plan.target, units, buffers, rows)
+    forward = replace(wide or forward, async_exchange=plan.forward_step.async_exchange)
+    backward = replace(backward, async_exchange=plan.backward_step.async_exchange)
+    step = forward if direction == "forward" else backward
+    assert step.chunk_rows == rows, f"{direction} groups of {rows} rows, past what the plan stages"
+    return replace(plan, forward_step=forward, backward_step=backward, forward_chunk_rows=forward.chunk_rows,
+                   backward_chunk_rows=backward.chunk_rows, wide_forward_step=None, smem_bytes=step.smem_bytes)
 
 
 def _pass_inputs_bytes(warps: int, element: int, accumulate: int) -> int:
@@ -688,27 +706,29 @@ def _plan_fma_sliced(spec: LSTMSpec, target: Target) -> tuple[int, Steps] | None
     float32 or float64, or None: the largest portable cluster (or one block, below sm_90)
     whose threads keep their weights in registers, else a non-portable one where the target
     allows it."""
-    types = DTYPES[spec.dtype]
-    if types["storage"] not in ("float", "double"):
+    if DTYPES[spec.dtype]["storage"] not in ("float", "double"):
         return None  # 16-bit storage runs batch-sliced on tensor cores, or not at all
-    hidden, element = spec.hidden_size, types["bytes"]
     if _FMA_THREADS > target.max_threads_per_block:
         return None
-
-    def plan_steps(units: int, stage_buffers: int) -> Steps | None:
-        max_chunk = min(_MAX_CHUNK_ROWS, _SLICED_ITEMS_PER_THREAD * _FMA_THREADS // units // _MMA_N * _MMA_N)
-        shapes = ((4 * units, hidden), (units, 4 * hidden))  # (rows, k_len): forward, backward
-        steps = [_fma_step(target, units, element, max_chunk, stage_buffers, rows, k_len) for rows, k_len in shapes]
-        if None in steps:
-            return None
-        chunk = min(step.chunk_rows for step in steps)  # both directions stage the same groups
-        forward, backward = (_fma_step(target, units, element, chunk, stage_buffers, rows, k_len) for rows, k_len in shapes)
-        wide = _fma_step(target, units, element, min(max_chunk, _wide_chunk(units, _FMA_THREADS)), stage_buffers,
-                         *shapes[0])
-        return forward, backward, _wider(wide, forward)
-
-    fitting = _fitting_clusters(spec, target, plan_steps)
+    fitting = _fitting_clusters(spec, target, lambda units, stage_buffers: _fma_sliced_steps(
+        spec, target, units, stage_buffers))
     return _largest_portable(fitting) if fitting else None
+
+
+def _fma_sliced_steps(spec: LSTMSpec, target: Target, units: int, stage_buffers: int,
+                      rows: int = _MAX_CHUNK_ROWS) -> Steps | None:
+    """The FMA Steps for blocks of `units` units staging at most `rows` rows, or None where
+    they do not fit; both directions stage the same groups, and the wide forward more."""
+    hidden, element = spec.hidden_size, DTYPES[spec.dtype]["bytes"]
+    max_chunk = min(rows, _SLICED_ITEMS_PER_THREAD * _FMA_THREADS // units // _MMA_N * _MMA_N)
+    shapes = ((4 * units, hidden), (units, 4 * hidden))  # (rows, k_len): forward, backward
+    steps = [_fma_step(target, units, element, max_chunk, stage_buffers, m_rows, k_len) for m_rows, k_len in shapes]
+    if None in steps:
+        return None
+    chunk = min(step.chunk_rows for step in steps)  # both directions stage the same groups
+    forward, backward = (_fma_step(target, units, element, chunk, stage_buffers, m_rows, k_len) for m_rows, k_len in shapes)
+    wide = _fma_step(target, units, element, min(max_chunk, _wide_chunk(units, _FMA_THREADS)), stage_buffers, *shapes[0])
+    return forward, backward, _wider(wide, forward)
 
 
 def _fma_step(target: Target, units: int, element: int, max_chunk: int, stage_buffers: int, rows: int,
@@ -741,26 +761,28 @@ def _fma_step(target: Target, units: int, element: int, max_chunk: int, stage_bu
 
 
 def _plan_tensor_cores(spec: LSTMSpec, target: Target, units: int, mma_type: str, sliced: bool,
-                       stage_buffers: int = 1) -> tuple[TensorCoreStep, TensorCoreStep, TensorCoreStep | None] | None:
-    """The tensor-core Steps for blocks of `units` units (no wide forward unless batch-sliced),
-    or None where they do not fit: m tiles that do not share out evenly over the warps, fragments beyond the
+                       stage_buffers: int = 1, rows: int = _MMA_MAX_CHUNK_ROWS
+                       ) -> tuple[TensorCoreStep, TensorCoreStep, TensorCoreStep | None] | None:
+    """The tensor-core Steps for blocks of `units` units staging at most `rows` rows (no wide
+    forward unless batch-sliced), or None where they do not fit: m tiles that do not share
+    out evenly over the warps, fragments beyond the
     register budget or not even 8 staged rows in shared memory. Batch-sliced (the block's
     units are its slice of all H in its cluster), both directions stage the same groups of
     rows, few enough for _SLICED_ITEMS_PER_THREAD, and a wide forward step (or None) more."""
     hidden, element = spec.hidden_size, DTYPES[spec.dtype]["bytes"]
-    max_chunk = _MMA_MAX_CHUNK_ROWS
+    max_chunk = rows
     if sliced:
         max_chunk = min(max_chunk, _SLICED_ITEMS_PER_THREAD * _MMA_WARPS * WARP // units // _MMA_N * _MMA_N)
     shapes = ((4 * units, hidden), (units, 4 * hidden))  # (rows, k_len): forward, backward
-    steps = [_tensor_core_step(target, units, mma_type, element, sliced, max_chunk, stage_buffers, rows, k_len)
-             for rows, k_len in shapes]
+    steps = [_tensor_core_step(target, units, mma_type, element, sliced, max_chunk, stage_buffers, m_rows, k_len)
+             for m_rows, k_len in shapes]
     if None in steps:
         return None
     if not sliced:
         return steps[0], steps[1], None
     chunk = min(step.chunk_rows for step in steps)
-    forward, backward = (_tensor_core_step(target, units, mma_type, element, sliced, chunk, stage_buffers, rows, k_len)
-                         for rows, k_len in shapes)
+    forward, backward = (_tensor_core_step(target, units, mma_type, element, sliced, chunk, stage_buffers, m_rows, k_len)
+                         for m_rows, k_len in shapes)
     wide = _tensor_core_step(target, units, mma_type, element, sliced, min(max_chunk, _wide_chunk(units, _MMA_WARPS * WARP)),
                              stage_buffers, *shapes[0])
     return forward, backward, _wider(wide, forward)

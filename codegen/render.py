@@ -12,12 +12,14 @@ from importlib import resources
 
 import jinja2
 
-from lstmgen.codegen.planner import SM90_H200, Plan, Target, plan_layer
+from lstmgen.codegen.planner import SM90_H200, Plan, Target, plan_layer, sized_plan
 from lstmgen.codegen.spec import LSTMSpec
 
 # Emitted file -> (template, its kernels' entry points). "cell" holds the stepwise
 # recurrence's kernels, which large batches run (Plan.stepwise_from_batch); "forward_wide"
-# the forward kernel of Plan.widened(), emitted only where the plan has a wide forward step.
+# the forward kernel at the most rows its wide step stages (sized_plan), emitted only where
+# the plan has a wide forward step. (The runtime compiles each batch-sliced kernel for the
+# rows of its launch's groups, from the same templates.)
 KERNELS = {
     "forward": ("forward.cu.j2", ("lstm_forward_recurrence",)),
     "backward": ("backward.cu.j2", ("lstm_backward_recurrence",)),
@@ -58,10 +60,13 @@ def render_layer(spec: LSTMSpec, target: Target = SM90_H200) -> dict[str, Kernel
     plan = plan_layer(spec, target)
     plans = {direction: plan for direction in KERNELS if direction != "forward_wide"}
     if plan.wide_forward_step:
-        plans["forward_wide"] = plan.widened()
-    sources = {}
-    for direction, kernel_plan in plans.items():
-        template, entries = KERNELS[direction]
-        text = _environment().get_template(template).render(spec=spec, plan=kernel_plan)
-        sources[direction] = KernelSource(direction=direction, entries=entries, text=text, plan=kernel_plan)
-    return sources
+        plans["forward_wide"] = sized_plan(spec, plan, "forward", plan.wide_forward_step.chunk_rows)
+    return {direction: render_kernel(spec, kernel_plan, direction) for direction, kernel_plan in plans.items()}
+
+
+def render_kernel(spec: LSTMSpec, plan: Plan, direction: str) -> KernelSource:
+    """The source of one of KERNELS' files for `plan`, a plan of `spec` (plan_layer's, or one
+    of its sized_plan()s)."""
+    template, entries = KERNELS[direction]
+    text = _environment().get_template(template).render(spec=spec, plan=plan)
+    return KernelSource(direction=direction, entries=entries, text=text, plan=plan)

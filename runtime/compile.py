@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lstmgen.codegen import PORTABLE_CLUSTER_BLOCKS, LSTMSpec, Plan, Target, plan_layer, render_layer
+from lstmgen.codegen import PORTABLE_CLUSTER_BLOCKS, LSTMSpec, Plan, Target, plan_layer, render_kernel, render_layer, sized_plan
 from lstmgen.errors import KernelCompileError, LaunchError
 from lstmgen.runtime.device import current_target, max_active_clusters, require_gpu
 
@@ -131,7 +131,7 @@ def _compile(spec: LSTMSpec, target: Target) -> LayerKernels:
 
 
 def _recurrence_kernel(spec: LSTMSpec, source):
-    """A recurrence kernel (forward, backward or forward_wide), compiled and set up to launch."""
+    """A recurrence kernel (forward or backward, for any plan of the layer's), compiled and set up to launch."""
     import cupy
 
     # Cooperative launches where the kernels cross a grid-wide barrier every step, or wait
@@ -147,29 +147,29 @@ def _recurrence_kernel(spec: LSTMSpec, source):
 
 
 @functools.cache
-def _load_wide_forward(spec: LSTMSpec, device_id: int) -> tuple[object, Plan]:
-    narrow = _load(spec, device_id)
-    source = render_layer(spec, narrow.plan.target)["forward_wide"]  # _load may have narrowed the clusters
-    kernel, plan = _recurrence_kernel(spec, source), source.plan
-    if narrow.clusters is not None:
+def _load_sized(spec: LSTMSpec, device_id: int, direction: str, rows: int) -> tuple[object, Plan]:
+    layer = _load(spec, device_id)
+    plan = sized_plan(spec, layer.plan, direction, rows)  # layer.plan: _load may have narrowed the clusters
+    kernel = _recurrence_kernel(spec, render_kernel(spec, plan, direction))
+    if layer.clusters is not None:
         count = max_active_clusters(kernel, plan.num_blocks, plan.threads, plan.smem_bytes)
-        if (count or 0) < narrow.clusters:
-            # Every launch is sized by the narrow kernels' count of clusters, which too few of
-            # these would fit at once (with more shared memory a block, on some GPU).
-            return narrow.forward, narrow.plan
+        if (count or 0) < layer.clusters:
+            # Every launch is sized by the layer's count of clusters, which too few of these
+            # would fit at once (on some GPU): its kernel for the most rows runs instead.
+            return getattr(layer, direction), layer.plan
     return kernel, plan
 
 
-_WIDE_FORWARD_LOCK = threading.Lock()
+_SIZED_LOCK = threading.Lock()
 
 
-def load_wide_forward(spec: LSTMSpec) -> tuple[object, Plan]:
-    """The forward kernel for the batches that `spec`'s narrow forward would take in more
-    than one turn of clusters, and its plan: the wide kernel (Plan.wide_forward_step) for the
-    current device, compiled when a batch first needs it, once per process; or the narrow
-    kernel where fewer of the wide one's clusters fit the GPU at once."""
-    with _WIDE_FORWARD_LOCK:  # one compile, so one kernel, which graphs may have captured
-        return _load_wide_forward(spec, require_gpu())
+def load_sized_kernel(spec: LSTMSpec, direction: str, rows: int) -> tuple[object, Plan]:
+    """`direction`'s kernel of batch-sliced `spec` compiled for groups of `rows` rows
+    (Plan.staged_rows, sized_plan), and its plan, for the current device: compiled when a
+    batch first needs it, once per process (CuPy's disk cache serves later processes). Where
+    fewer of its clusters than of the layer's fit the GPU at once, the layer's own kernel."""
+    with _SIZED_LOCK:  # one compile, so one kernel, which graphs may have captured
+        return _load_sized(spec, require_gpu(), direction, rows)
 
 
 def _module_functions(spec: LSTMSpec, source, cooperative: bool = False) -> list:
@@ -207,7 +207,7 @@ def load_cell_kernels(spec: LSTMSpec) -> CellKernels:
 def running_clusters(spec: LSTMSpec, plan: Plan, counts: list[int | None]) -> int | None:
     """Clusters of `plan` the GPU runs at once: the fewest the driver counts for any of its
     forward and backward kernels (None where it cannot say), or a LaunchError where a
-    kernel's fit none. (load_wide_forward checks the wide forward's count against it.)"""
+    kernel's fit none. (load_sized_kernel checks its kernels' counts against it.)"""
     known = [count for count in counts if count is not None]
     if 0 in known:
         raise LaunchError(

@@ -2,6 +2,8 @@
 
 Forward: Gx = x W_ih^T for all steps as one cuBLAS GEMM, then the generated persistent
 recurrence kernel, which adds the bias b (b_ih + b_hh) as it starts each step's sums.
+Batch-sliced layers run, in each direction, the kernel compiled for the rows of the batch's
+groups (Plan.staged_rows), compiled when a batch first needs it.
 Backward: the generated reverse recurrence kernel produces the pre-activation gate gradients
 dG, then cuBLAS GEMMs give dx, dW_ih, dW_hh and the bias gradient (a row of ones times dG).
 The GEMMs run in the layer's math (runtime/gemm.py): TF32 where its plan runs TF32. Large
@@ -33,7 +35,7 @@ from lstmgen.errors import InputError
 from lstmgen.parameters import initial_parameters, parameter_shapes
 from lstmgen.runtime import replay, stepwise
 from lstmgen.runtime.buffers import new_buffer
-from lstmgen.runtime.compile import load_kernels, load_wide_forward
+from lstmgen.runtime.compile import load_kernels, load_sized_kernel
 from lstmgen.runtime.gemm import Gemms
 from lstmgen.runtime.device import require_gpu
 from lstmgen.runtime.validate import check_array
@@ -86,7 +88,7 @@ class Layer:
         self.recurrence = recurrence
         self.device_id = require_gpu()
         self.kernels = load_kernels(spec)
-        self._wide_forward = None  # (kernel, plan) for batches past the narrow forward's turn (_forward_kernel)
+        self._sized = {}  # (direction, rows) -> (kernel, plan): batch-sliced kernels compiled for their groups (_kernel)
         import cupy
 
         self.params = {name: cupy.asarray(value) for name, value in initial_parameters(spec, seed).items()}
@@ -237,7 +239,7 @@ class Layer:
                 _pointer(gx if training else None), _pointer(c_seq),
                 np.int32(steps), np.int32(batch),
             ) + tuple(map(_pointer, exchange))
-            kernel, plan = self._forward_kernel(batch, projected)
+            kernel, plan = self._kernel("forward", batch, projected)
             arguments += self._launch_tail(plan, batch)
 
             def issue(stream) -> None:
@@ -352,17 +354,19 @@ class Layer:
             return bool(from_batch) and batch >= from_batch
         return self.recurrence == "stepwise"
 
-    def _forward_kernel(self, batch: int, projected: bool) -> tuple:
-        """The forward recurrence kernel for `batch` rows and the plan it was built with: the
-        wide one where the forward's own groups would take more than one turn; not for a
-        call that the stepwise recurrence takes over once it is replayed (`projected`), which
-        would not repay the wide kernel's compile."""
+    def _kernel(self, direction: str, batch: int, projected: bool = False) -> tuple:
+        """`direction`'s recurrence kernel for `batch` rows and the plan it was built with:
+        batch-sliced, the one compiled for the rows of the batch's groups (Plan.staged_rows);
+        but not for a forward that the stepwise recurrence takes over once it is replayed
+        (`projected`), which would not repay a compile, nor for cooperative plans: the
+        layer's own."""
         kernels = self.kernels
-        if projected or not kernels.plan.takes_wide_forward(batch, kernels.clusters):
-            return kernels.forward, kernels.plan
-        if self._wide_forward is None:
-            self._wide_forward = load_wide_forward(self.spec)
-        return self._wide_forward
+        if projected or not kernels.plan.batch_sliced:
+            return getattr(kernels, direction), kernels.plan
+        key = (direction, kernels.plan.staged_rows(direction, batch, kernels.clusters))
+        if key not in self._sized:
+            self._sized[key] = load_sized_kernel(self.spec, *key)
+        return self._sized[key]
 
     def _launch_tail(self, plan: Plan, batch: int) -> tuple:
         """The last argument of `plan`'s kernels where it slices the batch: rows a group takes."""
@@ -457,14 +461,15 @@ class Layer:
         # Weights streamed from L2 are read as W_hh^T, so that the lanes gathering one unit's
         # dh read consecutive gate rows; all on chip they are loaded once, from W_hh itself.
         weights = self.params["W_hh"]
-        if self.kernels.plan.backward_streams_weights:
+        kernel, plan = self._kernel("backward", batch)
+        if plan.backward_streams_weights:
             weights = cupy.ascontiguousarray(weights.T)
-        self._launch(self.kernels.backward, self.kernels.plan, (
+        self._launch(kernel, plan, (
             _pointer(weights), _pointer(gates), _pointer(cache["c_seq"]), _pointer(cache["c0"]),
             _pointer(dy), _pointer(dh_T), _pointer(dc_T),
             _pointer(gates), _pointer(dh0), _pointer(dc0), _pointer(d_cell),
             np.int32(steps), np.int32(batch),
-        ) + self._launch_tail(self.kernels.plan, batch), batch)
+        ) + self._launch_tail(plan, batch), batch)
         # The transposed copy goes back to CuPy's pool when this returns, for the gradients
         # after it: the pool hands it out again only to work queued after this launch on the
         # same stream.

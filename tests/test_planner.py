@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import assume, example, given, settings, strategies as st
 
-from lstmgen.codegen import DTYPES, SM90_H200, LSTMSpec, Target, load_spec, plan_layer, render_layer
+from lstmgen.codegen import DTYPES, SM90_H200, LSTMSpec, Target, load_spec, plan_layer, render_layer, sized_plan
 from lstmgen.codegen.planner import FmaStep, TensorCoreStep, _chunk_rows
 from lstmgen.errors import SpecError
 from lstmgen.strategies import layer_specs
@@ -292,19 +292,41 @@ def test_batch_sliced_blocks_stage_the_same_groups_both_ways_and_hold_every_unit
             # The rows spread over every running cluster before a group grows past 8.
             assert rows == 8 or batch > 8 * (running - 1)
     assert plan.blocks(10**6) == plan.blocks(10**6, clusters) == plan.num_blocks
-    # The wide forward kernel stages more rows, in as many items a thread as fit 3, and runs
-    # exactly the batches that the narrow one would take in more than one turn.
+    # Each direction's kernel is compiled for the rows of the batch's groups: up to the
+    # backward's chunk both ways, and for the forward up to its wide step's, which stages
+    # more rows in as many items a thread as fit 3, exactly where the narrower groups would
+    # take the running clusters more than one turn.
     wide = plan.wide_forward_step
-    if wide is None:
-        return
-    assert wide.chunk_rows > chunk and wide.items_per_thread <= 3
-    assert (wide.rows, wide.async_exchange) == (plan.forward_step.rows, plan.forward_step.async_exchange)
-    widened = plan.widened()
-    assert widened.forward_step == wide and widened.forward_chunk_rows == wide.chunk_rows
-    assert widened.smem_bytes == wide.smem_bytes <= target.max_smem_per_block
+    if wide is not None:
+        assert wide.chunk_rows > chunk and wide.items_per_thread <= 3
+        assert (wide.rows, wide.async_exchange) == (plan.forward_step.rows, plan.forward_step.async_exchange)
+    most = {"forward": wide.chunk_rows if wide else chunk, "backward": chunk}
     for running in (clusters, 1):
-        assert not plan.takes_wide_forward(running * chunk, running) and plan.takes_wide_forward(running * chunk + 1, running)
-        assert widened.group_rows(running * chunk + 1, running) > chunk  # so fewer groups than clusters
+        for direction in ("forward", "backward"):
+            assert plan.staged_rows(direction, running * chunk, running) == chunk
+            assert plan.staged_rows(direction, running * chunk + 1, running) == min(most[direction], chunk + 8)
+            assert plan.staged_rows(direction, 10**6, running) == most[direction]
+        for batch in (1, 8, 8 * running + 1, running * chunk + 1, 10**6):
+            for direction in ("forward", "backward"):
+                rows = plan.staged_rows(direction, batch, running)
+                sized = sized_plan(spec, plan, direction, rows)
+                assert sized.group_rows(batch, running) == rows
+                assert sized.blocks(batch, running) // cluster == min(running, -(-batch // rows))
+    for rows in range(8, most["forward"] + 1, 8):
+        for direction in ("forward", "backward") if rows <= chunk else ("forward",):
+            sized = sized_plan(spec, plan, direction, rows)
+            step = sized.forward_step if direction == "forward" else sized.backward_step
+            # Exactly the group's rows, in as few items a thread as hold them.
+            assert step.chunk_rows == rows and step.items_per_thread == -(-plan.units_per_block * rows // plan.threads)
+            assert sized.smem_bytes == step.smem_bytes <= target.max_smem_per_block and not sized.wide_forward_step
+            assert rows > chunk or sized.smem_bytes <= plan.smem_bytes
+            assert ((sized.forward_step.async_exchange, sized.backward_step.async_exchange)
+                    == (plan.forward_step.async_exchange, plan.backward_step.async_exchange))
+            assert (sized.cluster_blocks, sized.units_per_block, sized.num_blocks) == (cluster, plan.units_per_block,
+                                                                                      plan.num_blocks)
+    # At the plan's own rows they are its steps (so the compiled source is the same).
+    assert sized_plan(spec, plan, "backward", chunk).backward_step == plan.backward_step
+    assert sized_plan(spec, plan, "forward", most["forward"]).forward_step == (wide or plan.forward_step)
 
 
 # Blocks per batch-sliced cluster on the H200 from each hidden size on, to the next (to 256):

@@ -12,7 +12,7 @@ import pytest
 cupy = pytest.importorskip("cupy")
 
 from lstmgen import reference  # noqa: E402
-from lstmgen.codegen import LSTMSpec, ModelSpec  # noqa: E402
+from lstmgen.codegen import LSTMSpec, ModelSpec, sized_plan  # noqa: E402
 from lstmgen.compare import mismatches  # noqa: E402
 from lstmgen.dtypes import numpy_dtype  # noqa: E402
 from lstmgen.errors import GPUOutOfMemoryError, InputError  # noqa: E402
@@ -359,23 +359,23 @@ def test_auto_recurrence_places_each_direction_at_its_own_batch(monkeypatch):
     ("float64", 128, 2, False),                             # float64: clusters of 8 FMA blocks
 ])
 def test_batch_sliced_blocks_take_several_groups_in_turn(monkeypatch, dtype, hidden, steps, initial_state):
-    # More groups of rows than the GPU runs blocks (clusters) at once, both ways, in the wide
-    # forward kernel where the plan has one: each runs its groups one after another, each from
-    # its given or a zero state; at T = 1 backward's first step is also its last.
+    # More groups of rows than the GPU runs blocks (clusters) at once, both ways, the forward
+    # in groups of its wide step's rows where the plan has one: each runs its groups one after
+    # another, each from its given or a zero state; at T = 1 backward's first step is also its last.
     spec = LSTMSpec(input_size=5, hidden_size=hidden, dtype=dtype)
     kernels = load_kernels(spec)
     plan = kernels.plan
     running = kernels.clusters or plan.num_blocks // plan.cluster_blocks
-    forward = plan.widened() if plan.wide_forward_step else plan
-    batch = running * forward.forward_chunk_rows + 5
-    assert plan.batch_sliced and plan.takes_wide_forward(batch, running) == (forward is not plan)
-    for kernel_plan in (forward, plan):
+    forward_rows = (plan.wide_forward_step or plan.forward_step).chunk_rows
+    batch = running * forward_rows + 5
+    expected = [sized_plan(spec, plan, "forward", forward_rows), sized_plan(spec, plan, "backward", plan.backward_chunk_rows)]
+    for kernel_plan in expected:
         assert kernel_plan.blocks(batch, running) == running * plan.cluster_blocks
     launched = _record_launched_plans(monkeypatch)
     report = check_layer(Layer(spec, seed=9, recurrence="persistent"),
                          Problem(steps, batch, initial_state, initial_state, seed=10))
     assert not report, "\n".join(report)
-    assert launched == [forward, plan]  # forward, then backward
+    assert launched == expected  # forward, then backward
 
 
 def _record_launched_plans(monkeypatch) -> list:
@@ -401,19 +401,45 @@ def test_wide_forward_takes_in_one_turn_what_the_backward_takes_in_two(monkeypat
     kernels = load_kernels(spec)
     plan = kernels.plan
     running = kernels.clusters or plan.num_blocks // plan.cluster_blocks
-    batch = running * plan.forward_chunk_rows + 3
-    wide = plan.widened()
-    assert plan.takes_wide_forward(batch, running) and not plan.takes_wide_forward(batch - 3, running)
-    assert wide.group_rows(batch, running) * running >= batch > plan.group_rows(batch, running) * running
+    chunk = plan.backward_chunk_rows
+    batch = running * chunk + 3
+    assert plan.staged_rows("forward", batch, running) == chunk + 8 <= plan.wide_forward_step.chunk_rows
     launched = _record_launched_plans(monkeypatch)
     layer = Layer(spec, seed=11, recurrence="persistent")
     report = check_layer(layer, Problem(4, batch, True, False, seed=12))
     assert not report, "\n".join(report)
-    assert launched == [wide, plan]  # the wide forward, the narrow backward
-    # The same layer at a batch its narrow forward takes in one turn, after the wide one ran.
+    # The forward in one turn of groups of chunk + 8 rows, the backward in two of chunk rows.
+    assert launched == [sized_plan(spec, plan, "forward", chunk + 8), sized_plan(spec, plan, "backward", chunk)]
+    assert launched[1].backward_step == plan.backward_step
+    # The same layer at a batch both directions take in one turn, after the wide forward ran.
     report = check_layer(layer, Problem(3, batch - 3, False, True, seed=13))
     assert not report, "\n".join(report)
-    assert launched[2:] == [plan, plan]
+    assert launched[2:] == [sized_plan(spec, plan, direction, chunk) for direction in ("forward", "backward")]
+
+
+@pytest.mark.parametrize("dtype, hidden, allow_tf32", [
+    ("float16", 256, False),   # clusters of 8 that stage 32 rows at most
+    ("bfloat16", 128, False),  # 64 rows at most
+    ("float16", 512, False),   # clusters of 16
+    ("float32", 128, True),    # TF32
+    ("float32", 128, False),   # FMA
+])
+def test_batch_sliced_kernels_are_compiled_for_the_rows_of_their_groups(monkeypatch, dtype, hidden, allow_tf32):
+    # A small batch runs kernels that stage one n tile of 8 rows, not the plan's most (a
+    # thread then finishes one (unit, row) item where the plan's kernels carry up to 4); a
+    # batch that spreads 9-16 rows over each running cluster, kernels of 16. One layer takes
+    # them in turn, each against the reference.
+    spec = LSTMSpec(input_size=6, hidden_size=hidden, dtype=dtype, allow_tf32=allow_tf32)
+    layer = Layer(spec, seed=14, recurrence="persistent")
+    plan, running = layer.kernels.plan, layer.kernels.clusters
+    assert plan.backward_chunk_rows > 8
+    launched = _record_launched_plans(monkeypatch)
+    for seed, (batch, rows) in enumerate([(1, 8), (8, 8), (8 * running + 1, 16), (3, 8)]):
+        report = check_layer(layer, Problem(3, batch, True, True, seed=seed))
+        assert not report, "\n".join(report)
+        assert launched[-2:] == [sized_plan(spec, plan, direction, rows) for direction in ("forward", "backward")]
+        assert launched[-1].backward_step.items_per_thread == -(-plan.units_per_block * rows // plan.threads)
+    assert len(layer._sized) == 4  # compiled once per direction and size
 
 
 @pytest.mark.parametrize("dtype, hidden, sm_count, forward_m_tiles, items_per_thread", [
@@ -721,7 +747,7 @@ def test_repeated_persistent_forwards_replay_one_captured_graph(monkeypatch, dty
     replayed = _record_replays(monkeypatch, "persistent forward")
     layer = Layer(LSTMSpec(input_size=7, hidden_size=hidden, dtype=dtype, bias=bias), seed=33, recurrence="persistent")
     plan = layer.kernels.plan
-    assert launch == ("wide clusters" if plan.takes_wide_forward(batch, layer.kernels.clusters) else
+    assert launch == ("wide clusters" if plan.staged_rows("forward", batch, layer.kernels.clusters) > plan.forward_chunk_rows else
                       "clusters" if plan.cluster_blocks > 1 else
                       "tagged words" if batch <= plan.tagged_exchange_batch else "grid barrier"), plan.summary()
     seed = 0
