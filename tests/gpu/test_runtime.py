@@ -671,7 +671,8 @@ def test_out_of_memory_says_what_to_lower():
 
 def test_second_process_loads_kernels_from_the_disk_cache(tmp_path):
     # Each process records the sources NVRTC is handed. CuPy also compiles an empty file per
-    # process to fingerprint the compiler, so the check looks for the kernel's own source.
+    # process to fingerprint the compiler, so the check looks for the kernels' own sources:
+    # the layer's, and the one compiled for the call's groups of rows (Plan.staged_rows).
     script = textwrap.dedent("""
         import cupy
         from cupy.cuda import nvrtc
@@ -685,17 +686,18 @@ def test_second_process_loads_kernels_from_the_disk_cache(tmp_path):
         from lstmgen.runtime import Layer
         layer = Layer(LSTMSpec(input_size=3, hidden_size=77, dtype="float64"), seed=0)
         y, _ = layer.forward(cupy.ones((2, 2, 3)))
-        print(sum("lstm_forward_recurrence" in source for source in compiled), float(y.sum()))
+        forwards = [source for source in compiled if "lstm_forward_recurrence" in source]
+        print(len(forwards), len(set(forwards)), float(y.sum()))
     """)
     env = dict(os.environ, CUPY_CACHE_DIR=str(tmp_path))
     first = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
-    compiles, value = first.stdout.split()
-    assert compiles == "1", "the first process should compile the forward kernel once"
+    compiles, distinct, value = first.stdout.split()
+    assert compiles == distinct == "2", "the first process should compile each of its two forward kernels once"
     assert any(tmp_path.iterdir()), "the first process left nothing in the cache folder"
     second = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.split() == ["0", value], "the second process recompiled the kernel"
+    assert second.stdout.split() == ["0", "0", value], "the second process recompiled a kernel"
 
 
 def test_initialisation_is_torch_uniform_and_seeded():
@@ -747,7 +749,8 @@ def test_repeated_persistent_forwards_replay_one_captured_graph(monkeypatch, dty
     replayed = _record_replays(monkeypatch, "persistent forward")
     layer = Layer(LSTMSpec(input_size=7, hidden_size=hidden, dtype=dtype, bias=bias), seed=33, recurrence="persistent")
     plan = layer.kernels.plan
-    assert launch == ("wide clusters" if plan.staged_rows("forward", batch, layer.kernels.clusters) > plan.forward_chunk_rows else
+    wide = plan.batch_sliced and plan.staged_rows("forward", batch, layer.kernels.clusters) > plan.forward_chunk_rows
+    assert launch == ("wide clusters" if wide else
                       "clusters" if plan.cluster_blocks > 1 else
                       "tagged words" if batch <= plan.tagged_exchange_batch else "grid barrier"), plan.summary()
     seed = 0
