@@ -81,6 +81,12 @@ REPLAYED_GRID = [
     (LSTMSpec(6, 256, "float16", "double", True), Problem(3, 20, True, True, 19)),
 ]
 _CALLS_TO_REPLAY = 6
+# Under compute-sanitizer CuPy's pool hands each call new buffers (bench/NOTES.md v15: every
+# address of the replay key changed, call after call), so a forward never replays there; its
+# kernels and arguments are those of the direct launches it checks. `.ci/gpu sanitize` runs
+# the workload without a sanitizer first, where the replays must happen, and the tools with
+# SANITIZE_EXPECT_REPLAYS=0.
+expect_replays = os.environ.get("SANITIZE_EXPECT_REPLAYS", "1") == "1"
 
 replayed = []  # whether each persistent forward replayed a graph
 _run = replay.run
@@ -134,7 +140,7 @@ for spec, problem, recurrence, until_replayed in runs:
             break
     if until_replayed and replayed[-1:] != [True]:
         print(f"  no replay in {_CALLS_TO_REPLAY} calls")
-        failures += 1
+        failures += expect_replays
 if not matched:
     print(f"no entry's plan summary contains SANITIZE_MATCH={match!r}")
 sys.exit(1 if failures or not matched else 0)
