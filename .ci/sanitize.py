@@ -59,8 +59,8 @@ GRID = [
     (LSTMSpec(4, 256, "float64", "double", False), Problem(2, 20, True, True, 27)),  # float64 FMA clusters of 16, groups of 8 rows
     (LSTMSpec(4, 128, "float16", "single", True), Problem(2, 250, True, True, 38)),  # groups of 24 rows, of the plan's 64
 ]
-# Batches past what the narrow forward takes in one turn of the H200's clusters (15 of 8 blocks,
-# 7 of 16): they run the wide forward kernel (Plan.wide_forward_step), or fail.
+# Batches past what the backward's groups take in one turn of the H200's clusters (15 of 8
+# blocks, 7 of 16): their forward runs in groups of more rows (Plan.wide_forward_step), or fails.
 WIDE_GRID = [
     (LSTMSpec(4, 128, "float64", "double", True), Problem(2, 245, True, True, 36)),  # FMA, 24 rows a group
     (LSTMSpec(5, 512, "float16", "single", False), Problem(2, 117, True, True, 37)), # tensor cores, clusters of 16

@@ -115,10 +115,9 @@ _SHORT_CHAIN = 8
 # (unit, row) pairs a thread of a batch-sliced block finishes per step, at most: each holds
 # its Gx and cell (forward) or gates, cells and gradients (backward) in registers meanwhile.
 _SLICED_ITEMS_PER_THREAD = 4
-# The wide forward kernel's items a thread (Plan.wide_forward_step), at most: at 4 it lost to
-# its narrow kernel even at B = 256 (float16 H = 512: 32 rows a group in one turn took 11.2
-# us a step, 16 rows in three turns 9.6; bench/NOTES.md v14). (A second kernel at all, since
-# rows staged in the one forward kernel cost every step at small batches too: 18% at B = 8.)
+# The wide forward step's items a thread (Plan.wide_forward_step), at most: at 4 it lost to
+# the narrower step even at B = 256 (float16 H = 512: 32 rows a group in one turn took 11.2
+# us a step, 16 rows in three turns 9.6; bench/NOTES.md v14).
 _WIDE_ITEMS_PER_THREAD = 3
 # 32-bit registers per lane for the weight fragments, kept for the whole launch. ptxas
 # spends about one more per fragment on staged inputs it loads ahead, and the rest of the
@@ -394,7 +393,7 @@ class Plan:
             blocks = f"up to {self.num_blocks} blocks of up to {self.forward_chunk_rows} batch rows"
         else:
             blocks = f"{self.num_blocks} blocks"
-        wide = (f" ({self.wide_forward_step.chunk_rows} in a second kernel for larger batches)"
+        wide = (f" (to {self.wide_forward_step.chunk_rows} where a batch would take the clusters more than one turn)"
                 if self.wide_forward_step else "")
         return (f"{self.target.arch}: {blocks} x {self.threads} threads, "
                 f"{self.units_per_block} units/block, W_hh slice in {where}{how}, staging "
@@ -528,7 +527,7 @@ def sized_plan(spec: LSTMSpec, plan: Plan, direction: str, rows: int) -> Plan:
     units, buffers = plan.units_per_block, plan.forward_step.stage_buffers
     if plan.math == "mma":
         forward, backward, wide = _plan_tensor_cores(spec, plan.target, units, plan.mma_type, sliced=True,
-                                                     stage_buffers=buffers, rows=rows)
+                                                     stage_buffers=buffers, max_rows=rows)
     else:
         forward, backward, wide = _fma_sliced_steps(spec, plan.target, units, buffers, rows)
     forward = replace(wide or forward, async_exchange=plan.forward_step.async_exchange)
@@ -716,11 +715,11 @@ def _plan_fma_sliced(spec: LSTMSpec, target: Target) -> tuple[int, Steps] | None
 
 
 def _fma_sliced_steps(spec: LSTMSpec, target: Target, units: int, stage_buffers: int,
-                      rows: int = _MAX_CHUNK_ROWS) -> Steps | None:
-    """The FMA Steps for blocks of `units` units staging at most `rows` rows, or None where
-    they do not fit; both directions stage the same groups, and the wide forward more."""
+                      max_rows: int = _MAX_CHUNK_ROWS) -> Steps | None:
+    """The FMA Steps for blocks of `units` units staging at most `max_rows` batch rows, or
+    None where they do not fit; both directions stage the same groups, and the wide forward more."""
     hidden, element = spec.hidden_size, DTYPES[spec.dtype]["bytes"]
-    max_chunk = min(rows, _SLICED_ITEMS_PER_THREAD * _FMA_THREADS // units // _MMA_N * _MMA_N)
+    max_chunk = min(max_rows, _SLICED_ITEMS_PER_THREAD * _FMA_THREADS // units // _MMA_N * _MMA_N)
     shapes = ((4 * units, hidden), (units, 4 * hidden))  # (rows, k_len): forward, backward
     steps = [_fma_step(target, units, element, max_chunk, stage_buffers, m_rows, k_len) for m_rows, k_len in shapes]
     if None in steps:
@@ -761,16 +760,16 @@ def _fma_step(target: Target, units: int, element: int, max_chunk: int, stage_bu
 
 
 def _plan_tensor_cores(spec: LSTMSpec, target: Target, units: int, mma_type: str, sliced: bool,
-                       stage_buffers: int = 1, rows: int = _MMA_MAX_CHUNK_ROWS
+                       stage_buffers: int = 1, max_rows: int = _MMA_MAX_CHUNK_ROWS
                        ) -> tuple[TensorCoreStep, TensorCoreStep, TensorCoreStep | None] | None:
-    """The tensor-core Steps for blocks of `units` units staging at most `rows` rows (no wide
+    """The tensor-core Steps for blocks of `units` units staging at most `max_rows` batch rows (no wide
     forward unless batch-sliced), or None where they do not fit: m tiles that do not share
     out evenly over the warps, fragments beyond the
     register budget or not even 8 staged rows in shared memory. Batch-sliced (the block's
     units are its slice of all H in its cluster), both directions stage the same groups of
     rows, few enough for _SLICED_ITEMS_PER_THREAD, and a wide forward step (or None) more."""
     hidden, element = spec.hidden_size, DTYPES[spec.dtype]["bytes"]
-    max_chunk = rows
+    max_chunk = max_rows
     if sliced:
         max_chunk = min(max_chunk, _SLICED_ITEMS_PER_THREAD * _MMA_WARPS * WARP // units // _MMA_N * _MMA_N)
     shapes = ((4 * units, hidden), (units, 4 * hidden))  # (rows, k_len): forward, backward

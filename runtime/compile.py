@@ -2,7 +2,8 @@
 
 `load_kernels` is what layers use: cupy.RawModule for the current device, memoised in
 process by (spec, device), with CuPy's own on-disk cache (keyed by source, options, arch
-and NVRTC version) serving later processes. `compile_for_arch` compiles the sm_90 rendering
+and NVRTC version) serving later processes; `load_sized_kernel` the batch-sliced kernels
+compiled for the rows of a batch's groups, alike. `compile_for_arch` compiles the sm_90 rendering
 with the same NVRTC and our same options (CuPy may add flags of its own) for a named
 architecture without touching a GPU, which is how the CPU tier proves every generated
 kernel compiles.
@@ -150,6 +151,11 @@ def _recurrence_kernel(spec: LSTMSpec, source):
 def _load_sized(spec: LSTMSpec, device_id: int, direction: str, rows: int) -> tuple[object, Plan]:
     layer = _load(spec, device_id)
     plan = sized_plan(spec, layer.plan, direction, rows)  # layer.plan: _load may have narrowed the clusters
+    step = f"{direction}_step"
+    if getattr(plan, step) == getattr(layer.plan, step):
+        # The layer's kernel is this one: their sources differ only in the plan's summary in
+        # the header. It reads only its step's shared memory, which the sized plan reserves.
+        return getattr(layer, direction), plan
     kernel = _recurrence_kernel(spec, render_kernel(spec, plan, direction))
     if layer.clusters is not None:
         count = max_active_clusters(kernel, plan.num_blocks, plan.threads, plan.smem_bytes)

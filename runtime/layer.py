@@ -239,7 +239,7 @@ class Layer:
                 _pointer(gx if training else None), _pointer(c_seq),
                 np.int32(steps), np.int32(batch),
             ) + tuple(map(_pointer, exchange))
-            kernel, plan = self._kernel("forward", batch, projected)
+            kernel, plan = self._kernel("forward", batch)
             arguments += self._launch_tail(plan, batch)
 
             def issue(stream) -> None:
@@ -354,14 +354,13 @@ class Layer:
             return bool(from_batch) and batch >= from_batch
         return self.recurrence == "stepwise"
 
-    def _kernel(self, direction: str, batch: int, projected: bool = False) -> tuple:
+    def _kernel(self, direction: str, batch: int) -> tuple:
         """`direction`'s recurrence kernel for `batch` rows and the plan it was built with:
         batch-sliced, the one compiled for the rows of the batch's groups (Plan.staged_rows);
-        but not for a forward that the stepwise recurrence takes over once it is replayed
-        (`projected`), which would not repay a compile, nor for cooperative plans: the
-        layer's own."""
+        but not for a call that the stepwise recurrence takes over once it is replayed,
+        which would not repay a compile, nor for cooperative plans: the layer's own."""
         kernels = self.kernels
-        if projected or not kernels.plan.batch_sliced:
+        if self._may_run_stepwise(batch, direction) or not kernels.plan.batch_sliced:
             return getattr(kernels, direction), kernels.plan
         key = (direction, kernels.plan.staged_rows(direction, batch, kernels.clusters))
         if key not in self._sized:

@@ -324,7 +324,8 @@ def test_batch_sliced_blocks_stage_the_same_groups_both_ways_and_hold_every_unit
                     == (plan.forward_step.async_exchange, plan.backward_step.async_exchange))
             assert (sized.cluster_blocks, sized.units_per_block, sized.num_blocks) == (cluster, plan.units_per_block,
                                                                                       plan.num_blocks)
-    # At the plan's own rows they are its steps (so the compiled source is the same).
+    # At the plan's own rows they are its steps, so the runtime launches the plan's kernel there
+    # (load_sized_kernel).
     assert sized_plan(spec, plan, "backward", chunk).backward_step == plan.backward_step
     assert sized_plan(spec, plan, "forward", most["forward"]).forward_step == (wide or plan.forward_step)
 

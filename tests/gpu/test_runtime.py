@@ -431,7 +431,8 @@ def test_batch_sliced_kernels_are_compiled_for_the_rows_of_their_groups(monkeypa
     # them in turn, each against the reference.
     spec = LSTMSpec(input_size=6, hidden_size=hidden, dtype=dtype, allow_tf32=allow_tf32)
     layer = Layer(spec, seed=14, recurrence="persistent")
-    plan, running = layer.kernels.plan, layer.kernels.clusters
+    plan = layer.kernels.plan
+    running = layer.kernels.clusters or plan.num_blocks // plan.cluster_blocks
     assert plan.backward_chunk_rows > 8
     launched = _record_launched_plans(monkeypatch)
     for seed, (batch, rows) in enumerate([(1, 8), (8, 8), (8 * running + 1, 16), (3, 8)]):
@@ -440,6 +441,21 @@ def test_batch_sliced_kernels_are_compiled_for_the_rows_of_their_groups(monkeypa
         assert launched[-2:] == [sized_plan(spec, plan, direction, rows) for direction in ("forward", "backward")]
         assert launched[-1].backward_step.items_per_thread == -(-plan.units_per_block * rows // plan.threads)
     assert len(layer._sized) == 4  # compiled once per direction and size
+
+
+def test_a_sized_kernel_of_which_fewer_clusters_fit_gives_way_to_the_layers_own(monkeypatch):
+    # Every launch is sized by the count of clusters of the layer's own kernels; a kernel for
+    # other rows of which the driver says fewer fit at once (another GPU, more shared memory)
+    # is not used: the layer's own kernel takes the batch, with its own plan.
+    from lstmgen.runtime import compile as compile_module
+
+    spec = LSTMSpec(input_size=11, hidden_size=256, dtype="float16")  # a spec no other test compiles
+    layer = Layer(spec, seed=15, recurrence="persistent")
+    monkeypatch.setattr(compile_module, "max_active_clusters", lambda *args: 1)
+    launched = _record_launched_plans(monkeypatch)
+    report = check_layer(layer, Problem(3, 8, True, True, seed=16))
+    assert not report, "\n".join(report)
+    assert launched == [layer.kernels.plan, layer.kernels.plan]
 
 
 @pytest.mark.parametrize("dtype, hidden, sm_count, forward_m_tiles, items_per_thread", [
