@@ -529,7 +529,7 @@ def sized_plan(spec: LSTMSpec, plan: Plan, direction: str, rows: int) -> Plan:
         forward, backward, wide = _plan_tensor_cores(spec, plan.target, units, plan.mma_type, sliced=True,
                                                      stage_buffers=buffers, max_rows=rows)
     else:
-        forward, backward, wide = _fma_sliced_steps(spec, plan.target, units, buffers, rows)
+        forward, backward, wide = _fma_sliced_steps(spec, plan.target, units, buffers, max_rows=rows)
     forward = replace(wide or forward, async_exchange=plan.forward_step.async_exchange)
     backward = replace(backward, async_exchange=plan.backward_step.async_exchange)
     step = forward if direction == "forward" else backward
