@@ -347,19 +347,22 @@ class Plan:
         forward: its wide step's rows, where it has one, so that a batch the narrow step would
         take in more than one turn takes one)."""
         most = self.backward_chunk_rows if direction == "backward" else (self.wide_forward_step or self.forward_step).chunk_rows
-        rows = -(-batch // self._running(clusters))
-        return min(most, -(-rows // _MMA_N) * _MMA_N)
+        return self._spread_rows(batch, clusters, most)
 
     def _running(self, clusters: int | None) -> int:
         """`clusters`, or by default as many as the plan's blocks make."""
         return clusters or self.num_blocks // self.cluster_blocks
 
+    def _spread_rows(self, batch: int, clusters: int | None, most: int) -> int:
+        """As few whole n tiles of rows as spread `batch` over the running clusters, at most `most`."""
+        rows = -(-batch // self._running(clusters))
+        return min(most, -(-rows // _MMA_N) * _MMA_N)
+
     def group_rows(self, batch: int, clusters: int | None = None) -> int:
         """Batch rows of a batch-sliced group: few enough that each of the `clusters` the
         GPU runs at once (default num_blocks / cluster_blocks) takes a group, at most
         chunk_rows. Fewer rows a group, fewer (unit, row) items a thread finishes a step."""
-        rows = -(-batch // self._running(clusters))
-        return min(self.forward_chunk_rows, -(-rows // _MMA_N) * _MMA_N)
+        return self._spread_rows(batch, clusters, self.forward_chunk_rows)
 
     def blocks(self, batch: int, clusters: int | None = None) -> int:
         """Blocks to launch for `batch` rows: num_blocks, or for batch-sliced kernels a
