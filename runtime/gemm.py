@@ -29,18 +29,20 @@ _COMPUTE_32F, _COMPUTE_32F_FAST_TF32, _COMPUTE_64F = 68, 77, 70
 
 
 @functools.cache
-def _gemm_ex():
-    """cublasGemmEx of the library CuPy loaded. cuBLAS supports stream capture (with host
-    pointer mode, alpha and beta are captured by value)."""
+def _cublas_functions():
+    """cublasGemmEx and cublasGemmStridedBatchedEx of the library CuPy loaded. cuBLAS supports
+    stream capture (with host pointer mode, alpha and beta are captured by value)."""
     from cuda.pathfinder import load_nvidia_dynamic_lib
 
-    loaded = load_nvidia_dynamic_lib("cublas")  # the library CuPy uses, already loaded
-    function = ctypes.CDLL(loaded.abs_path).cublasGemmEx
-    pointer, value = ctypes.c_void_p, ctypes.c_int
-    function.argtypes = [pointer, value, value, value, value, value, pointer, pointer, value, value, pointer, value,
-                         value, pointer, pointer, value, value, value, value]
-    function.restype = value
-    return function
+    library = ctypes.CDLL(load_nvidia_dynamic_lib("cublas").abs_path)  # the library CuPy uses, already loaded
+    pointer, value, stride = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
+    gemm, strided = library.cublasGemmEx, library.cublasGemmStridedBatchedEx
+    gemm.argtypes = [pointer, value, value, value, value, value, pointer, pointer, value, value, pointer, value,
+                     value, pointer, pointer, value, value, value, value]
+    strided.argtypes = [pointer, value, value, value, value, value, pointer, pointer, value, value, stride, pointer,
+                        value, value, stride, pointer, pointer, value, value, stride, value, value, value]
+    gemm.restype = strided.restype = value
+    return gemm, strided
 
 
 class Gemms:
@@ -52,7 +54,7 @@ class Gemms:
         from cupy_backends.cuda.libs import cublas
 
         self._cublas = cublas
-        self._gemm_ex = _gemm_ex()
+        self._gemm_ex, self._strided_gemm_ex = _cublas_functions()
         accumulate = DTYPES[spec.dtype]["accumulate_dtype"]
         self.storage_type = _CUDA_TYPES[spec.dtype]
         self.accumulate_type = _CUDA_TYPES[accumulate]
@@ -77,16 +79,37 @@ class Gemms:
         self._cublas.setStream(handle, stream.ptr)
         self._cublas.setPointerMode(handle, self._cublas.CUBLAS_POINTER_MODE_HOST)
 
+    @property
+    def on_cuda_cores(self) -> bool:
+        """Whether the GEMMs run strict float32, on CUDA cores (FFMA): float32 inputs without
+        TF32 (16-bit inputs compute in float32 on tensor cores)."""
+        return self.storage_type == _CUDA_TYPES["float32"] and self.compute == _COMPUTE_32F
+
     def __call__(self, transpose_a: bool, m: int, n: int, k: int, a: int, lda: int, b: int, ldb: int,
-                 c: int, ldc: int, c_type: int, transpose_b: bool = False) -> None:
-        """Column-major C[m, n] = op(A) op(B), op(X) = X^T where transpose_x; device pointers."""
+                 c: int, ldc: int, c_type: int, transpose_b: bool = False, k_parts: int = 1) -> None:
+        """Column-major C[m, n] = op(A) op(B), op(X) = X^T where transpose_x; device pointers.
+        With k_parts > 1, C holds k_parts products [m, n], ldc * n elements apart, of equal
+        consecutive parts of k (which k_parts divides), for the caller to sum: one batched
+        GEMM of more, shorter tiles."""
         import cupy
 
         cublas, handle = self._cublas, cupy.cuda.device.get_cublas_handle()
-        status = self._gemm_ex(handle, cublas.CUBLAS_OP_T if transpose_a else cublas.CUBLAS_OP_N,
-                               cublas.CUBLAS_OP_T if transpose_b else cublas.CUBLAS_OP_N, m, n, k, self._alpha,
-                               a, self.storage_type, lda, b, self.storage_type, ldb, self._beta, c, c_type, ldc,
-                               self.compute, cublas.CUBLAS_GEMM_DEFAULT)
+        operations = (cublas.CUBLAS_OP_T if transpose_a else cublas.CUBLAS_OP_N,
+                      cublas.CUBLAS_OP_T if transpose_b else cublas.CUBLAS_OP_N)
+        if k_parts == 1:
+            status = self._gemm_ex(handle, *operations, m, n, k, self._alpha, a, self.storage_type, lda, b,
+                                   self.storage_type, ldb, self._beta, c, c_type, ldc, self.compute,
+                                   cublas.CUBLAS_GEMM_DEFAULT)
+        else:
+            assert k % k_parts == 0, "the parts of k are equal"
+            part = k // k_parts
+            # A part of k is a run of rows of a column-major operand read as stored, and a run
+            # of its columns where it is read transposed (op T). Strides are in elements.
+            stride_a = part if transpose_a else part * lda
+            stride_b = part * ldb if transpose_b else part
+            status = self._strided_gemm_ex(handle, *operations, m, n, part, self._alpha, a, self.storage_type, lda,
+                                           stride_a, b, self.storage_type, ldb, stride_b, self._beta, c, c_type,
+                                           ldc, ldc * n, k_parts, self.compute, cublas.CUBLAS_GEMM_DEFAULT)
         cublas.check_status(status)
 
     def matmul(self, a, b, out, bind: bool = True) -> None:

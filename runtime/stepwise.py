@@ -12,6 +12,14 @@ stepwise recurrence only then. The GEMMs' products are in the accumulation
 type, as the persistent kernels' are; TF32 only where the layer's plan runs TF32
 (runtime/gemm.py).
 
+A strict float32 forward step's GEMM runs on CUDA cores, where cuBLAS tiles it for one wave
+of the SMs or less, a block of 4 warps on each, which issue an FFMA on little more than half
+of the cycles: there it is split into _K_PARTS parts of its inner dimension H, one batched
+GEMM of that many more blocks, and the cell kernel sums their products (bench/NOTES.md v16:
+the GEMM 57 -> 50 us at H = 1024 B = 256, the forward 4-18% faster from B = 32 to 256). The
+backward's GEMM (inner dimension 4H), which cuBLAS already splits, was slower so at most
+shapes; on tensor cores and in float64 (DMMA) the split was slower too.
+
 cuBLAS is column-major: a row-major [rows, cols] matrix is its column-major transpose, so
 the row-major R = h W_hh^T ([B, 4H]) is the column-major R^T = W_hh h^T, with W_hh read
 as stored ([4H, H] row-major, op T of the column-major [H, 4H]).
@@ -28,6 +36,14 @@ from lstmgen.runtime.compile import load_cell_kernels
 from lstmgen.runtime.gemm import Gemms
 
 _CELL_THREADS = 256
+_K_PARTS = 4
+# A part of the inner dimension starts on 16 bytes (a float32 GEMM's vector loads).
+_K_PART_ALIGNMENT = 4
+
+
+def _forward_k_parts(gemm: Gemms, hidden: int) -> int:
+    """Parts of H a forward step's GEMM is split into (the module's docstring)."""
+    return _K_PARTS if gemm.on_cuda_cores and hidden % (_K_PARTS * _K_PART_ALIGNMENT) == 0 else 1
 
 
 class _CellLaunches:
@@ -65,12 +81,13 @@ def forward(spec: LSTMSpec, gemm: Gemms, w_hh, gx, bias, h0, c0, h_buf, h_last, 
     (runtime/replay.py). Returns whether it ran."""
     steps, batch = gx.shape[:2]
     hidden = spec.hidden_size
-    recurrent = new_buffer((batch, 4 * hidden), DTYPES[spec.dtype]["accumulate_dtype"],
+    parts = _forward_k_parts(gemm, hidden)
+    recurrent = new_buffer((parts, batch, 4 * hidden), DTYPES[spec.dtype]["accumulate_dtype"],
                            "one step's recurrent products h W_hh^T", advice)
     step, products = ctypes.c_int32(0), ctypes.c_uint64(0)
     cell_step = _CellLaunches(load_cell_kernels(spec).forward, batch, hidden, [
-        _pointer(gx), _pointer(bias), products, _pointer(c0), _pointer(h_buf), ctypes.c_int32(h_buf.shape[0]),
-        _pointer(h_last), _pointer(c_last), _pointer(cell), ctypes.c_int32(training), _pointer(c_cache), step,
+        _pointer(gx), _pointer(bias), products, ctypes.c_int32(parts), _pointer(c0), _pointer(h_buf),
+        ctypes.c_int32(h_buf.shape[0]), _pointer(h_last), _pointer(c_last), _pointer(cell), ctypes.c_int32(training), _pointer(c_cache), step,
         ctypes.c_int32(steps), ctypes.c_int32(batch)])
     slot_bytes = batch * hidden * h_buf.itemsize
 
@@ -82,7 +99,7 @@ def forward(spec: LSTMSpec, gemm: Gemms, w_hh, gx, bias, h0, c0, h_buf, h_last, 
                 h_prev = _address(h0)
             if h_prev is not None:
                 gemm(True, 4 * hidden, batch, hidden, w_hh.data.ptr, hidden, h_prev, hidden,
-                     recurrent.data.ptr, 4 * hidden, gemm.accumulate_type)
+                     recurrent.data.ptr, 4 * hidden, gemm.accumulate_type, k_parts=parts)
             products.value = 0 if h_prev is None else recurrent.data.ptr
             step.value = t
             cell_step(stream)

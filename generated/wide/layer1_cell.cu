@@ -34,7 +34,8 @@ __device__ __forceinline__ void prefetch(const void* address) {
 extern "C" __global__ void lstm_forward_cell(
     storage_t* gx,                        // [steps, batch, 4H] input projection x W_ih^T
     const storage_t* __restrict__ bias,   // [4H] b_ih + b_hh, nullptr: no bias
-    const acc_t* __restrict__ recurrent,  // [batch, 4H] h_{t-1} W_hh^T, nullptr: h_{t-1} = 0
+    const acc_t* __restrict__ recurrent,  // [parts, batch, 4H]: h_{t-1} W_hh^T is the sum of these
+    int parts,                            // products of parts of H; nullptr: h_{t-1} = 0
     const storage_t* __restrict__ c0,     // [batch, H], nullptr: zeros
     storage_t* __restrict__ h_buf,        // [h_buf_steps, batch, H]: h_t lands in slot t % h_buf_steps
     int h_buf_steps,                      // steps (keep all h_t) or 2 (ping-pong, h_T only)
@@ -54,7 +55,13 @@ extern "C" __global__ void lstm_forward_cell(
   for (int gate = 0; gate < 4; ++gate) {
     pre[gate] = acc_t(gx[gate_base + gate * HIDDEN]);
     if (bias != nullptr) pre[gate] += acc_t(bias[gate * HIDDEN + unit]);
-    if (recurrent != nullptr) pre[gate] += recurrent[(size_t)row * GATES + gate * HIDDEN + unit];
+  }
+  if (recurrent != nullptr) {
+    for (int part = 0; part < parts; ++part) {
+      const acc_t* product = recurrent + (size_t)part * batch * GATES + (size_t)row * GATES + unit;
+#pragma unroll
+      for (int gate = 0; gate < 4; ++gate) pre[gate] += product[gate * HIDDEN];
+    }
   }
   if (t + 1 < steps) {
 #pragma unroll

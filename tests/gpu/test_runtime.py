@@ -207,6 +207,7 @@ def test_layers_plan_portable_clusters_where_no_gpc_holds_16_blocks(monkeypatch)
 @pytest.mark.parametrize("dtype, hidden, batch, steps, initial_state, return_sequences", [
     ("float32", 37, 9, 4, True, True),        # odd H: (row, unit) threads straddle rows
     ("float32", 300, 70, 3, False, True),     # zero initial state: no GEMM at t = 0
+    ("float32", 64, 70, 3, True, True),       # strict float32, H % 16 == 0: the forward GEMM in parts
     ("tf32", 128, 33, 3, True, False),        # TF32 GEMMs; y = h_T
     ("float64", 256, 5, 1, True, True),       # one step: backward's first step is its last
     ("float64", 1, 3, 5, False, False),
@@ -255,6 +256,50 @@ def test_layer_gemms_multiply_every_operand_layout_in_the_layers_math(dtype, lar
         # allowed (cuBLAS may, not must: a single row may take a GEMV without them).
         assert errors[False, "float32"] < 1e-5
         assert rows == 1 or errors[True, "float32"] > 1e-5
+
+
+@pytest.mark.parametrize("dtype, hidden, parts", [
+    ("float32", 64, 4), ("float32", 1024, 4),
+    ("float32", 300, 1),   # parts of 75 would not start on 16 bytes
+    ("tf32", 1024, 1), ("float16", 1024, 1), ("bfloat16", 512, 1), ("float64", 1024, 1)])
+def test_only_strict_float32_splits_the_forward_steps_gemm(dtype, hidden, parts):
+    from lstmgen.runtime import stepwise
+    from lstmgen.runtime.gemm import Gemms
+
+    spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype,
+                    allow_tf32=dtype == "tf32")
+    assert stepwise._forward_k_parts(Gemms(spec), hidden) == parts
+
+
+@pytest.mark.parametrize("k_parts", [2, 4])
+@pytest.mark.parametrize("a_transposed, b_transposed", [(False, False), (False, True), (True, False), (True, True)])
+@pytest.mark.parametrize("dtype, largest_error", [("float64", 1e-13), ("float32", 1e-5), ("float16", 1e-2)])
+def test_a_gemm_in_parts_of_k_sums_to_the_product(dtype, largest_error, a_transposed, b_transposed, k_parts):
+    # Column-major C[m, n] = op(A) op(B) as k_parts products of consecutive parts of k, each
+    # operand stored as cuBLAS reads it (op T: the stored matrix is op(X)^T).
+    from lstmgen.runtime.gemm import Gemms
+
+    spec = LSTMSpec(input_size=8, hidden_size=64, dtype=dtype)
+    gemms = Gemms(spec)
+    rng = np.random.default_rng(5)
+    m, n, k = 48, 20, 64
+    # Column-major [rows, cols] is the row-major [cols, rows] array.
+    a = uniform(rng, m, k, dtype=dtype) if a_transposed else uniform(rng, k, m, dtype=dtype)
+    b = uniform(rng, k, n, dtype=dtype) if b_transposed else uniform(rng, n, k, dtype=dtype)
+    op_a = a.get().astype(np.float64) if a_transposed else a.get().astype(np.float64).T
+    op_b = b.get().astype(np.float64) if b_transposed else b.get().astype(np.float64).T
+    exact = op_a @ op_b  # [m, n]
+    accumulate = "float64" if dtype == "float64" else "float32"
+    parts = cupy.full((k_parts, n, m), np.nan, dtype=accumulate)
+    gemms.bind(cupy.cuda.get_current_stream())
+    gemms(a_transposed, m, n, k, a.data.ptr, a.shape[1], b.data.ptr, b.shape[1], parts.data.ptr, m,
+          gemms.accumulate_type, transpose_b=b_transposed, k_parts=k_parts)
+    products = parts.get().astype(np.float64).transpose(0, 2, 1)  # [part, m, n]
+    step = k // k_parts
+    for part, product in enumerate(products):
+        expected = op_a[:, part * step:(part + 1) * step] @ op_b[part * step:(part + 1) * step]
+        assert np.abs(product - expected).max() / np.abs(expected).max() < largest_error, part
+    assert np.abs(products.sum(0) - exact).max() / np.abs(exact).max() < largest_error
 
 
 @pytest.mark.parametrize("forward_by, backward_by", [("persistent", "stepwise"), ("stepwise", "persistent")])
