@@ -6,7 +6,8 @@ rows in CuPy; db, bound by memory, sums in strict float32), as torch's cudnn.all
 arithmetic at large batches, and strict float32 runs them at a fraction of the tensor cores'
 rate. A layer too wide for TF32 fragments (past H = 1056 on the H200) plans strict float32,
 and its GEMMs follow, so that its tolerances are strict float32's. CuPy's matmul has no per-call TF32 switch (only the
-process-wide CUPY_TF32), so cublasGemmEx is called through ctypes, which the stepwise
+process-wide CUPY_TF32), so cublasGemmEx (and cublasGemmStridedBatchedEx, for the stepwise
+forward's GEMM in parts of its inner dimension) is called through ctypes, which the stepwise
 recurrence needs anyway: CuPy's wrapper binds its handle to CuPy's current stream on every
 call and refuses a capturing one, so it cannot be captured on a stream of our own.
 

@@ -23,8 +23,8 @@ Memory (elements of the spec's dtype, T steps, B rows, H units, I inputs):
   float32 [B, H] running state per direction. Where the forward sends h as tagged words
   (Plan.tagged_exchange_batch) it adds 2*B*H words of twice the element's size. batch_first adds
   a time-major copy of x (and of y, dy, dx). The stepwise recurrence adds one step's
-  products in the accumulation type: B*4H forward (4 times that in strict float32, whose GEMM
-  is split into parts: runtime/stepwise.py), B*H backward.
+  products in the accumulation type: B*4H forward (4 times that where strict float32 splits
+  its GEMM into parts of H: runtime/stepwise.py), B*H backward.
 """
 
 from __future__ import annotations

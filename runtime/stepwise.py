@@ -14,11 +14,12 @@ type, as the persistent kernels' are; TF32 only where the layer's plan runs TF32
 
 A strict float32 forward step's GEMM runs on CUDA cores, where cuBLAS tiles it for one wave
 of the SMs or less, a block of 4 warps on each, which issue an FFMA on little more than half
-of the cycles: there it is split into _K_PARTS parts of its inner dimension H, one batched
-GEMM of that many more blocks, and the cell kernel sums their products (bench/NOTES.md v16:
-the GEMM 57 -> 50 us at H = 1024 B = 256, the forward 4-18% faster from B = 32 to 256). The
-backward's GEMM (inner dimension 4H), which cuBLAS already splits, was slower so at most
-shapes; on tensor cores and in float64 (DMMA) the split was slower too.
+of the cycles: there (H a multiple of 16) it is split into _K_PARTS parts of its inner
+dimension H, one batched GEMM of that many more blocks, and the cell kernel sums their
+products (bench/NOTES.md v16: the GEMM 57 -> 50 us at H = 1024 B = 256; the forward took 4-28%
+less time from B = 32 to 256 at H = 256 to 1024). Split so, the backward's GEMM (inner
+dimension 4H), which cuBLAS splits itself, was slower at most shapes, and so was the GEMM
+on tensor cores and in float64 (DMMA).
 
 cuBLAS is column-major: a row-major [rows, cols] matrix is its column-major transpose, so
 the row-major R = h W_hh^T ([B, 4H]) is the column-major R^T = W_hh h^T, with W_hh read
@@ -37,13 +38,13 @@ from lstmgen.runtime.gemm import Gemms
 
 _CELL_THREADS = 256
 _K_PARTS = 4
-# A part of the inner dimension starts on 16 bytes (a float32 GEMM's vector loads).
-_K_PART_ALIGNMENT = 4
+# Each part of H starts on 16 bytes of h and W_hh (a float32 GEMM's vector loads).
+_K_PART_FLOATS = 16 // 4
 
 
 def _forward_k_parts(gemm: Gemms, hidden: int) -> int:
     """Parts of H a forward step's GEMM is split into (the module's docstring)."""
-    return _K_PARTS if gemm.on_cuda_cores and hidden % (_K_PARTS * _K_PART_ALIGNMENT) == 0 else 1
+    return _K_PARTS if gemm.on_cuda_cores and hidden % (_K_PARTS * _K_PART_FLOATS) == 0 else 1
 
 
 class _CellLaunches:
@@ -87,8 +88,8 @@ def forward(spec: LSTMSpec, gemm: Gemms, w_hh, gx, bias, h0, c0, h_buf, h_last, 
     step, products = ctypes.c_int32(0), ctypes.c_uint64(0)
     cell_step = _CellLaunches(load_cell_kernels(spec).forward, batch, hidden, [
         _pointer(gx), _pointer(bias), products, ctypes.c_int32(parts), _pointer(c0), _pointer(h_buf),
-        ctypes.c_int32(h_buf.shape[0]), _pointer(h_last), _pointer(c_last), _pointer(cell), ctypes.c_int32(training), _pointer(c_cache), step,
-        ctypes.c_int32(steps), ctypes.c_int32(batch)])
+        ctypes.c_int32(h_buf.shape[0]), _pointer(h_last), _pointer(c_last), _pointer(cell), ctypes.c_int32(training),
+        _pointer(c_cache), step, ctypes.c_int32(steps), ctypes.c_int32(batch)])
     slot_bytes = batch * hidden * h_buf.itemsize
 
     def issue(stream) -> None:

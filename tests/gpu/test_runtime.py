@@ -261,6 +261,7 @@ def test_layer_gemms_multiply_every_operand_layout_in_the_layers_math(dtype, lar
 @pytest.mark.parametrize("dtype, hidden, parts", [
     ("float32", 64, 4), ("float32", 1024, 4),
     ("float32", 300, 1),   # parts of 75 would not start on 16 bytes
+    ("tf32", 1088, 4),     # past the TF32 fragments' width the plan, and its GEMMs, are strict float32
     ("tf32", 1024, 1), ("float16", 1024, 1), ("bfloat16", 512, 1), ("float64", 1024, 1)])
 def test_only_strict_float32_splits_the_forward_steps_gemm(dtype, hidden, parts):
     from lstmgen.runtime import stepwise
