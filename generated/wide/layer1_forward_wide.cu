@@ -326,9 +326,12 @@ lstm_forward_recurrence(
   }
   __syncthreads();
 
-  for (int t = 0; t < steps; ++t) {
-    const storage_t* h_prev = t == 0 ? h0 : h_buf + (size_t)((t - 1) % h_buf_steps) * slot_stride;
-    storage_t* h_out = h_buf + (size_t)(t % h_buf_steps) * slot_stride;
+  // h_t's slot, t % h_buf_steps, and h_{t-1}'s, advanced a step at a time: dividing by the
+  // run-time h_buf_steps took about 20 instructions twice a step (bench/NOTES.md v16).
+  for (int t = 0, out_slot = 0, prev_slot = h_buf_steps - 1; t < steps;
+       ++t, prev_slot = out_slot, out_slot = out_slot + 1 == h_buf_steps ? 0 : out_slot + 1) {
+    const storage_t* h_prev = t == 0 ? h0 : h_buf + (size_t)prev_slot * slot_stride;
+    storage_t* h_out = h_buf + (size_t)out_slot * slot_stride;
 
     // Activates a (unit, row)'s gates, given b + h_{t-1} W_hh^T, and advances its cell; returns
     // c_t, and in `out` what it writes to memory (write_outputs).
