@@ -125,8 +125,10 @@ for spec, problem, recurrence, until_replayed in runs:
               f"clusters do not take")
         failures += 1
     if until_replayed:
-        # Replays need each call to get the earlier call's buffers back from CuPy's pool, which
-        # the larger batches before (WIDE_GRID) leave split up: start from an empty pool.
+        # Replays need each call to get the earlier call's buffers back from CuPy's pool: start
+        # from an empty one, whatever the entries before left in it. (v14 blamed failed replays
+        # on WIDE_GRID's batches splitting the pool; v15 found them failing only under
+        # compute-sanitizer, which no pool state changes: bench/NOTES.md v15.)
         cupy.get_default_memory_pool().free_all_blocks()
     layer = Layer(spec, seed=0, recurrence=recurrence)
     replayed.clear()
