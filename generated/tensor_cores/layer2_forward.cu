@@ -137,7 +137,7 @@ __device__ __forceinline__ unsigned shared_address(const void* p) {
 }
 
 // The address in block `rank` of the cluster of `local`, an address in this block's shared memory.
-__device__ __forceinline__ unsigned in_block(unsigned local, int rank) {
+__device__ __forceinline__ unsigned in_block(unsigned local, unsigned rank) {
   unsigned address;
   asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(address) : "r"(local), "r"(rank));
   return address;
@@ -150,10 +150,13 @@ template <typename Word>
 __device__ __forceinline__ void send_word(storage_t* rows, int offset, Word word, unsigned long long* ready) {
   *reinterpret_cast<Word*>(rows + offset) = word;
   const unsigned local = shared_address(rows + offset), barrier = shared_address(ready);
-  const int own = cg::this_cluster().block_rank();
+  // Unsigned, so that the remainder by the power of two CLUSTER_BLOCKS is a mask: a signed
+  // one costs 3 instructions more a rank, 45 of the ~420 a warp issues in float16 H = 512
+  // B = 8's step (NOTES v16 7.).
+  const unsigned own = cg::this_cluster().block_rank();
 #pragma unroll
-  for (int next = 1; next < CLUSTER_BLOCKS; ++next) {
-    const int rank = (own + next) % CLUSTER_BLOCKS;  // the blocks start at different ranks
+  for (unsigned next = 1; next < CLUSTER_BLOCKS; ++next) {
+    const unsigned rank = (own + next) % CLUSTER_BLOCKS;  // the blocks start at different ranks
     if constexpr (sizeof(Word) == 8)
       asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b64 [%0], %1, [%2];"
                    :: "r"(in_block(local, rank)), "l"(word), "r"(in_block(barrier, rank)) : "memory");
@@ -197,6 +200,21 @@ __device__ __forceinline__ void receive(unsigned long long* ready, int s, unsign
                  "selp.u32 %0, 1, 0, complete; }" : "=r"(done) : "r"(barrier), "r"((phases >> buffer) & 1) : "memory");
   } while (!done);
   phases ^= 1u << buffer;
+}
+
+// Staged rows from the start of a k tile to the row that this lane gives ldmatrix (load_b):
+// lanes 0-7 the 8 rows of k [0, 8), lanes 8-15 of k [8, 16) (lanes 16-31 are not read).
+__device__ __forceinline__ int b_lane_offset(int lane) { return (lane % 8) * STAGE_STRIDE + (lane / 8 % 2) * (K_TILE / 2); }
+
+// A k tile's B fragment by one ldmatrix.x2, where two 4-byte loads took (NOTES v17: up to
+// 3% of a step). Its two 8 x 8 matrices are the tile's k halves of 8 staged rows, 16 bytes
+// a row, and it gives lane l row l / 4's 4 bytes at (l % 4) * 4: B's fragment registers.
+// Not .x4 for two tiles: its 4 registers must be consecutive, and at the register limit
+// (float16 H = 512, 8 rows) ptxas spilled for them.
+__device__ __forceinline__ void load_b(unsigned (&b)[2], const storage_t* tile) {
+
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];"
+               : "=r"(b[0]), "=r"(b[1]) : "r"(static_cast<unsigned>(__cvta_generic_to_shared(tile))));
 }
 
 // d += A B for a 16 x K_TILE weight tile A and a K_TILE x 8 tile B of staged rows (B[k][n]
@@ -243,8 +261,9 @@ __device__ __forceinline__ void stage_rows(storage_t* dst, const storage_t* src,
 // at partial[(k_part * CHUNK_ROWS + b) * PARTIAL_STRIDE + m]. Lane l holds fragment rows
 // l / 4 and l / 4 + 8, k from (l % 4) * PER_REGISTER and K_TILE / 2 on, and output
 // columns 2 (l % 4) + {0, 1}, so its B loads and partial stores fall in 32 different banks
-// (the strides' padding sees to that). The staged rows are zero-padded to every warp's
-// last k tile, so no k tile needs a bounds check.
+// (ldmatrix's 8 rows of 16 bytes in 8 different sets of 4; the strides' padding sees to
+// that). The staged rows are zero-padded to every warp's last k tile, so no k tile needs a
+// bounds check.
 __device__ __forceinline__ void block_product(const unsigned (&fragments)[M_TILES_PER_WARP][K_TILES_IN_REGISTERS][4],
                                               const shared_fragment_t* shared_fragments, const storage_t* staged, float* partial,
                                               int n_tiles, int m_group, int k_part, int lane) {
@@ -253,21 +272,17 @@ __device__ __forceinline__ void block_product(const unsigned (&fragments)[M_TILE
   // take turns, so that consecutive mma.sync need not wait for each other's results (4 in
   // flight in all; 3 with 3 m tiles a warp).
   constexpr int LOAD_BATCH = 8, CHAINS = M_TILES_PER_WARP >= 4 ? 1 : 4 / M_TILES_PER_WARP;
-  const int group = lane / 4, col = (lane % 4) * 2, k_lane = (lane % 4) * PER_REGISTER;
+  const int group = lane / 4, col = (lane % 4) * 2;
 #pragma unroll
   for (int n = 0; n < N_TILES; ++n) {
     if (n < n_tiles) {
-      const storage_t* in = staged + (n * 8 + group) * STAGE_STRIDE + k_part * K_TILE + k_lane;
+      const storage_t* in = staged + n * 8 * STAGE_STRIDE + k_part * K_TILE + b_lane_offset(lane);
       float acc[M_TILES_PER_WARP][CHAINS][4] = {};
 #pragma unroll
       for (int first = 0; first < K_TILES_PER_WARP; first += LOAD_BATCH) {
         unsigned b[LOAD_BATCH][2];
 #pragma unroll
-        for (int j = 0; j < LOAD_BATCH && first + j < K_TILES_PER_WARP; ++j) {
-          const storage_t* tile = in + (first + j) * K_SPLIT * K_TILE;
-          b[j][0] = fragment(tile);
-          b[j][1] = fragment(tile + K_TILE / 2);
-        }
+        for (int j = 0; j < LOAD_BATCH && first + j < K_TILES_PER_WARP; ++j) load_b(b[j], in + (first + j) * K_SPLIT * K_TILE);
 #pragma unroll
         for (int j = 0; j < LOAD_BATCH && first + j < K_TILES_PER_WARP; ++j)
 #pragma unroll
