@@ -116,7 +116,7 @@ __device__ __forceinline__ void publish(storage_t* rows, int offset, storage_t v
 __device__ __forceinline__ int b_lane_offset(int lane) { return (lane % 8) * STAGE_STRIDE + (lane / 8 % 2) * (K_TILE / 2); }
 
 // A k tile's B fragment by one ldmatrix.x2, where two 4-byte loads took (NOTES v17: up to
-// 3% of a step). Its two 8 x 8 matrices are the tile's k halves of 8 staged rows, 16 bytes
+// 6% of a step). Its two 8 x 8 matrices are the tile's k halves of 8 staged rows, 16 bytes
 // a row, and it gives lane l row l / 4's 4 bytes at (l % 4) * 4: B's fragment registers.
 // Not .x4 for two tiles: its 4 registers must be consecutive, and at the register limit
 // (float16 H = 512, 8 rows) ptxas spilled for them.
@@ -170,8 +170,8 @@ __device__ __forceinline__ void stage_rows(storage_t* dst, const storage_t* src,
 // at partial[(k_part * CHUNK_ROWS + b) * PARTIAL_STRIDE + m]. Lane l holds fragment rows
 // l / 4 and l / 4 + 8, k from (l % 4) * PER_REGISTER and K_TILE / 2 on, and output
 // columns 2 (l % 4) + {0, 1}, so its B loads and partial stores fall in 32 different banks
-// (ldmatrix's 8 rows of 16 bytes in 8 different sets of 4; the strides' padding sees to
-// that). The staged rows are zero-padded to every warp's last k tile, so no k tile needs a
+// (16-bit: ldmatrix's 8 rows of 16 bytes in 8 different sets of 4; the strides' padding
+// sees to that). The staged rows are zero-padded to every warp's last k tile, so no k tile needs a
 // bounds check.
 __device__ __forceinline__ void block_product(const unsigned (&fragments)[M_TILES_PER_WARP][K_TILES_IN_REGISTERS][4],
                                               const shared_fragment_t* shared_fragments, const storage_t* staged, float* partial,
