@@ -249,8 +249,8 @@ __device__ __forceinline__ void stage_rows(storage_t* dst, const storage_t* src,
 // l / 4 and l / 4 + 8, k from (l % 4) * PER_REGISTER and K_TILE / 2 on, and output
 // columns 2 (l % 4) + {0, 1}, so its B loads and partial stores fall in 32 different banks
 // (16-bit: ldmatrix's 8 rows of 16 bytes in 8 different sets of 4; the strides' padding
-// sees to that). The staged rows are zero-padded to every warp's last k tile, so no k tile needs a
-// bounds check.
+// sees to that). The staged rows are zero-padded to every warp's last k tile, so no k tile
+// needs a bounds check.
 __device__ __forceinline__ void block_product(const unsigned (&fragments)[M_TILES_PER_WARP][K_TILES_IN_REGISTERS][4],
                                               const shared_fragment_t* shared_fragments, const storage_t* staged, float* partial,
                                               int n_tiles, int m_group, int k_part, int lane) {
