@@ -124,6 +124,12 @@ _WIDE_ITEMS_PER_THREAD = 3
 # step needs about 60; past 72 the backward kernel spills (tests/test_nvrtc.py checks the
 # limits: 16-bit layers up to 8 units per block, H = 1056 on the H200; TF32 to H = 576).
 _MMA_FRAGMENT_REGISTERS = 72
+# The batch-sliced forward step keeps every k tile in registers (at most _SLICED_TILES_PER_WARP
+# of 4 registers): its step has fewer live values than the backward's, and the k tiles it read
+# from shared memory took a third of the float16 H = 512 8-row step (bench/NOTES.md v17 5.).
+# NVRTC's ptxas spills at most 80 bytes, all while the fragments load before the step loop
+# (tests/test_nvrtc.py).
+_SLICED_FORWARD_FRAGMENT_REGISTERS = 4 * _SLICED_TILES_PER_WARP
 # Strict float32 (no TF32) and float64 run batch-sliced on CUDA cores where their clusters'
 # registers hold W_hh (FmaStep): up to this many weights a thread, in blocks of 256 threads.
 # ptxas -v (tests/test_nvrtc.py): where the weights take more than 64 registers (float64:
@@ -775,16 +781,18 @@ def _plan_tensor_cores(spec: LSTMSpec, target: Target, units: int, mma_type: str
     max_chunk = max_rows
     if sliced:
         max_chunk = min(max_chunk, _SLICED_ITEMS_PER_THREAD * _MMA_WARPS * WARP // units // _MMA_N * _MMA_N)
-    shapes = ((4 * units, hidden), (units, 4 * hidden))  # (rows, k_len): forward, backward
-    steps = [_tensor_core_step(target, units, mma_type, element, sliced, max_chunk, stage_buffers, m_rows, k_len)
-             for m_rows, k_len in shapes]
+    forward_registers = _SLICED_FORWARD_FRAGMENT_REGISTERS if sliced else _MMA_FRAGMENT_REGISTERS
+    # (rows, k_len, fragment registers): forward, backward
+    shapes = ((4 * units, hidden, forward_registers), (units, 4 * hidden, _MMA_FRAGMENT_REGISTERS))
+    steps = [_tensor_core_step(target, units, mma_type, element, sliced, max_chunk, stage_buffers, *shape)
+             for shape in shapes]
     if None in steps:
         return None
     if not sliced:
         return steps[0], steps[1], None
     chunk = min(step.chunk_rows for step in steps)
-    forward, backward = (_tensor_core_step(target, units, mma_type, element, sliced, chunk, stage_buffers, m_rows, k_len)
-                         for m_rows, k_len in shapes)
+    forward, backward = (_tensor_core_step(target, units, mma_type, element, sliced, chunk, stage_buffers, *shape)
+                         for shape in shapes)
     wide = _tensor_core_step(target, units, mma_type, element, sliced, min(max_chunk, _wide_chunk(units, _MMA_WARPS * WARP)),
                              stage_buffers, *shapes[0])
     return forward, backward, _wider(wide, forward)
@@ -801,7 +809,7 @@ def _wider(wide: Step | None, forward: Step) -> Step | None:
 
 
 def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, sliced: bool, max_chunk: int,
-                      stage_buffers: int, rows: int, k_len: int) -> TensorCoreStep | None:
+                      stage_buffers: int, rows: int, k_len: int, fragment_registers: int) -> TensorCoreStep | None:
     if max_chunk < _MMA_N:
         return None
     m_tiles = -(-rows // _MMA_M)
@@ -822,7 +830,7 @@ def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, s
     k_tiles = -(-k_len // k_tile)
     k_tiles_per_warp = -(-k_tiles // k_split)
     registers_per_tile = m_tiles_per_warp * (4 if rows > _MMA_M // 2 else 2)
-    k_tiles_in_registers = min(k_tiles_per_warp, _MMA_FRAGMENT_REGISTERS // registers_per_tile)
+    k_tiles_in_registers = min(k_tiles_per_warp, fragment_registers // registers_per_tile)
     # A lane keeps 16 bytes of each tile in shared memory, 8 when the tile's rows 8-15 are padding.
     lane_bytes = 16 if rows > _MMA_M // 2 else 8
     shared_fragment_bytes = _MMA_WARPS * m_tiles_per_warp * (k_tiles_per_warp - k_tiles_in_registers) * WARP * lane_bytes

@@ -226,8 +226,14 @@ def test_tensor_core_steps_cover_the_block_and_fit_registers_and_shared_memory(s
     assert (spec.dtype in ("float16", "bfloat16") or spec.allow_tf32) and plan.weights_in == "registers"
     assert int(target.arch.removeprefix("sm_")) >= 80  # mma.sync.m16n8k16 came with Ampere
     units = plan.units_per_block
-    for step, rows, k_len in ((plan.forward_step, 4 * units, spec.hidden_size),
-                              (plan.backward_step, units, 4 * spec.hidden_size)):
+    # Fragment registers a lane: batch-sliced forward steps keep all their k tiles (at most 32
+    # of 4 registers), the backward and cooperative steps at most 72.
+    forward_budget = 128 if plan.batch_sliced else 72
+    steps = [(plan.forward_step, 4 * units, spec.hidden_size, forward_budget),
+             (plan.backward_step, units, 4 * spec.hidden_size, 72)]
+    if plan.wide_forward_step:
+        steps.append((plan.wide_forward_step, 4 * units, spec.hidden_size, forward_budget))
+    for step, rows, k_len, budget in steps:
         # Whole 16-row tiles; batch-sliced blocks pad their count to the next one the warps
         # share out (one that divides 8 or that 8 divides).
         needed = -(-rows // 16)
@@ -240,11 +246,12 @@ def test_tensor_core_steps_cover_the_block_and_fit_registers_and_shared_memory(s
         k_tile = 8 if plan.mma_type == "tf32" else 16
         assert step.k_tiles * k_tile >= k_len > (step.k_tiles - 1) * k_tile
         assert step.k_tiles_per_warp * step.k_split >= step.k_tiles  # every k tile has a warp
-        # Fragments within 72 registers a lane; only where they fill them, the rest in shared memory.
+        # Fragments within the budget; only where they fill it, the rest in shared memory.
         registers_per_tile = step.m_tiles_per_warp * (4 if rows > 8 else 2)
         assert 1 <= step.k_tiles_in_registers <= step.k_tiles_per_warp
-        assert step.k_tiles_in_registers * registers_per_tile <= 72
-        assert step.k_tiles_in_registers == step.k_tiles_per_warp or (step.k_tiles_in_registers + 1) * registers_per_tile > 72
+        assert step.k_tiles_in_registers * registers_per_tile <= budget
+        assert (step.k_tiles_in_registers == step.k_tiles_per_warp
+                or (step.k_tiles_in_registers + 1) * registers_per_tile > budget)
         assert step.chunk_rows % 8 == 0 and step.chunk_rows >= 8
         # Staged rows padded to every warp's k tiles, plus 16 bytes so that a fragment's rows change banks.
         element = DTYPES[spec.dtype]["bytes"]
@@ -405,8 +412,14 @@ def test_fma_steps_cover_the_block_and_fit_registers_and_shared_memory(spec, tar
     assert spec.dtype in ("float32", "float64") and plan.math == "fma" and not plan.mma_type and plan.batch_sliced
     units, element = plan.units_per_block, DTYPES[spec.dtype]["bytes"]
     vector = 16 // element
-    for step, rows, k_len in ((plan.forward_step, 4 * units, spec.hidden_size),
-                              (plan.backward_step, units, 4 * spec.hidden_size)):
+    # Fragment registers a lane: batch-sliced forward steps keep all their k tiles (at most 32
+    # of 4 registers), the backward and cooperative steps at most 72.
+    forward_budget = 128 if plan.batch_sliced else 72
+    steps = [(plan.forward_step, 4 * units, spec.hidden_size, forward_budget),
+             (plan.backward_step, units, 4 * spec.hidden_size, 72)]
+    if plan.wide_forward_step:
+        steps.append((plan.wide_forward_step, 4 * units, spec.hidden_size, forward_budget))
+    for step, rows, k_len, budget in steps:
         # A thread per (weight row, part of K): rows padded to a power of two, at most 16 parts.
         assert step.rows == rows <= step.m_threads < 2 * rows
         assert step.m_threads & (step.m_threads - 1) == 0 and step.m_threads * step.k_split == plan.threads == 256
