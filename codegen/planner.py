@@ -121,7 +121,7 @@ _SLICED_ITEMS_PER_THREAD = 4
 _WIDE_ITEMS_PER_THREAD = 3
 # 32-bit registers per lane for the weight fragments, kept for the whole launch. ptxas
 # spends about one more per fragment on staged inputs it loads ahead, and the rest of the
-# step needs about 60; past 72 the backward kernel spills (tests/test_nvrtc.py checks the
+# step needs about 60; past 72 the cooperative backward kernel spills (tests/test_nvrtc.py checks the
 # limits: 16-bit layers up to 8 units per block, H = 1056 on the H200; TF32 to H = 576).
 _MMA_FRAGMENT_REGISTERS = 72
 # The batch-sliced forward step keeps every k tile in registers (at most _SLICED_TILES_PER_WARP
@@ -130,6 +130,10 @@ _MMA_FRAGMENT_REGISTERS = 72
 # NVRTC's ptxas spills at most 80 bytes, all while the fragments load before the step loop
 # (tests/test_nvrtc.py).
 _SLICED_FORWARD_FRAGMENT_REGISTERS = 4 * _SLICED_TILES_PER_WARP
+# The batch-sliced backward step has fewer live values than the cooperative one, which
+# spills at 96 (TF32 H = 1056: 148 bytes): at 96 NVRTC's ptxas spills none of the sliced
+# backward kernels (16-bit H = 512 keeps 24 of its 32 k tiles a warp, TF32 H = 256 too).
+_SLICED_BACKWARD_FRAGMENT_REGISTERS = 96
 # Strict float32 (no TF32) and float64 run batch-sliced on CUDA cores where their clusters'
 # registers hold W_hh (FmaStep): up to this many weights a thread, in blocks of 256 threads.
 # ptxas -v (tests/test_nvrtc.py): where the weights take more than 64 registers (float64:
@@ -781,9 +785,10 @@ def _plan_tensor_cores(spec: LSTMSpec, target: Target, units: int, mma_type: str
     max_chunk = max_rows
     if sliced:
         max_chunk = min(max_chunk, _SLICED_ITEMS_PER_THREAD * _MMA_WARPS * WARP // units // _MMA_N * _MMA_N)
-    forward_registers = _SLICED_FORWARD_FRAGMENT_REGISTERS if sliced else _MMA_FRAGMENT_REGISTERS
+    forward_registers, backward_registers = ((_SLICED_FORWARD_FRAGMENT_REGISTERS, _SLICED_BACKWARD_FRAGMENT_REGISTERS)
+                                             if sliced else (_MMA_FRAGMENT_REGISTERS, _MMA_FRAGMENT_REGISTERS))
     # (rows, k_len, fragment registers): forward, backward
-    shapes = ((4 * units, hidden, forward_registers), (units, 4 * hidden, _MMA_FRAGMENT_REGISTERS))
+    shapes = ((4 * units, hidden, forward_registers), (units, 4 * hidden, backward_registers))
     steps = [_tensor_core_step(target, units, mma_type, element, sliced, max_chunk, stage_buffers, *shape)
              for shape in shapes]
     if None in steps:
