@@ -229,11 +229,8 @@ def test_tensor_core_steps_cover_the_block_and_fit_registers_and_shared_memory(s
     # Fragment registers a lane: batch-sliced forward steps keep all their k tiles (at most 32
     # of 4 registers), batch-sliced backward steps at most 96, cooperative steps 72.
     forward_budget, backward_budget = (128, 96) if plan.batch_sliced else (72, 72)
-    steps = [(plan.forward_step, 4 * units, spec.hidden_size, forward_budget),
-             (plan.backward_step, units, 4 * spec.hidden_size, backward_budget)]
-    if plan.wide_forward_step:
-        steps.append((plan.wide_forward_step, 4 * units, spec.hidden_size, forward_budget))
-    for step, rows, k_len, budget in steps:
+    for step, rows, k_len, budget in ((plan.forward_step, 4 * units, spec.hidden_size, forward_budget),
+                                      (plan.backward_step, units, 4 * spec.hidden_size, backward_budget)):
         # Whole 16-row tiles; batch-sliced blocks pad their count to the next one the warps
         # share out (one that divides 8 or that 8 divides).
         needed = -(-rows // 16)
@@ -268,6 +265,10 @@ def test_tensor_core_steps_cover_the_block_and_fit_registers_and_shared_memory(s
                                    + shared_fragments + barriers)
         assert step.smem_bytes <= plan.smem_bytes <= target.max_smem_per_block
         assert step.items_per_thread * plan.threads >= units * step.chunk_rows
+    if plan.batch_sliced:
+        # The forward reads no weights from shared memory a step, nor does the wide forward.
+        for step in filter(None, (plan.forward_step, plan.wide_forward_step)):
+            assert step.k_tiles_in_registers == step.k_tiles_per_warp
 
 
 @_with_sliced_examples
@@ -412,14 +413,8 @@ def test_fma_steps_cover_the_block_and_fit_registers_and_shared_memory(spec, tar
     assert spec.dtype in ("float32", "float64") and plan.math == "fma" and not plan.mma_type and plan.batch_sliced
     units, element = plan.units_per_block, DTYPES[spec.dtype]["bytes"]
     vector = 16 // element
-    # Fragment registers a lane: batch-sliced forward steps keep all their k tiles (at most 32
-    # of 4 registers), batch-sliced backward steps at most 96, cooperative steps 72.
-    forward_budget, backward_budget = (128, 96) if plan.batch_sliced else (72, 72)
-    steps = [(plan.forward_step, 4 * units, spec.hidden_size, forward_budget),
-             (plan.backward_step, units, 4 * spec.hidden_size, backward_budget)]
-    if plan.wide_forward_step:
-        steps.append((plan.wide_forward_step, 4 * units, spec.hidden_size, forward_budget))
-    for step, rows, k_len, budget in steps:
+    for step, rows, k_len in ((plan.forward_step, 4 * units, spec.hidden_size),
+                              (plan.backward_step, units, 4 * spec.hidden_size)):
         # A thread per (weight row, part of K): rows padded to a power of two, at most 16 parts.
         assert step.rows == rows <= step.m_threads < 2 * rows
         assert step.m_threads & (step.m_threads - 1) == 0 and step.m_threads * step.k_split == plan.threads == 256
