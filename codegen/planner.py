@@ -464,6 +464,12 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
         return _staged_plan(spec, layout, steps, cluster, sliced=True, units=units, num_blocks=num_blocks,
                             threads=_FMA_THREADS, rows_per_pass=_FMA_ROWS_AT_ONCE, math="fma")
     cluster, sliced = _plan_batch_sliced(spec, target, mma_type) if mma_type else (1, None)
+    if sliced:
+        # The clusters hold all of W_hh and the wide forward takes a large batch in one turn of
+        # them: at float16 and bfloat16 H = 512 their forward beat the stepwise one at every
+        # batch measured (0.59 of its time at B = 128, 0.95 at 256; bench/NOTES.md v18 5.),
+        # their backward did not, and keeps its batch.
+        layout["stepwise_from_batch"] = 0
     tensor_core = sliced or (mma_type and _plan_tensor_cores(spec, target, units, mma_type, sliced=False))
     if not sliced:  # cooperative, on tensor cores or FMA
         layout["tagged_exchange_batch"] = _tagged_exchange_batch(hidden, element)

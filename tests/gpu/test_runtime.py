@@ -378,16 +378,18 @@ def test_auto_recurrence_goes_stepwise_at_the_planned_batch_when_the_loop_replay
     assert sorted(set(stepwise_graphs)) == ["stepwise backward", "stepwise forward"] and len(stepwise_graphs) <= 4
 
 
-def test_auto_recurrence_places_each_direction_at_its_own_batch(monkeypatch):
-    # float32's backward goes stepwise at fewer rows than its forward: between the two
-    # batches, only backward asks for a replay, and it backpropagates the persistent forward.
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_auto_recurrence_places_each_direction_at_its_own_batch(monkeypatch, dtype):
+    # float32's backward goes stepwise at fewer rows than its forward, float16's clusters
+    # (H = 512) keep their forward persistent: past the backward's batch only backward asks
+    # for a replay, and it backpropagates the persistent forward.
     replay = _fresh_replay_caches(monkeypatch)
     directions = []
     run = replay.run
     monkeypatch.setattr(replay, "run", lambda key, *args: directions.append(key[0]) or run(key, *args))
-    spec = LSTMSpec(input_size=8, hidden_size=512, dtype="float32")
+    spec = LSTMSpec(input_size=8, hidden_size=512, dtype=dtype)
     plan = load_kernels(spec).plan
-    assert plan.stepwise_backward_from_batch < plan.stepwise_from_batch
+    assert plan.stepwise_backward_from_batch < (plan.stepwise_from_batch or float("inf"))
     layer = Layer(spec, seed=27)
     for seed in range(5):
         report = check_layer(layer, Problem(3, plan.stepwise_backward_from_batch, True, True, seed=seed))
