@@ -121,8 +121,9 @@ _SLICED_ITEMS_PER_THREAD = 4
 _WIDE_ITEMS_PER_THREAD = 3
 # 32-bit registers per lane for the weight fragments, kept for the whole launch. ptxas
 # spends about one more per fragment on staged inputs it loads ahead, and the rest of the
-# step needs about 60; past 72 the cooperative backward kernel spills (tests/test_nvrtc.py checks the
-# limits: 16-bit layers up to 8 units per block, H = 1056 on the H200; TF32 to H = 576).
+# step needs about 60; past 72 the cooperative backward kernel spills (tests/test_nvrtc.py
+# checks the limits: 16-bit layers up to 8 units per block, H = 1056 on the H200; TF32 to
+# H = 576).
 _MMA_FRAGMENT_REGISTERS = 72
 # The batch-sliced forward step keeps every k tile in registers (at most _SLICED_TILES_PER_WARP
 # of 4 registers): its step has fewer live values than the backward's, and the k tiles it read
@@ -791,8 +792,8 @@ def _plan_tensor_cores(spec: LSTMSpec, target: Target, units: int, mma_type: str
     max_chunk = max_rows
     if sliced:
         max_chunk = min(max_chunk, _SLICED_ITEMS_PER_THREAD * _MMA_WARPS * WARP // units // _MMA_N * _MMA_N)
-    forward_registers, backward_registers = ((_SLICED_FORWARD_FRAGMENT_REGISTERS, _SLICED_BACKWARD_FRAGMENT_REGISTERS)
-                                             if sliced else (_MMA_FRAGMENT_REGISTERS, _MMA_FRAGMENT_REGISTERS))
+    forward_registers = _SLICED_FORWARD_FRAGMENT_REGISTERS if sliced else _MMA_FRAGMENT_REGISTERS
+    backward_registers = _SLICED_BACKWARD_FRAGMENT_REGISTERS if sliced else _MMA_FRAGMENT_REGISTERS
     # (rows, k_len, fragment registers): forward, backward
     shapes = ((4 * units, hidden, forward_registers), (units, 4 * hidden, backward_registers))
     steps = [_tensor_core_step(target, units, mma_type, element, sliced, max_chunk, stage_buffers, *shape)
