@@ -128,12 +128,13 @@ _MMA_FRAGMENT_REGISTERS = 72
 # The batch-sliced forward step keeps every k tile in registers (at most _SLICED_TILES_PER_WARP
 # of 4 registers): its step has fewer live values than the backward's, and the k tiles it read
 # from shared memory took a third of the float16 H = 512 8-row step (bench/NOTES.md v17 5.).
-# NVRTC's ptxas spills at most 80 bytes, all while the fragments load before the step loop
-# (tests/test_nvrtc.py).
+# NVRTC's ptxas spills at most 80 bytes on the H200 (tests/test_nvrtc.py; nvcc's SASS of
+# float16 H = 512 has them all in the setup, before the step loop).
 _SLICED_FORWARD_FRAGMENT_REGISTERS = 4 * _SLICED_TILES_PER_WARP
 # The batch-sliced backward step has fewer live values than the cooperative one, which
-# spills at 96 (TF32 H = 1056: 148 bytes): at 96 NVRTC's ptxas spills none of the sliced
-# backward kernels (16-bit H = 512 keeps 24 of its 32 k tiles a warp, TF32 H = 256 too).
+# spills at 96 (TF32 H = 1056: 148 bytes): at 96 NVRTC's ptxas spills none of the H200's
+# sliced backward kernels (16-bit H = 512 keeps 24 of its 32 k tiles a warp, TF32 H = 256
+# too), and 8 bytes in the A100's one block of 16-bit H = 128.
 _SLICED_BACKWARD_FRAGMENT_REGISTERS = 96
 # Strict float32 (no TF32) and float64 run batch-sliced on CUDA cores where their clusters'
 # registers hold W_hh (FmaStep): up to this many weights a thread, in blocks of 256 threads.
@@ -162,6 +163,7 @@ _EXCHANGE_BARRIER_BYTES = 16
 # batch x H = 64K and H = 512 (B = 128 at H = 512, 64 at H = 1024; at H = 256 the
 # clusters keep W_hh on chip: at B = 256 the two kinds tie there in float32, and the
 # persistent kernels win in 16 bits). At least 32 rows: fewer leave cuBLAS's tiles idle.
+# Tensor-core clusters (16 bits at H = 512) run only their backward stepwise (plan_layer).
 _STEPWISE_FLOAT64_WORK = 4 * 2**20
 _STEPWISE_FLOAT64_MIN_HIDDEN = 256
 _STEPWISE_ROW_UNITS = 64 * 1024

@@ -93,14 +93,15 @@ _A100 = Target(arch="sm_80", sm_count=108, max_smem_per_block=166912)
     ("float16", 64, False, SM90_H200, 0), ("bfloat16", 64, False, SM90_H200, 0), ("float32", 32, True, SM90_H200, 0),
     ("float16", 128, False, SM90_H200, 0), ("float16", 256, False, SM90_H200, 0), ("float32", 64, True, SM90_H200, 0),
     # Their forward kernels keep every k tile in registers: at TF32 H = 256 (wide, 24 rows) and
-    # 16-bit H = 512 (8 rows) ptxas spills up to 80 bytes while they load, none in the step loop
-    # (nvcc 13.0's SASS of float16 H = 512: every spill store in the setup, each reload once
-    # before the loop).
+    # 16-bit H = 512 (8 rows) ptxas spills up to 80 bytes (nvcc 13.0's SASS of float16 H = 512:
+    # every spill store in the setup, each reload once before the step loop; TF32's wide
+    # forward loads 120 of its 80 bytes, its SASS not read).
     ("float32", 256, True, SM90_H200, 80), ("float16", 512, False, SM90_H200, 80),  # and of 16 blocks
     # Without clusters (before sm_90) one block holds H = 128 in 16 bits: 4 m tiles of 8 k
-    # tiles a warp forward, 4 of them in shared memory. ptxas spills while the forward kernel
-    # loads its fragments at the start, never in the step loop: NVRTC's ptxas spills 72 bytes
-    # for sm_90 (32 before the epilogue was split for clusters); a newer ptxas spilled 132,
+    # tiles a warp forward, all in registers. ptxas spills while the forward kernel loads its
+    # fragments at the start, never in the step loop: NVRTC's ptxas spills 56 bytes for sm_90
+    # (72 with 4 of the tiles in shared memory, 32 before the epilogue was split for
+    # clusters; the backward 8); with 4 tiles in shared memory a newer ptxas spilled 132,
     # and its SASS (nvdisasm) had every spill store before the first block barrier and every
     # reload once, right after it. Far more would mean the step is short of registers too.
     ("float16", 128, False, _A100, 136), ("bfloat16", 128, False, _A100, 136),
