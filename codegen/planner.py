@@ -84,7 +84,13 @@ _PASS_INPUTS_MIN_ELEMENT_BYTES = 4
 # inputs (8 batch rows) into float32; K is 16 for 16-bit inputs (m16n8k16) and 8 for TF32
 # (m16n8k8), which float32 layers use when their spec allows TF32.
 _MMA_M, _MMA_N = 16, 8
-_MMA_K = {"f16": 16, "bf16": 16, "tf32": 8}
+_MMA_K = {"f16": 16, "bf16": 16, "tf32": 8, "tf32x3": 8}
+# Strict float32 on tensor cores ("tf32x3"): each float32 x splits into x_hi = tf32(x) and
+# x_lo = tf32(x - x_hi), and a product a b into the three TF32 products a_lo b_hi + a_hi b_lo
+# + a_hi b_hi, summed in float32 (the a_lo b_lo dropped is 2^-22 of a b). The result keeps
+# float32's accuracy (CUTLASS's "3xTF32"); a tile of weights takes both halves: twice the
+# registers or shared memory of a TF32 one.
+_SPLIT_MMA_TYPES = {"tf32x3": 2}
 _MMA_TYPES = {"__half": "f16", "__nv_bfloat16": "bf16"}
 _MMA_WARPS = 8
 # Fragments past the register budget go to shared memory, up to this much, which every warp
@@ -314,7 +320,8 @@ class Plan:
     smem_bytes: int          # dynamic shared memory per block (weights + staging)
     math: str = "fma"        # "mma": tensor cores (16-bit storage, TF32); "fma": CUDA cores (a warp
                              # per unit, or batch-sliced FmaStep)
-    mma_type: str = ""       # the PTX type of mma.sync's inputs ("f16", "bf16", "tf32") when math == "mma"
+    mma_type: str = ""       # the products when math == "mma": mma.sync's input type ("f16", "bf16",
+                             # "tf32"), or "tf32x3", strict float32 as three TF32 products
     forward_step: Step | None = None   # the staged step (tensor cores, or batch-sliced FMA);
     backward_step: Step | None = None  # None: the warp-per-unit FMA kernels
     batch_sliced: bool = False  # each cluster of blocks owns every unit and groups of batch rows
@@ -332,6 +339,16 @@ class Plan:
     pass_inputs_bytes: int = 0  # warp-per-unit FMA whose backward reads W_hh^T partly from L2: the
                                 # slots, first in its shared memory, into which each backward pass
                                 # copies what its rows need from global memory; 0: registers
+
+    @property
+    def mma_input_type(self) -> str:
+        """The PTX type of mma.sync's inputs ("tf32" for both TF32 kinds of products)."""
+        return "tf32" if self.mma_type in _SPLIT_MMA_TYPES else self.mma_type
+
+    @property
+    def fragment_parts(self) -> int:
+        """Fragments per weight tile: 2 where float32 splits into TF32 halves, else 1."""
+        return _SPLIT_MMA_TYPES.get(self.mma_type, 1)
 
     @property
     def non_portable_cluster(self) -> bool:
@@ -660,15 +677,17 @@ def _arch_number(target: Target) -> int:
 
 
 def _tensor_core_type(spec: LSTMSpec, target: Target) -> str | None:
-    """mma.sync's input type for `spec` on `target`, or None for the FMA kernels: storage
-    that is neither 16-bit nor float32 with TF32 allowed, a GPU older than Ampere (sm_80
-    brought m16n8k16 and TF32), or blocks too small for the tensor-core step's 8 warps."""
+    """The tensor-core products (Plan.mma_type) of `spec` on `target`, or None for the FMA
+    kernels: float64, a GPU older than Ampere (sm_80 brought m16n8k16 and TF32), or blocks
+    too small for the tensor-core step's 8 warps. float32 without TF32 takes "tf32x3"."""
     if _arch_number(target) < 80 or _MMA_WARPS * WARP > target.max_threads_per_block:
         return None
     storage = DTYPES[spec.dtype]["storage"]
     if storage in _MMA_TYPES:
         return _MMA_TYPES[storage]
-    return "tf32" if spec.allow_tf32 else None
+    if storage == "float":
+        return "tf32" if spec.allow_tf32 else "tf32x3"
+    return None
 
 
 def _sends_by_st_async(forward: Step, backward: Step, hidden: int, units: int, element: int) -> tuple[Step, Step]:
@@ -843,10 +862,11 @@ def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, s
     k_tile = _MMA_K[mma_type]
     k_tiles = -(-k_len // k_tile)
     k_tiles_per_warp = -(-k_tiles // k_split)
-    registers_per_tile = m_tiles_per_warp * (4 if rows > _MMA_M // 2 else 2)
+    parts = _SPLIT_MMA_TYPES.get(mma_type, 1)
+    registers_per_tile = m_tiles_per_warp * (4 if rows > _MMA_M // 2 else 2) * parts
     k_tiles_in_registers = min(k_tiles_per_warp, fragment_registers // registers_per_tile)
-    # A lane keeps 16 bytes of each tile in shared memory, 8 when the tile's rows 8-15 are padding.
-    lane_bytes = 16 if rows > _MMA_M // 2 else 8
+    # A lane keeps 16 bytes of each tile (a part) in shared memory, 8 when the tile's rows 8-15 are padding.
+    lane_bytes = (16 if rows > _MMA_M // 2 else 8) * parts
     shared_fragment_bytes = _MMA_WARPS * m_tiles_per_warp * (k_tiles_per_warp - k_tiles_in_registers) * WARP * lane_bytes
     if k_tiles_in_registers == 0 or shared_fragment_bytes > _SHARED_FRAGMENT_BYTES:
         return None

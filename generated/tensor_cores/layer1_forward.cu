@@ -161,6 +161,7 @@ static_assert(ITEMS_PER_THREAD * THREADS >= UNITS_PER_BLOCK * CHUNK_ROWS, "every
 #define SHARED_K_TILES (K_TILES_PER_WARP - K_TILES_IN_REGISTERS)  // the rest, in shared memory
 #define N_TILES (CHUNK_ROWS / 8)
 #define MMA_TYPE "bf16"
+#define PARTS 1  // fragments a tile: 2 where float32 splits into TF32 halves
 typedef float partial_t;  // the partial sums: mma.sync accumulates in float32
 static_assert(M_GROUPS * K_SPLIT == WARPS, "each warp owns one (group of m tiles, k part)");
 static_assert(CHUNK_ROWS % 8 == 0, "a chunk is whole n tiles of 8 rows");
@@ -169,13 +170,14 @@ static_assert(CHUNK_ROWS % 8 == 0, "a chunk is whole n tiles of 8 rows");
 #define K_TILE 16                 // k per mma.sync
 #define PER_REGISTER 2            // k values per fragment register
 
-// A fragment register: x[0] and x[1], the first in the low half.
-__device__ __forceinline__ unsigned fragment(const storage_t* x) {
+// A fragment register: x[0] and x[1], the first in the low half (16 bits need no parts).
+__device__ __forceinline__ unsigned fragment(const storage_t* x, int) {
   return *reinterpret_cast<const unsigned*>(x);
 }
 
 // A lane's part of a fragment kept in shared memory: its 4 registers, or with at most 8 rows
 // the 2 that are not zero padding.
+// A split tile keeps its parts one after another, each a warp's 32 consecutive lanes.
 #if M_ROWS > 8
 typedef uint4 shared_fragment_t;
 __device__ __forceinline__ void unpack(const uint4& a, unsigned (&tile)[4]) {
@@ -198,10 +200,10 @@ __device__ __forceinline__ int b_lane_offset(int lane) { return (lane % 8) * STA
 // a row, and it gives lane l row l / 4's 4 bytes at (l % 4) * 4: B's fragment registers.
 // Not .x4 for two tiles: its 4 registers must be consecutive, and at the register limit
 // (float16 H = 512, 8 rows) ptxas spilled for them.
-__device__ __forceinline__ void load_b(unsigned (&b)[2], const storage_t* tile) {
+__device__ __forceinline__ void load_b(unsigned (&b)[PARTS][2], const storage_t* tile) {
 
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];"
-               : "=r"(b[0]), "=r"(b[1]) : "r"(static_cast<unsigned>(__cvta_generic_to_shared(tile))));
+               : "=r"(b[0][0]), "=r"(b[0][1]) : "r"(static_cast<unsigned>(__cvta_generic_to_shared(tile))));
 }
 
 // d += A B for a 16 x K_TILE weight tile A and a K_TILE x 8 tile B of staged rows (B[k][n]
@@ -212,6 +214,16 @@ __device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], unsig
       "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// d += A B for a weight tile's PARTS and a B fragment's. Split, the two small products go
+// first, as CUTLASS orders its 3xTF32: a_lo b_hi, a_hi b_lo, then a_hi b_hi.
+__device__ __forceinline__ void tile_product(float (&d)[4], const unsigned (&a)[PARTS][4], const unsigned (&b)[PARTS][2]) {
+  if constexpr (PARTS == 2) {
+    mma(d, a[1], b[0][0], b[0][1]);
+    mma(d, a[0], b[1][0], b[1][1]);
+  }
+  mma(d, a[0], b[0][0], b[0][1]);
 }
 
 // Copies `rows` rows of K_LEN elements, which other blocks wrote during this launch, into
@@ -251,7 +263,7 @@ __device__ __forceinline__ void stage_rows(storage_t* dst, const storage_t* src,
 // (16-bit: ldmatrix's 8 rows of 16 bytes in 8 different sets of 4; the strides' padding
 // sees to that). The staged rows are zero-padded to every warp's last k tile, so no k tile
 // needs a bounds check.
-__device__ __forceinline__ void block_product(const unsigned (&fragments)[M_TILES_PER_WARP][K_TILES_IN_REGISTERS][4],
+__device__ __forceinline__ void block_product(const unsigned (&fragments)[M_TILES_PER_WARP][K_TILES_IN_REGISTERS][PARTS][4],
                                               const shared_fragment_t* shared_fragments, const storage_t* staged, float* partial,
                                               int n_tiles, int m_group, int k_part, int lane) {
   // B fragments are loaded LOAD_BATCH k tiles at a time, so that a warp waits for shared
@@ -267,7 +279,7 @@ __device__ __forceinline__ void block_product(const unsigned (&fragments)[M_TILE
       float acc[M_TILES_PER_WARP][CHAINS][4] = {};
 #pragma unroll
       for (int first = 0; first < K_TILES_PER_WARP; first += LOAD_BATCH) {
-        unsigned b[LOAD_BATCH][2];
+        unsigned b[LOAD_BATCH][PARTS][2];
 #pragma unroll
         for (int j = 0; j < LOAD_BATCH && first + j < K_TILES_PER_WARP; ++j) load_b(b[j], in + (first + j) * K_SPLIT * K_TILE);
 #pragma unroll
@@ -275,11 +287,14 @@ __device__ __forceinline__ void block_product(const unsigned (&fragments)[M_TILE
 #pragma unroll
           for (int mt = 0; mt < M_TILES_PER_WARP; ++mt) {
             if (first + j < K_TILES_IN_REGISTERS) {
-              mma(acc[mt][(first + j) % CHAINS], fragments[mt][first + j], b[j][0], b[j][1]);
+              tile_product(acc[mt][(first + j) % CHAINS], fragments[mt][first + j], b[j]);
             } else if constexpr (SHARED_K_TILES > 0) {
-              unsigned tile[4];
-              unpack(shared_fragments[(mt * SHARED_K_TILES + first + j - K_TILES_IN_REGISTERS) * 32 + lane], tile);
-              mma(acc[mt][(first + j) % CHAINS], tile, b[j][0], b[j][1]);
+              unsigned tile[PARTS][4];
+#pragma unroll
+              for (int part = 0; part < PARTS; ++part)
+                unpack(shared_fragments[((mt * SHARED_K_TILES + first + j - K_TILES_IN_REGISTERS) * PARTS + part) * 32 + lane],
+                       tile[part]);
+              tile_product(acc[mt][(first + j) % CHAINS], tile, b[j]);
             }
           }
       }
@@ -316,9 +331,9 @@ __device__ __forceinline__ storage_t weight_at(const storage_t* weights, int fir
 
 // The warp's fragments of A: rows 16 m + [0, 16) of each of its m tiles m, k tiles
 // k_part + j * K_SPLIT; the first K_TILES_IN_REGISTERS in registers, the rest in shared
-// memory, [m tile][k tile][lane] so that a warp reads 512 consecutive bytes per tile (256
-// with at most 8 rows).
-__device__ __forceinline__ void load_fragments(unsigned (&fragments)[M_TILES_PER_WARP][K_TILES_IN_REGISTERS][4],
+// memory, [m tile][k tile][part][lane] so that a warp reads 512 consecutive bytes per tile
+// and part (256 with at most 8 rows).
+__device__ __forceinline__ void load_fragments(unsigned (&fragments)[M_TILES_PER_WARP][K_TILES_IN_REGISTERS][PARTS][4],
                                                shared_fragment_t* shared_fragments, const storage_t* weights, int first_unit,
                                                int m_group, int k_part, int lane) {
 #pragma unroll
@@ -327,25 +342,29 @@ __device__ __forceinline__ void load_fragments(unsigned (&fragments)[M_TILES_PER
 #pragma unroll
     for (int j = 0; j < K_TILES_PER_WARP; ++j) {
       const int k = (k_part + j * K_SPLIT) * K_TILE + (lane % 4) * PER_REGISTER;
-      auto at = [&](int m, int k0) {
-        alignas(4) storage_t values[PER_REGISTER];  // read as one 32-bit register
 #pragma unroll
-        for (int e = 0; e < PER_REGISTER; ++e) values[e] = weight_at(weights, first_unit, m, k0 + e);
-        return fragment(values);
-      };
-      if (j < K_TILES_IN_REGISTERS) {
-        fragments[mt][j][0] = at(row, k);
-        fragments[mt][j][2] = at(row, k + K_TILE / 2);
-        // With at most 8 rows the lower half of the tile is zero padding: constants, not registers.
-        fragments[mt][j][1] = M_ROWS > 8 ? at(row + 8, k) : 0u;
-        fragments[mt][j][3] = M_ROWS > 8 ? at(row + 8, k + K_TILE / 2) : 0u;
-      } else if constexpr (SHARED_K_TILES > 0) {
-        shared_fragment_t& shared = shared_fragments[(mt * SHARED_K_TILES + j - K_TILES_IN_REGISTERS) * 32 + lane];
+      for (int part = 0; part < PARTS; ++part) {
+        auto at = [&](int m, int k0) {
+          alignas(4) storage_t values[PER_REGISTER];  // read as one 32-bit register
+#pragma unroll
+          for (int e = 0; e < PER_REGISTER; ++e) values[e] = weight_at(weights, first_unit, m, k0 + e);
+          return fragment(values, part);
+        };
+        if (j < K_TILES_IN_REGISTERS) {
+          unsigned (&tile)[4] = fragments[mt][j][part];
+          tile[0] = at(row, k);
+          tile[2] = at(row, k + K_TILE / 2);
+          // With at most 8 rows the lower half of the tile is zero padding: constants, not registers.
+          tile[1] = M_ROWS > 8 ? at(row + 8, k) : 0u;
+          tile[3] = M_ROWS > 8 ? at(row + 8, k + K_TILE / 2) : 0u;
+        } else if constexpr (SHARED_K_TILES > 0) {
+          shared_fragment_t& shared = shared_fragments[((mt * SHARED_K_TILES + j - K_TILES_IN_REGISTERS) * PARTS + part) * 32 + lane];
 #if M_ROWS > 8
-        shared = make_uint4(at(row, k), at(row + 8, k), at(row, k + K_TILE / 2), at(row + 8, k + K_TILE / 2));
+          shared = make_uint4(at(row, k), at(row + 8, k), at(row, k + K_TILE / 2), at(row + 8, k + K_TILE / 2));
 #else
-        shared = make_uint2(at(row, k), at(row, k + K_TILE / 2));
+          shared = make_uint2(at(row, k), at(row, k + K_TILE / 2));
 #endif
+        }
       }
     }
   }
@@ -382,10 +401,10 @@ lstm_forward_recurrence(
   storage_t* staged = reinterpret_cast<storage_t*>(smem_raw);
   float* partial = reinterpret_cast<float*>(smem_raw + STAGED_BYTES);
   const int m_group = warp % M_GROUPS, k_part = warp / M_GROUPS;
-  unsigned fragments[M_TILES_PER_WARP][K_TILES_IN_REGISTERS][4];
+  unsigned fragments[M_TILES_PER_WARP][K_TILES_IN_REGISTERS][PARTS][4];
   // This warp's fragments past K_TILES_IN_REGISTERS, after the partial sums.
   shared_fragment_t* shared_fragments = reinterpret_cast<shared_fragment_t*>(smem_raw + STAGED_BYTES + K_SPLIT * CHUNK_ROWS * PARTIAL_STRIDE * 4)
-                            + warp * M_TILES_PER_WARP * SHARED_K_TILES * 32;
+                            + warp * M_TILES_PER_WARP * SHARED_K_TILES * PARTS * 32;
   load_fragments(fragments, shared_fragments, weights, first_unit, m_group, k_part, lane);
   // The padding past K_LEN is never staged but is multiplied (by zero weights): keep it finite.
   for (int e = threadIdx.x; e < STAGE_BUFFERS * CHUNK_ROWS * STAGE_STRIDE; e += THREADS) staged[e] = storage_t(0.0f);
