@@ -79,7 +79,8 @@ def mismatches(name: str, actual, expected, precision: str, term_sizes=None) -> 
 def tolerance_key(dtype: str, mma_type: str) -> str:
     """The TOLERANCES key of a layer's kernels (its plan's mma_type): its dtype, or "tf32"
     where its float32 products run in TF32. A layer that allows TF32 but is too wide for its
-    fragments runs strict float32 and is held to float32's tolerance."""
+    fragments runs strict float32 and is held to float32's tolerance, as is strict float32
+    that runs as three TF32 products ("tf32x3")."""
     return "tf32" if mma_type == "tf32" else dtype
 
 

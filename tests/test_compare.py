@@ -22,6 +22,7 @@ def test_rounding_to_the_dtype_passes(expected, dtype):
 def test_only_kernels_that_run_tf32_get_its_tolerance():
     assert tolerance_key("float32", "tf32") == "tf32"
     assert tolerance_key("float32", "") == "float32"      # allow_tf32 past the fragments' limit: FMA
+    assert tolerance_key("float32", "tf32x3") == "float32"  # strict float32 as three TF32 products
     assert tolerance_key("bfloat16", "bf16") == "bfloat16"
 
 

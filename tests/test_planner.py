@@ -15,6 +15,7 @@ from hypothesis import assume, example, given, settings, strategies as st
 from lstmgen.codegen import DTYPES, SM90_H200, LSTMSpec, Target, load_spec, plan_layer, render_layer, sized_plan
 from lstmgen.codegen.planner import FmaStep, TensorCoreStep, _chunk_rows
 from lstmgen.errors import SpecError
+from lstmgen.compare import tolerance_key
 from lstmgen.strategies import layer_specs
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
@@ -223,7 +224,7 @@ def test_tensor_core_steps_cover_the_block_and_fit_registers_and_shared_memory(s
     assert (plan.math == "mma") == isinstance(plan.forward_step, TensorCoreStep) == isinstance(plan.backward_step, TensorCoreStep)
     if plan.math == "fma":
         return
-    assert (spec.dtype in ("float16", "bfloat16") or spec.allow_tf32) and plan.weights_in == "registers"
+    assert spec.dtype in ("float16", "bfloat16", "float32") and plan.weights_in == "registers"
     assert int(target.arch.removeprefix("sm_")) >= 80  # mma.sync.m16n8k16 came with Ampere
     units = plan.units_per_block
     # Fragment registers a lane: batch-sliced forward steps keep all their k tiles (at most 32
@@ -240,11 +241,13 @@ def test_tensor_core_steps_cover_the_block_and_fit_registers_and_shared_memory(s
         # One (group of m tiles, k part) per warp; only batch-sliced warps take several m tiles.
         assert step.m_tiles % step.m_tiles_per_warp == 0 and (step.m_tiles_per_warp == 1 or plan.batch_sliced)
         assert step.m_tiles // step.m_tiles_per_warp * step.k_split == plan.warps
-        k_tile = 8 if plan.mma_type == "tf32" else 16
+        k_tile = 8 if plan.mma_type in ("tf32", "tf32x3") else 16
         assert step.k_tiles * k_tile >= k_len > (step.k_tiles - 1) * k_tile
         assert step.k_tiles_per_warp * step.k_split >= step.k_tiles  # every k tile has a warp
         # Fragments within the budget; only where they fill it, the rest in shared memory.
-        registers_per_tile = step.m_tiles_per_warp * (4 if rows > 8 else 2)
+        # Strict float32 (3xTF32) keeps two fragments a tile, its TF32 high and low halves.
+        parts = 2 if plan.mma_type == "tf32x3" else 1
+        registers_per_tile = step.m_tiles_per_warp * (4 if rows > 8 else 2) * parts
         assert 1 <= step.k_tiles_in_registers <= step.k_tiles_per_warp
         assert step.k_tiles_in_registers * registers_per_tile <= budget
         assert (step.k_tiles_in_registers == step.k_tiles_per_warp
@@ -258,15 +261,16 @@ def test_tensor_core_steps_cover_the_block_and_fit_registers_and_shared_memory(s
         # Staged rows, partial sums, then the fragments kept in shared memory (at most 64 KiB):
         # 16 bytes a lane, 8 where rows 8-15 are padding; in clusters, two 8-byte mbarriers last.
         shared_fragments = (plan.warps * step.m_tiles_per_warp * (step.k_tiles_per_warp - step.k_tiles_in_registers)
-                            * 32 * (16 if rows > 8 else 8))
+                            * 32 * (16 if rows > 8 else 8) * parts)
         assert shared_fragments <= 64 * 1024
         barriers = 16 if plan.cluster_blocks > 1 else 0
         assert step.smem_bytes == (step.staged_bytes + step.k_split * step.chunk_rows * step.partial_stride * 4
                                    + shared_fragments + barriers)
         assert step.smem_bytes <= plan.smem_bytes <= target.max_smem_per_block
         assert step.items_per_thread * plan.threads >= units * step.chunk_rows
-    if plan.batch_sliced:
-        # The forward reads no weights from shared memory a step, nor does the wide forward.
+    if plan.batch_sliced and plan.fragment_parts == 1:
+        # The forward reads no weights from shared memory a step, nor does the wide forward
+        # (3xTF32's two fragments a tile fill the 128 registers at 16 k tiles a warp).
         for step in filter(None, (plan.forward_step, plan.wide_forward_step)):
             assert step.k_tiles_in_registers == step.k_tiles_per_warp
 
@@ -365,7 +369,7 @@ def test_small_tensor_core_layers_are_batch_sliced_on_h200(dtype, hidden):
 @pytest.mark.parametrize("dtype, hidden, allow_tf32, chunk, wide", [
     ("float64", 128, False, 16, 48),   # the backward's rows of 4H leave 16; 3 items a thread of 16 units
     ("float64", 256, False, 8, 16),    # 64 weights a thread in 128 registers: one item
-    ("float32", 256, False, 24, 48),
+    ("float32", 256, False, 16, 48),   # strict float32 (3xTF32), clusters of 16 blocks of 16 units
     ("float32", 256, True, 16, 24),    # TF32, 32 units a block
     ("float16", 512, False, 16, 24),
     ("float16", 256, False, 32, None),  # the backward leaves room for 4 items a thread already
@@ -384,7 +388,7 @@ def test_wide_forward_steps_on_the_h200(dtype, hidden, allow_tf32, chunk, wide):
     ("bfloat16", 300, False, False),  # 16 blocks of 19 units
     ("float16", 514, False, False),   # no cluster holds it: cooperative
     ("tf32", 37, True, True),         # 4-byte values: any unit count
-    ("float32", 100, True, True),     # FMA clusters of 8 blocks of 13 units
+    ("float32", 100, True, True),     # strict float32 (3xTF32): clusters of 8 blocks of 13 units
     ("float64", 128, True, True),     # 8-byte values, st.async.b64
 ])
 def test_clusters_send_staged_rows_by_st_async_in_whole_4_byte_words(dtype, hidden, forward, backward):
@@ -438,35 +442,60 @@ def test_fma_steps_cover_the_block_and_fit_registers_and_shared_memory(spec, tar
     assert plan.threads <= target.max_threads_per_block
 
 
-# Strict float32 and float64 on the H200: batch-sliced FMA blocks where a cluster's registers
-# hold W_hh (at most 64 weights a thread, K in at most 16 parts), the largest portable
-# cluster that does,
-# 16 blocks to H = 256 (not H = 129-135, where some block of 16 would own no unit); past
-# that, the cooperative warp-per-unit kernels.
+# float64 on the H200: batch-sliced FMA blocks where a cluster's registers hold W_hh (at most
+# 64 weights a thread, K in at most 16 parts), the largest portable cluster that does, 16
+# blocks to H = 256 (not H = 129-135, where some block of 16 would own no unit); past that,
+# the cooperative warp-per-unit kernels.
 _FMA_CLUSTERS = {1: None, 8: None, 9: 1, 16: 1, 17: 2, 32: 2, 33: 4, 64: 4, 65: 8, 128: 8, 129: None, 144: 16, 256: 16, 257: None, 1024: None}
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("hidden", sorted(_FMA_CLUSTERS))
-def test_float32_and_float64_are_batch_sliced_on_cuda_cores_to_h_256(dtype, hidden):
-    plan = plan_layer(LSTMSpec(input_size=8, hidden_size=hidden, dtype=dtype), SM90_H200)
+def test_float64_is_batch_sliced_on_cuda_cores_to_h_256(hidden):
+    plan = plan_layer(LSTMSpec(input_size=8, hidden_size=hidden, dtype="float64"), SM90_H200)
     cluster = _FMA_CLUSTERS[hidden]
     assert plan.math == "fma" and plan.batch_sliced == (cluster is not None)
     assert ("for FMA" in plan.summary()) == plan.batch_sliced
     if cluster:
         assert plan.cluster_blocks == cluster and isinstance(plan.forward_step, FmaStep)
-        # 4- and 8-byte values: every cluster sends its rows by st.async.
+        # 8-byte values: every cluster sends its rows by st.async.
         assert plan.forward_step.async_exchange == plan.backward_step.async_exchange == (cluster > 1)
+
+
+# Strict float32 on the H200, as 3xTF32 on tensor cores: batch-sliced (one block while the
+# warps' chains are short, then clusters of up to 16) to H = 256, cooperative to H = 544
+# (past it the fragments kept in shared memory would exceed 64 KiB), then the FMA kernels.
+_STRICT_FLOAT32_PLANS = {1: 1, 32: 1, 33: 4, 64: 8, 129: 8, 200: 16, 256: 16, 257: "mma", 544: "mma", 545: "fma",
+                         1024: "fma"}
+
+
+@pytest.mark.parametrize("hidden", sorted(_STRICT_FLOAT32_PLANS))
+def test_strict_float32_runs_on_tensor_cores_as_three_tf32_products(hidden):
+    plan = plan_layer(LSTMSpec(input_size=8, hidden_size=hidden, dtype="float32"), SM90_H200)
+    expected = _STRICT_FLOAT32_PLANS[hidden]
+    if isinstance(expected, int):
+        assert plan.batch_sliced and plan.cluster_blocks == expected
+    else:
+        assert not plan.batch_sliced and plan.math == expected
+    assert plan.mma_type == ("tf32x3" if plan.math == "mma" else "")
+    if plan.math == "mma":
+        assert plan.mma_input_type == "tf32" and plan.fragment_parts == 2
+        # Its GEMMs and its tolerance stay strict float32's (runtime/gemm.py, lstmgen.compare).
+        assert tolerance_key("float32", plan.mma_type) == "float32"
 
 
 def test_strict_float32_past_portable_clusters_falls_back_to_the_cooperative_kernels():
     portable = Target(arch="sm_90", sm_count=132, max_smem_per_block=232448)  # clusters of 8 at most
-    assert plan_layer(LSTMSpec(input_size=8, hidden_size=128), portable).cluster_blocks == 8
-    assert not plan_layer(LSTMSpec(input_size=8, hidden_size=129), portable).batch_sliced
+    assert plan_layer(LSTMSpec(input_size=8, hidden_size=129), portable).cluster_blocks == 8
+    assert not plan_layer(LSTMSpec(input_size=8, hidden_size=200), portable).batch_sliced
     ampere = Target(arch="sm_80", sm_count=108, max_smem_per_block=166912)  # no clusters: one block to H = 64
     assert plan_layer(LSTMSpec(input_size=8, hidden_size=64), ampere).cluster_blocks == 1
     assert not plan_layer(LSTMSpec(input_size=8, hidden_size=65), ampere).batch_sliced
     assert plan_layer(LSTMSpec(input_size=8, hidden_size=64, dtype="float64"), ampere).cluster_blocks == 1
+    # Without TF32 tensor cores (before sm_80), strict float32 takes the FMA step: one block to H = 64.
+    turing = Target(arch="sm_75", sm_count=40, max_smem_per_block=65536)
+    plan = plan_layer(LSTMSpec(input_size=8, hidden_size=64), turing)
+    assert plan.math == "fma" and plan.batch_sliced and plan.cluster_blocks == 1
+    assert not plan_layer(LSTMSpec(input_size=8, hidden_size=65), turing).batch_sliced
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
@@ -504,11 +533,6 @@ def test_tagged_words_carry_h_while_they_add_at_most_16_kib_a_block_copies(dtype
     assert f"tagged with t up to B = {batch}," in plan.summary()
 
 
-def test_float32_and_float64_stay_on_fma():
-    for dtype in ("float32", "float64"):
-        assert plan_layer(LSTMSpec(input_size=8, hidden_size=256, dtype=dtype), SM90_H200).math == "fma"
-
-
 @pytest.mark.parametrize("hidden, math, fragments_in", [
     (1, "mma", "registers"), (576, "mma", "registers"),
     # Past 576 a TF32 slice (k tiles of 8) no longer fits the register budget: the rest of it
@@ -540,9 +564,10 @@ def test_hidden_1024_float32_on_h200_is_one_warp_per_unit():
     assert "128 blocks x 256 threads" in plan.summary()
 
 
-def test_seed_layer_gets_one_unit_per_block_and_eight_warps_for_batch_rows():
+def test_seed_layer_runs_in_blocks_that_each_own_its_5_units_and_a_group_of_batch_rows():
     plan = plan_layer(load_spec(SPECS / "seed.toml").layers[0], SM90_H200)
-    assert (plan.num_blocks, plan.units_per_block, plan.warps) == (5, 1, 8)
+    assert plan.batch_sliced and plan.cluster_blocks == 1 and plan.num_blocks == 132
+    assert (plan.units_per_block, plan.warps, plan.mma_type) == (5, 8, "tf32x3")
     assert plan.weights_in == "registers"
 
 

@@ -86,19 +86,38 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
     ("tf32", 300, 13),       # 8-byte words, the most rows that send them at H = 300
     ("tf32", 512, 1),
     ("float32", 1024, 4),    # the warp-per-unit FMA kernel
-    ("float32", 514, 7),     # FMA, rows of 257 vectors of 2 words
+    ("float32", 514, 7),     # strict float32 (3xTF32), rows of 257 vectors of 2 words
     ("bfloat16", 1060, 5),   # 16-bit FMA past the tensor cores' limit, W_hh in shared memory
-    ("float32", 8, 100),     # FMA on 2 blocks: two staged chunks, each waiting for its own rows
 ])
 def test_tagged_exchange_of_h_over_lengths_and_calls(dtype, hidden, batch):
     # The cooperative forward kernels wait on h_t's words tagged with t, not on a grid
     # barrier, up to Plan.tagged_exchange_batch rows (past them, most cases of the test
-    # before). Successive calls of one layer run on the same pooled buffers: a call's first
-    # steps must wait for their own words, not take an earlier call's, with and without h0,
-    # from one step to many.
+    # before).
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype,
                     allow_tf32=dtype == "tf32")
+    _check_tagged_exchange(Layer(spec, seed=7, recurrence="persistent"), batch)
+
+
+def test_tagged_exchange_of_two_staged_chunks_on_gpus_before_ampere(monkeypatch):
+    # Without TF32 tensor cores (before sm_80) strict float32 H = 8 runs on 8 cooperative FMA
+    # blocks, and B = 100 takes two staged chunks, each waiting for its own rows' words. Such
+    # a GPU's plan runs here (from sm_80 on, H = 8 is batch-sliced).
+    from dataclasses import replace
+
+    from lstmgen.runtime import compile as compile_module
+
+    target = replace(compile_module.current_target(), arch="sm_75", max_cluster_blocks=1)
+    monkeypatch.setattr(compile_module, "current_target", lambda: target)
+    spec = LSTMSpec(input_size=17, hidden_size=8, dtype="float32")  # input_size 17: no other test's kernels
     layer = Layer(spec, seed=7, recurrence="persistent")
+    assert layer.kernels.plan.math == "fma" and not layer.kernels.plan.batch_sliced
+    _check_tagged_exchange(layer, 100)
+
+
+def _check_tagged_exchange(layer: Layer, batch: int) -> None:
+    """Successive calls of one layer run on the same pooled buffers: a call's first steps must
+    wait for their own words, not take an earlier call's, with and without h0, from one step
+    to many."""
     assert batch <= layer.kernels.plan.tagged_exchange_batch
     exchanges = []
     exchange = layer._exchange
@@ -135,11 +154,11 @@ def test_tagged_exchange_of_h_over_lengths_and_calls(dtype, hidden, batch):
     ("float16", 500, 37, True),      # 16 blocks of 32 units, the last 20 (st.async: fewer bytes to expect)
     ("float16", 250, 37, False),     # 8 blocks of 32 units, the last 26 (st.async); 5 groups, the last of 5 rows
     ("bfloat16", 300, 37, False),    # 16 blocks of 19 units, the last 15; 5 groups
-    # Strict float32 on CUDA cores (FmaStep), the staged rows sent by st.async.
-    ("float32", 128, 37, True),      # 8 blocks of 16 units: K split 4 ways forward, 16 backward
-    ("float32", 100, 9, False),      # 8 blocks of 13 units, the last 9: threads past M_ROWS idle
-    ("float32", 40, 20, True),       # 4 blocks of 10 units, parts of K padded to whole float4
-    ("float32", 256, 37, True),      # 16 blocks of 16 units, 64 weights a thread
+    # Strict float32 as 3xTF32 (two fragments a tile), the staged rows sent by st.async.
+    ("float32", 128, 37, True),      # 8 blocks of 16 units: K split 2 ways forward, 8 backward
+    ("float32", 100, 9, False),      # 8 blocks of 13 units, the last 9; a wide forward of 56 rows
+    ("float32", 40, 20, True),       # 8 blocks of 5 units: 2 forward m tiles, K split 4 ways
+    ("float32", 256, 37, True),      # 16 blocks of 16 units, 4 of 16 backward k tiles a warp in shared memory
     ("float32", 200, 3, False),      # 16 blocks of 13 units, the last 5
     ("float64", 128, 37, True),      # float64 (st.async.b64): 8 blocks of 16 units, 32 weights a thread
     ("float64", 256, 20, True),      # 16 blocks of 16 units, 64 weights a thread; groups of 8 rows
@@ -154,14 +173,15 @@ def test_batch_sliced_layers(dtype, hidden, batch, initial_state):
     assert not report, "\n".join(report)
 
 
-@pytest.mark.parametrize("dtype, hidden, batch", [
-    ("float16", 72, 20),     # 18 forward m tiles padded to 24, 3 a warp
-    ("bfloat16", 112, 11),   # fragments past 4 (forward) and 18 (backward) k tiles a warp in shared memory
-    ("float16", 128, 9),     # the 16-bit limit of one block
-    ("float32", 64, 20),     # strict float32 (FMA): one block to H = 64
-    ("float64", 64, 9),      # float64 too
+@pytest.mark.parametrize("dtype, hidden, batch, arch", [
+    ("float16", 72, 20, "sm_80"),     # 18 forward m tiles padded to 24, 3 a warp
+    ("bfloat16", 112, 11, "sm_80"),   # fragments past 4 (forward) and 18 (backward) k tiles a warp in shared memory
+    ("float16", 128, 9, "sm_80"),     # the 16-bit limit of one block
+    ("float32", 64, 20, "sm_80"),     # strict float32 (3xTF32)
+    ("float32", 64, 20, "sm_75"),     # strict float32 without TF32 tensor cores: FMA
+    ("float64", 64, 9, "sm_80"),      # float64 (FMA)
 ])
-def test_batch_sliced_single_blocks_of_gpus_without_clusters(monkeypatch, dtype, hidden, batch):
+def test_batch_sliced_single_blocks_of_gpus_without_clusters(monkeypatch, dtype, hidden, batch, arch):
     # Before sm_90 there are no clusters, so one block holds W_hh up to H = 128 in 16 bits,
     # with fragments in shared memory past the register budget, and to H = 64 in strict
     # float32 and float64; those kernels run here.
@@ -169,11 +189,13 @@ def test_batch_sliced_single_blocks_of_gpus_without_clusters(monkeypatch, dtype,
 
     from lstmgen.runtime import compile as compile_module
 
-    target = replace(compile_module.current_target(), arch="sm_80", max_cluster_blocks=1)
+    target = replace(compile_module.current_target(), arch=arch, max_cluster_blocks=1)
     monkeypatch.setattr(compile_module, "current_target", lambda: target)
-    spec = LSTMSpec(input_size=13, hidden_size=hidden, dtype=dtype)  # input_size 13: no other test's kernels
+    # input_size 13 (14 for sm_75): no other test's kernels, which load_kernels caches by spec
+    spec = LSTMSpec(input_size=13 + (arch == "sm_75"), hidden_size=hidden, dtype=dtype)
     plan = load_kernels(spec).plan
     assert plan.batch_sliced and plan.cluster_blocks == 1
+    assert plan.math == ("fma" if dtype == "float64" or arch == "sm_75" else "mma")
     report = check_layer(Layer(spec, seed=11), Problem(4, batch, True, True, seed=12))
     assert not report, "\n".join(report)
 
@@ -223,6 +245,33 @@ def test_stepwise_recurrence_matches_reference(dtype, hidden, batch, steps, init
     report = check_layer(Layer(spec, seed=21, recurrence="stepwise"),
                          Problem(steps, batch, initial_state, initial_state, seed=22))
     assert not report, "\n".join(report)
+
+
+@pytest.mark.parametrize("hidden", [64, 256, 512])  # clusters of 8 and of 16 blocks, cooperative
+def test_strict_float32_keeps_its_accuracy_on_tensor_cores(hidden):
+    # Strict float32 runs its products as three TF32 products (3xTF32). Over 256 steps each
+    # output stays within 3e-6 of its scale from the float64 kernels' (the FMA kernels: 3e-7
+    # to 9e-7 at T = 512 in bench/NOTES.md v19; the split products accumulated in the
+    # tensor cores' running sum: 1e-5 to 1.6e-5; TF32: about 1e-3), forward and backward.
+    from dataclasses import replace
+
+    spec = LSTMSpec(input_size=hidden, hidden_size=hidden, dtype="float32", return_sequences=True)
+    layer = Layer(spec, seed=5)
+    assert layer.kernels.plan.mma_type == "tf32x3"
+    exact = Layer(replace(spec, dtype="float64"), seed=5)
+    exact.set_parameters({name: value.astype(np.float64) for name, value in layer.params.items()})
+    rng = np.random.default_rng(6)
+    x, dy = uniform(rng, 256, 8, hidden), uniform(rng, 256, 8, hidden)
+    outputs = {}
+    for name, run in (("float32", layer), ("float64", exact)):
+        y, (h_T, c_T) = run.forward(x.astype(run.spec.dtype))
+        gradients = run.backward(dy.astype(run.spec.dtype))
+        outputs[name] = {"y": y, "c_T": c_T, **{key: gradients[key] for key in ("dx", "dW_hh", "dW_ih", "dh0")}}
+    errors = {}
+    for key, expected in outputs["float64"].items():
+        expected = expected.get()
+        errors[key] = float(np.abs(outputs["float32"][key].get() - expected).max() / np.abs(expected).max())
+    assert max(errors.values()) < 3e-6, errors
 
 
 @pytest.mark.parametrize("rows", [300, 1])  # 1: db's row of ones
@@ -403,7 +452,7 @@ def test_auto_recurrence_places_each_direction_at_its_own_batch(monkeypatch, dty
     ("float16", 256, 3, True), ("float16", 256, 1, False),  # clusters of 8 blocks
     ("float16", 512, 2, True),                              # clusters of 16
     ("float16", 512, 5, True),                              # both staged buffers of each group, by st.async
-    ("float32", 128, 3, True),                              # strict float32: clusters of 8 FMA blocks
+    ("float32", 128, 3, True),                              # strict float32: clusters of 8 (3xTF32)
     ("float64", 128, 2, False),                             # float64: clusters of 8 FMA blocks
 ])
 def test_batch_sliced_blocks_take_several_groups_in_turn(monkeypatch, dtype, hidden, steps, initial_state):
@@ -440,7 +489,7 @@ def _record_launched_plans(monkeypatch) -> list:
 
 @pytest.mark.parametrize("dtype, hidden, allow_tf32", [
     ("float64", 128, False),  # FMA clusters of 8: 16 rows a group, 48 in the wide forward
-    ("float32", 256, False),  # FMA clusters of 16
+    ("float32", 256, False),  # strict float32 (3xTF32), clusters of 16
     ("float32", 256, True),   # TF32 tensor cores, clusters of 8
     ("float16", 512, False),  # 16-bit tensor cores, clusters of 16
 ])
