@@ -89,7 +89,8 @@ _MMA_K = {"f16": 16, "bf16": 16, "tf32": 8, "tf32x3": 8}
 # x_lo = tf32(x - x_hi), and a product a b into the three TF32 products a_lo b_hi + a_hi b_lo
 # + a_hi b_hi, summed in float32 (the a_lo b_lo dropped is 2^-22 of a b). The result keeps
 # float32's accuracy (CUTLASS's "3xTF32"); a tile of weights takes both halves: twice the
-# registers or shared memory of a TF32 one.
+# registers or shared memory of a TF32 one. On the H200, batch-sliced, against the FMA step
+# (bench/NOTES.md v19): forward 0.78x the time at H = 128 and 256 from B = 8, 1.1x at B = 1.
 _SPLIT_MMA_TYPES = {"tf32x3": 2}
 _MMA_TYPES = {"__half": "f16", "__nv_bfloat16": "bf16"}
 _MMA_WARPS = 8
@@ -346,6 +347,16 @@ class Plan:
         return "tf32" if self.mma_type in _SPLIT_MMA_TYPES else self.mma_type
 
     @property
+    def activations(self) -> str:
+        """How the recurrence kernels compute sigmoid and tanh: "hardware" (tanh.approx, about
+        2^-11 off) where the products round their inputs to an 11-bit significand (16-bit
+        storage, TF32); "fast" for strict float32: from __expf and __fdividef, a few 1e-7 off
+        at most, absolutely; "exact", the math library's, for float64."""
+        if self.math == "mma" and self.mma_type not in _SPLIT_MMA_TYPES:
+            return "hardware"
+        return "fast" if self.accumulate_type == "float" else "exact"
+
+    @property
     def fragment_parts(self) -> int:
         """Fragments per weight tile: 2 where float32 splits into TF32 halves, else 1."""
         return _SPLIT_MMA_TYPES.get(self.mma_type, 1)
@@ -478,12 +489,17 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
                   stepwise_from_batch=_stepwise_from_batch(spec),
                   stepwise_backward_from_batch=_stepwise_backward_from_batch(spec))
     mma_type = _tensor_core_type(spec, target)
+    cluster, sliced = _plan_batch_sliced(spec, target, mma_type) if mma_type else (1, None)
+    if mma_type in _SPLIT_MMA_TYPES and not sliced:
+        # Cooperative, strict float32 stays on the FMA kernels: at H = 512 its three TF32
+        # products a tile took 1.12x their time forward at B = 1 and 1.36x in training
+        # (bench/NOTES.md v19); batch-sliced, they won from B = 8.
+        mma_type = None
     fma_sliced = None if mma_type else _plan_fma_sliced(spec, target)
     if fma_sliced:
         cluster, steps = fma_sliced
         return _staged_plan(spec, layout, steps, cluster, sliced=True, units=units, num_blocks=num_blocks,
                             threads=_FMA_THREADS, rows_per_pass=_FMA_ROWS_AT_ONCE, math="fma")
-    cluster, sliced = _plan_batch_sliced(spec, target, mma_type) if mma_type else (1, None)
     if sliced:
         # The clusters hold all of W_hh and the wide forward takes a large batch in one turn of
         # them: at float16 and bfloat16 H = 512 their forward beat the stepwise one at every
@@ -679,7 +695,8 @@ def _arch_number(target: Target) -> int:
 def _tensor_core_type(spec: LSTMSpec, target: Target) -> str | None:
     """The tensor-core products (Plan.mma_type) of `spec` on `target`, or None for the FMA
     kernels: float64, a GPU older than Ampere (sm_80 brought m16n8k16 and TF32), or blocks
-    too small for the tensor-core step's 8 warps. float32 without TF32 takes "tf32x3"."""
+    too small for the tensor-core step's 8 warps. float32 without TF32 takes "tf32x3" (which
+    plan_layer keeps only for batch-sliced plans)."""
     if _arch_number(target) < 80 or _MMA_WARPS * WARP > target.max_threads_per_block:
         return None
     storage = DTYPES[spec.dtype]["storage"]

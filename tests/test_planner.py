@@ -461,15 +461,14 @@ def test_float64_is_batch_sliced_on_cuda_cores_to_h_256(hidden):
         assert plan.forward_step.async_exchange == plan.backward_step.async_exchange == (cluster > 1)
 
 
-# Strict float32 on the H200, as 3xTF32 on tensor cores: batch-sliced (one block while the
-# warps' chains are short, then clusters of up to 16) to H = 256, cooperative to H = 544
-# (past it the fragments kept in shared memory would exceed 64 KiB), then the FMA kernels.
-_STRICT_FLOAT32_PLANS = {1: 1, 32: 1, 33: 4, 64: 8, 129: 8, 200: 16, 256: 16, 257: "mma", 544: "mma", 545: "fma",
-                         1024: "fma"}
+# Strict float32 on the H200: batch-sliced as 3xTF32 on tensor cores (one block while the
+# warps' chains are short, then clusters of up to 16) to H = 256; past that, the cooperative
+# FMA kernels, where the three TF32 products lost (plan_layer).
+_STRICT_FLOAT32_PLANS = {1: 1, 32: 1, 33: 4, 64: 8, 129: 8, 200: 16, 256: 16, 257: "fma", 544: "fma", 1024: "fma"}
 
 
 @pytest.mark.parametrize("hidden", sorted(_STRICT_FLOAT32_PLANS))
-def test_strict_float32_runs_on_tensor_cores_as_three_tf32_products(hidden):
+def test_strict_float32_runs_batch_sliced_on_tensor_cores_as_three_tf32_products(hidden):
     plan = plan_layer(LSTMSpec(input_size=8, hidden_size=hidden, dtype="float32"), SM90_H200)
     expected = _STRICT_FLOAT32_PLANS[hidden]
     if isinstance(expected, int):
@@ -486,7 +485,7 @@ def test_strict_float32_runs_on_tensor_cores_as_three_tf32_products(hidden):
 def test_strict_float32_past_portable_clusters_falls_back_to_the_cooperative_kernels():
     portable = Target(arch="sm_90", sm_count=132, max_smem_per_block=232448)  # clusters of 8 at most
     assert plan_layer(LSTMSpec(input_size=8, hidden_size=129), portable).cluster_blocks == 8
-    assert not plan_layer(LSTMSpec(input_size=8, hidden_size=200), portable).batch_sliced
+    assert plan_layer(LSTMSpec(input_size=8, hidden_size=200), portable).math == "fma"
     ampere = Target(arch="sm_80", sm_count=108, max_smem_per_block=166912)  # no clusters: one block to H = 64
     assert plan_layer(LSTMSpec(input_size=8, hidden_size=64), ampere).cluster_blocks == 1
     assert not plan_layer(LSTMSpec(input_size=8, hidden_size=65), ampere).batch_sliced

@@ -26,18 +26,13 @@ namespace cg = cooperative_groups;
 #define OUTPUTS_PER_UNIT 1           // the unit's dh
 #define CHUNK_ROWS 64
 
-// Tensor-core kernels round every product's inputs to an 11-bit significand (16-bit storage,
-// TF32), so the hardware tanh (tanh.approx.f32, relative error below 2^-10.9) costs them no
-// accuracy that matters, in one instruction where tanhf or expf and a division take dozens:
-// at small batches the step's epilogue is bound by the instructions it issues. sigmoid
-// through it is off by up to about 2^-12 absolutely, so relatively more where it is tiny
-// (x below about -8); the tolerances scale with each output's largest value.
-__device__ __forceinline__ float tanh_of(float x) {
-  float y;
-  asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-__device__ __forceinline__ float sigmoid(float x) { return fmaf(0.5f, tanh_of(0.5f * x), 0.5f); }
+// Strict float32: __expf (ex2.approx) and __fdividef (rcp.approx), a few instructions where
+// expf, tanhf and an IEEE division take dozens, in an epilogue that at small batches is bound
+// by the instructions it issues. Each is within a few ulp; sigmoid and tanh end up a few 1e-7
+// off absolutely, which is what the float32 sums around them are off by (bench/NOTES.md v19).
+// Past x = -87, 1 + e^-x overflows and sigmoid is 0, as it is in float32.
+__device__ __forceinline__ float sigmoid(float x) { return __fdividef(1.0f, 1.0f + __expf(-x)); }
+__device__ __forceinline__ float tanh_of(float x) { return fmaf(2.0f, sigmoid(2.0f * x), -1.0f); }
 
 #define FULL_WARP 0xffffffffu  // every lane of a warp takes part in a shuffle
 
@@ -144,24 +139,16 @@ __device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], unsig
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// d += A B for a weight tile's PARTS and a B fragment's. Split, the tile's three products
-// (the two small ones first, as CUTLASS orders its 3xTF32) go into a sum of their own, which
-// is then added to d by a float32 add. The tensor cores truncate the sum they accumulate
-// into: added into d directly, each mma.sync's truncation would be a fraction of an ulp of
-// d's running sum, always towards zero, and over a dot product's k tiles that bias took the
-// outputs 20x further from the float64 reference than the FMA kernels (NOTES v19); a tile's
-// own sum is truncated at its own scale, with its own sign.
+// d += A B for a weight tile's PARTS and a B fragment's. Split, the two small products go
+// first, as CUTLASS orders its 3xTF32: a_lo b_hi, a_hi b_lo, then a_hi b_hi. (Each tile's
+// products summed apart and then added to d were no more accurate, and 2-20% slower, with
+// ptxas spilling up to 292 bytes: bench/NOTES.md v19.)
 __device__ __forceinline__ void tile_product(float (&d)[4], const unsigned (&a)[PARTS][4], const unsigned (&b)[PARTS][2]) {
   if constexpr (PARTS == 2) {
-    float tile[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    mma(tile, a[1], b[0][0], b[0][1]);
-    mma(tile, a[0], b[1][0], b[1][1]);
-    mma(tile, a[0], b[0][0], b[0][1]);
-#pragma unroll
-    for (int v = 0; v < 4; ++v) d[v] += tile[v];
-  } else {
-    mma(d, a[0], b[0][0], b[0][1]);
+    mma(d, a[1], b[0][0], b[0][1]);
+    mma(d, a[0], b[1][0], b[1][1]);
   }
+  mma(d, a[0], b[0][0], b[0][1]);
 }
 
 // Copies `rows` rows of K_LEN elements, which other blocks wrote during this launch, into
