@@ -8,7 +8,8 @@ Covers every dtype, every bias mode, both return_sequences, weights in registers
 memory and split between them and L2 (with the backward's inputs copied into shared memory),
 batches of several staged chunks, row passes of 8, 4, 2 and 1,
 rows not aligned for 16-byte copies and odd sizes, tensor cores (16-bit storage and TF32),
-batch-sliced tensor-core blocks and clusters, float32 and float64 FMA clusters, the 16-bit
+batch-sliced tensor-core blocks and clusters (strict float32's as three TF32 products),
+float64 FMA clusters, the 16-bit
 FMA fallback, the stepwise recurrence's cell kernels, batch-sliced kernels compiled for groups
 of 8 rows, of more and of the wide forward's, and replays of captured forwards. Exits
 non-zero on any mismatch.
@@ -37,7 +38,7 @@ GRID = [
     (LSTMSpec(4, 1024, "float32", "double", True), Problem(2, 70, True, True, 8)),   # several chunks each way
     (LSTMSpec(6, 1024, "float16", "double", True), Problem(3, 9, True, True, 9)),    # tensor cores, 2 m tiles
     (LSTMSpec(6, 1024, "float16", "single", True), Problem(3, 8, False, True, 33)),  # the same, h by tagged words
-    (LSTMSpec(4, 8, "float32", "double", True), Problem(3, 100, True, True, 34)),    # FMA tagged words, 2 chunks
+    (LSTMSpec(4, 8, "float32", "double", True), Problem(3, 100, True, True, 34)),    # 3xTF32 single blocks, 13 groups
     (LSTMSpec(7, 1056, "bfloat16", "single", True), Problem(2, 70, True, True, 11)), # tensor cores, 3 chunks
     (LSTMSpec(3, 555, "bfloat16", "none", False), Problem(3, 5, True, True, 12)),    # odd H: unaligned staging
     (LSTMSpec(4, 100, "float32", "double", True, allow_tf32=True), Problem(3, 3, True, True, 13)),  # TF32 clusters of 8, padded k tile
@@ -53,8 +54,8 @@ GRID = [
     (LSTMSpec(5, 200, "bfloat16", "double", False), Problem(3, 20, False, True, 23)),  # clusters of 25 units: no st.async
     (LSTMSpec(4, 250, "float32", "none", True, allow_tf32=True), Problem(2, 9, False, True, 21)),  # TF32 clusters of 8, fragments in smem
     (LSTMSpec(3, 300, "float32", "single", True, allow_tf32=True), Problem(2, 5, True, True, 20)),  # cooperative TF32, padded k tile
-    (LSTMSpec(5, 128, "float32", "double", True), Problem(2, 19, True, True, 24)),   # strict float32: clusters of 8 FMA blocks
-    (LSTMSpec(4, 200, "float32", "none", False), Problem(2, 9, False, True, 25)),    # FMA clusters of 16, the last block 5 units
+    (LSTMSpec(5, 128, "float32", "double", True), Problem(2, 19, True, True, 24)),   # strict float32 (3xTF32): clusters of 8
+    (LSTMSpec(4, 200, "float32", "none", False), Problem(2, 9, False, True, 25)),    # 3xTF32 clusters of 16, the last block 5 units
     (LSTMSpec(6, 100, "float64", "single", True), Problem(2, 19, True, True, 26)),   # float64 FMA clusters of 8, st.async.b64
     (LSTMSpec(4, 256, "float64", "double", False), Problem(2, 20, True, True, 27)),  # float64 FMA clusters of 16, groups of 8 rows
     (LSTMSpec(4, 128, "float16", "single", True), Problem(2, 250, True, True, 38)),  # groups of 24 rows, of the plan's 64
