@@ -143,8 +143,8 @@ _SLICED_FORWARD_FRAGMENT_REGISTERS = 4 * _SLICED_TILES_PER_WARP
 # sliced backward kernels (16-bit H = 512 keeps 24 of its 32 k tiles a warp, TF32 H = 256
 # too), and 8 bytes in the A100's one block of 16-bit H = 128.
 _SLICED_BACKWARD_FRAGMENT_REGISTERS = 96
-# Strict float32 (no TF32) and float64 run batch-sliced on CUDA cores where their clusters'
-# registers hold W_hh (FmaStep): up to this many weights a thread, in blocks of 256 threads.
+# float64 (and strict float32 before sm_80, in one block) run batch-sliced on CUDA cores where
+# their clusters' registers hold W_hh (FmaStep): up to this many weights a thread, in blocks of 256 threads.
 # ptxas -v (tests/test_nvrtc.py): where the weights take more than 64 registers (float64:
 # 128 of 255), no spills with one (unit, row) item a thread, or with the two that one pass
 # of 8 rows gives one A100 block at float64 H = 64; but float64 H = 256's wide forward
@@ -319,8 +319,8 @@ class Plan:
     forward_chunk_rows: int  # batch rows of h_{t-1} staged in shared memory at once
     backward_chunk_rows: int # batch rows of dG_{t+1} staged at once
     smem_bytes: int          # dynamic shared memory per block (weights + staging)
-    math: str = "fma"        # "mma": tensor cores (16-bit storage, TF32); "fma": CUDA cores (a warp
-                             # per unit, or batch-sliced FmaStep)
+    math: str = "fma"        # "mma": tensor cores (16-bit storage, TF32, batch-sliced strict float32);
+                             # "fma": CUDA cores (a warp per unit, or batch-sliced FmaStep)
     mma_type: str = ""       # the products when math == "mma": mma.sync's input type ("f16", "bf16",
                              # "tf32"), or "tf32x3", strict float32 as three TF32 products
     forward_step: Step | None = None   # the staged step (tensor cores, or batch-sliced FMA);

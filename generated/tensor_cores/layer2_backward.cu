@@ -28,8 +28,8 @@ namespace cg = cooperative_groups;
 #define CHUNK_ROWS 32
 
 // Tensor-core kernels round every product's inputs to an 11-bit significand (16-bit storage,
-// TF32; not strict float32's three TF32 products), so the hardware tanh (tanh.approx.f32, relative error below 2^-10.9) costs them no
-// accuracy that matters, in one instruction where tanhf or expf and a division take dozens:
+// TF32; not strict float32's three TF32 products), so the hardware tanh (tanh.approx.f32,
+// relative error below 2^-10.9) costs them no accuracy that matters, in one instruction where tanhf or expf and a division take dozens:
 // at small batches the step's epilogue is bound by the instructions it issues. sigmoid
 // through it is off by up to about 2^-12 absolutely, so relatively more where it is tiny
 // (x below about -8); the tolerances scale with each output's largest value.
