@@ -350,8 +350,9 @@ class Plan:
     def activations(self) -> str:
         """How the recurrence kernels compute sigmoid and tanh: "hardware" (tanh.approx, about
         2^-11 off) where the products round their inputs to an 11-bit significand (16-bit
-        storage, TF32); "fast" for strict float32: from __expf and __fdividef, a few 1e-7 off
-        at most, absolutely; "exact", the math library's, for float64."""
+        storage, TF32); "fast" where the kernels otherwise accumulate in float32 (strict
+        float32, and 16-bit storage on the FMA kernels): from __expf and __fdividef, a few
+        1e-7 off at most, absolutely; "exact", the math library's, for float64."""
         if self.math == "mma" and self.mma_type not in _SPLIT_MMA_TYPES:
             return "hardware"
         return "fast" if self.accumulate_type == "float" else "exact"
