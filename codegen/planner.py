@@ -358,6 +358,13 @@ class Plan:
         return "fast" if self.accumulate_type == "float" else "exact"
 
     @property
+    def tf32x3_gemms(self) -> bool:
+        """Whether the layer's input projection and stepwise forward steps run strict float32
+        as three TF32 products on cuBLAS's tensor cores (runtime/tf32_split.py): strict
+        float32 (storage float32 and products not TF32) on a GPU with TF32, sm_80 on."""
+        return self.storage_type == "float" and self.mma_type != "tf32" and _arch_number(self.target) >= 80
+
+    @property
     def fragment_parts(self) -> int:
         """Fragments per weight tile: 2 where float32 splits into TF32 halves, else 1."""
         return _SPLIT_MMA_TYPES.get(self.mma_type, 1)

@@ -12,14 +12,13 @@ stepwise recurrence only then. The GEMMs' products are in the accumulation
 type, as the persistent kernels' are; TF32 only where the layer's plan runs TF32
 (runtime/gemm.py).
 
-A strict float32 forward step's GEMM runs on CUDA cores, where cuBLAS tiles it for one wave
-of the SMs or less, a block of 4 warps on each, which issue an FFMA on little more than half
-of the cycles: there (H a multiple of 16) it is split into _K_PARTS parts of its inner
-dimension H, one batched GEMM of that many more blocks, and the cell kernel sums their
-products (bench/NOTES.md v16: the GEMM 57 -> 50 us at H = 1024 B = 256; the forward took 4-28%
-less time from B = 32 to 256 at H = 256 to 1024). Split so, the backward's GEMM (inner
-dimension 4H), which cuBLAS splits itself, was slower at most shapes, and so was the GEMM
-on tensor cores and in float64 (DMMA).
+Strict float32 on a GPU with TF32 (Plan.tf32x3_gemms) runs a forward step's GEMM as three
+TF32 products (runtime/tf32_split.py), h_hi W_hi, h_lo W_hi and h_hi W_lo: one batched GEMM
+over W_hh split once a call, [hi | hi | lo] [4H, 3H], and h_{t-1} split by the previous
+step's cell kernel, [hi | lo | hi] [B, 3H]; the cell kernel sums the three in float32. On the
+H200 the forward took 0.78-0.97 of its time on FFMA from B = 64 to 256 at H = 512 and 1024,
+with errors at FFMA's (bench/NOTES.md v20). Its backward (inner dimension 4H), and older
+GPUs, keep FFMA.
 
 cuBLAS is column-major: a row-major [rows, cols] matrix is its column-major transpose, so
 the row-major R = h W_hh^T ([B, 4H]) is the column-major R^T = W_hh h^T, with W_hh read
@@ -31,20 +30,19 @@ from __future__ import annotations
 import ctypes
 
 from lstmgen.codegen import DTYPES, LSTMSpec
-from lstmgen.runtime import replay
+from lstmgen.runtime import replay, tf32_split
 from lstmgen.runtime.buffers import new_buffer
-from lstmgen.runtime.compile import load_cell_kernels
+from lstmgen.runtime.compile import load_cell_kernels, load_kernels
 from lstmgen.runtime.gemm import Gemms
 
 _CELL_THREADS = 256
-_K_PARTS = 4
-# Each part of H starts on 16 bytes of h and W_hh (a float32 GEMM's vector loads).
-_K_PART_FLOATS = 16 // 4
+# A 3xTF32 step's products, which the cell kernel sums (the module's docstring).
+_SPLIT_PARTS = 3
 
 
-def _forward_k_parts(gemm: Gemms, hidden: int) -> int:
-    """Parts of H a forward step's GEMM is split into (the module's docstring)."""
-    return _K_PARTS if gemm.on_cuda_cores and hidden % (_K_PARTS * _K_PART_FLOATS) == 0 else 1
+def _splits_step(spec: LSTMSpec) -> bool:
+    """Whether a forward step's GEMM runs as three TF32 products (runtime/tf32_split.py)."""
+    return load_kernels(spec).plan.tf32x3_gemms
 
 
 class _CellLaunches:
@@ -82,30 +80,43 @@ def forward(spec: LSTMSpec, gemm: Gemms, w_hh, gx, bias, h0, c0, h_buf, h_last, 
     (runtime/replay.py). Returns whether it ran."""
     steps, batch = gx.shape[:2]
     hidden = spec.hidden_size
-    parts = _forward_k_parts(gemm, hidden)
+    split = _splits_step(spec)
+    parts = _SPLIT_PARTS if split else 1
     recurrent = new_buffer((parts, batch, 4 * hidden), DTYPES[spec.dtype]["accumulate_dtype"],
                            "one step's recurrent products h W_hh^T", advice)
+    # 3xTF32: W_hh and h_{t-1} as TF32 halves, [4H, 3H] and [B, 3H]; the cell kernel writes h_t's.
+    w_tripled = new_buffer((4 * hidden, 3 * hidden), "float32", "W_hh as TF32 halves", advice) if split else None
+    h_tripled = new_buffer((batch, 3 * hidden), "float32", "h_t as TF32 halves", advice) if split else None
     step, products = ctypes.c_int32(0), ctypes.c_uint64(0)
     cell_step = _CellLaunches(load_cell_kernels(spec).forward, batch, hidden, [
         _pointer(gx), _pointer(bias), products, ctypes.c_int32(parts), _pointer(c0), _pointer(h_buf),
-        ctypes.c_int32(h_buf.shape[0]), _pointer(h_last), _pointer(c_last), _pointer(cell), ctypes.c_int32(training),
-        _pointer(c_cache), step, ctypes.c_int32(steps), ctypes.c_int32(batch)])
+        ctypes.c_int32(h_buf.shape[0]), _pointer(h_tripled), _pointer(h_last), _pointer(c_last), _pointer(cell),
+        ctypes.c_int32(training), _pointer(c_cache), step, ctypes.c_int32(steps), ctypes.c_int32(batch)])
     slot_bytes = batch * hidden * h_buf.itemsize
 
     def issue(stream) -> None:
+        if split:
+            with stream:
+                tf32_split.split_rows(w_hh, w_tripled, "hhl")
+                if h0 is not None:
+                    tf32_split.split_rows(h0, h_tripled, "hlh")
         for t in range(steps):
             if t > 0:
                 h_prev = h_buf.data.ptr + (t - 1) % h_buf.shape[0] * slot_bytes
             else:
                 h_prev = _address(h0)
-            if h_prev is not None:
+            if h_prev is not None and split:
+                gemm(True, 4 * hidden, batch, 3 * hidden, w_tripled.data.ptr, 3 * hidden, h_tripled.data.ptr,
+                     3 * hidden, recurrent.data.ptr, 4 * hidden, gemm.accumulate_type, k_parts=parts, tf32=True)
+            elif h_prev is not None:
                 gemm(True, 4 * hidden, batch, hidden, w_hh.data.ptr, hidden, h_prev, hidden,
-                     recurrent.data.ptr, 4 * hidden, gemm.accumulate_type, k_parts=parts)
+                     recurrent.data.ptr, 4 * hidden, gemm.accumulate_type)
             products.value = 0 if h_prev is None else recurrent.data.ptr
             step.value = t
             cell_step(stream)
 
-    key = ("stepwise forward", spec, *cell_step.values, w_hh.data.ptr, _address(h0), recurrent.data.ptr)
+    key = ("stepwise forward", spec, *cell_step.values, w_hh.data.ptr, _address(h0), recurrent.data.ptr,
+           _address(w_tripled))
     return replay.run_bound(key, gemm.bind, issue, replays_only)
 
 

@@ -482,10 +482,43 @@ def test_strict_float32_runs_batch_sliced_on_tensor_cores_as_three_tf32_products
         assert tolerance_key("float32", plan.mma_type) == "float32"
 
 
+@given(specs, targets)
+def test_three_tf32_products_only_in_batch_sliced_recurrences(spec, target):
+    # The cooperative kernels keep strict float32 on FMA: there 3xTF32 lost (plan_layer).
+    assume(spec.hidden_size <= _largest_hidden(target, spec.dtype))
+    plan = plan_layer(spec, target)
+    assert plan.mma_type != "tf32x3" or plan.batch_sliced
+
+
+_AMPERE = Target(arch="sm_80", sm_count=108, max_smem_per_block=166912)
+_TURING = Target(arch="sm_75", sm_count=40, max_smem_per_block=65536)
+
+
+@pytest.mark.parametrize("dtype, allow_tf32, hidden, target, activations, tf32x3_gemms", [
+    ("float32", False, 64, SM90_H200, "fast", True),     # batch-sliced 3xTF32 recurrence
+    ("float32", False, 1024, SM90_H200, "fast", True),   # cooperative FMA recurrence; its GEMMs 3xTF32
+    ("float32", False, 1024, _AMPERE, "fast", True),
+    ("float32", False, 64, _TURING, "fast", False),      # no TF32 before sm_80: FMA and FFMA GEMMs
+    ("float32", True, 1024, SM90_H200, "hardware", False),  # TF32 allowed: TF32 fragments and GEMMs
+    ("float32", True, 1064, SM90_H200, "fast", True),    # too wide for TF32 fragments: strict float32
+    ("float16", False, 256, SM90_H200, "hardware", False),
+    ("bfloat16", False, 1024, SM90_H200, "hardware", False),
+    ("float16", False, 64, _TURING, "fast", False),      # 16-bit storage on FMA, accumulating in float32
+    ("float64", False, 256, SM90_H200, "exact", False),
+])
+def test_activations_and_gemms_follow_how_the_products_round(dtype, allow_tf32, hidden, target, activations,
+                                                             tf32x3_gemms):
+    # tanh.approx (about 2^-11 off) only where the products round to 11-bit significands; strict
+    # float32's GEMMs as three TF32 products wherever the GPU has TF32 (runtime/tf32_split.py).
+    plan = plan_layer(LSTMSpec(input_size=8, hidden_size=hidden, dtype=dtype, allow_tf32=allow_tf32), target)
+    assert (plan.activations, plan.tf32x3_gemms) == (activations, tf32x3_gemms)
+
+
 def test_strict_float32_past_portable_clusters_falls_back_to_the_cooperative_kernels():
     portable = Target(arch="sm_90", sm_count=132, max_smem_per_block=232448)  # clusters of 8 at most
     assert plan_layer(LSTMSpec(input_size=8, hidden_size=129), portable).cluster_blocks == 8
-    assert plan_layer(LSTMSpec(input_size=8, hidden_size=200), portable).math == "fma"
+    cooperative = plan_layer(LSTMSpec(input_size=8, hidden_size=200), portable)
+    assert cooperative.math == "fma" and not cooperative.batch_sliced
     ampere = Target(arch="sm_80", sm_count=108, max_smem_per_block=166912)  # no clusters: one block to H = 64
     assert plan_layer(LSTMSpec(input_size=8, hidden_size=64), ampere).cluster_blocks == 1
     assert not plan_layer(LSTMSpec(input_size=8, hidden_size=65), ampere).batch_sliced

@@ -6,8 +6,8 @@
 // The cell of one step, for the stepwise recurrence (runtime/stepwise.py) that large batches
 // run: there each step's product is one cuBLAS GEMM over the whole batch, R below, in acc_t,
 // and these kernels apply the cell to it, one thread per (batch row, unit):
-//   forward:  gates = Gx[t] + b + R, R = h_{t-1} W_hh^T (the sum of the GEMM's parts of H,
-//             where strict float32 splits it);        i,f,o = sigmoid, g = tanh
+//   forward:  gates = Gx[t] + b + R, R = h_{t-1} W_hh^T (the sum of the GEMM's parts, where
+//             strict float32 splits it);              i,f,o = sigmoid, g = tanh
 //             c_t = f * c_{t-1} + i * g;              h_t = o * tanh(c_t)
 //   backward: dh_t = dy_t (+ dh_T) + R, R = dG_{t+1} W_hh; dG[t] and dL/dc_{t-1} from dh_t, dL/dc_t
 // They read and write the persistent kernels' buffers in the same layouts, so that a training
@@ -35,10 +35,13 @@ extern "C" __global__ void lstm_forward_cell(
     const storage_t* __restrict__ bias,   // [4H] b_ih + b_hh, nullptr: no bias
     const acc_t* __restrict__ recurrent,  // [parts, batch, 4H] products of parts of H, which sum
                                           // to h_{t-1} W_hh^T; nullptr: h_{t-1} = 0
-    int parts,                            // 4 in strict float32 (H % 16 == 0), else 1 (runtime/stepwise.py)
+    int parts,                            // 3 where strict float32 runs 3xTF32 (runtime/stepwise.py),
+                                          // else 1
     const storage_t* __restrict__ c0,     // [batch, H], nullptr: zeros
     storage_t* __restrict__ h_buf,        // [h_buf_steps, batch, H]: h_t lands in slot t % h_buf_steps
     int h_buf_steps,                      // steps (keep all h_t) or 2 (ping-pong, h_T only)
+    float* __restrict__ h_split,          // [batch, 3H]: h_t as TF32 halves [hi | lo | hi] for the
+                                          // next step's 3xTF32 GEMM (runtime/tf32_split.py), nullptr: none
     storage_t* __restrict__ h_last,       // [batch, H]
     storage_t* c_last,                    // [batch, H]; may be `cell`
     acc_t* cell,                          // [batch, H] running cell state
