@@ -359,9 +359,9 @@ class Plan:
 
     @property
     def tf32x3_gemms(self) -> bool:
-        """Whether the layer's input projection and stepwise forward steps run strict float32
-        as three TF32 products on cuBLAS's tensor cores (runtime/tf32_split.py): strict
-        float32 (storage float32 and products not TF32) on a GPU with TF32, sm_80 on."""
+        """Whether the stepwise forward's step GEMMs run strict float32 as three TF32 products
+        on cuBLAS's tensor cores (runtime/tf32_split.py), and so its cell kernel splits h_t:
+        strict float32 (storage float32, products not TF32) on a GPU with TF32, sm_80 on."""
         return self.storage_type == "float" and self.mma_type != "tf32" and _arch_number(self.target) >= 80
 
     @property

@@ -67,7 +67,7 @@ class Gemms:
             self.compute = _COMPUTE_64F
         else:
             self.compute = _COMPUTE_32F_FAST_TF32 if tf32 else _COMPUTE_32F
-        # alpha = 1 and beta = 0 in the compute type (beta 1 is alpha), read from host memory during each call.
+        # alpha = 1 and beta = 0 in the compute type, read from host memory during each call.
         self._scalars = np.array([1, 0], accumulate)
         self._alpha = self._scalars.ctypes.data
         self._beta = self._alpha + self._scalars.itemsize
@@ -82,23 +82,21 @@ class Gemms:
 
     def __call__(self, transpose_a: bool, m: int, n: int, k: int, a: int, lda: int, b: int, ldb: int,
                  c: int, ldc: int, c_type: int, transpose_b: bool = False, k_parts: int = 1,
-                 tf32: bool = False, accumulate: bool = False) -> None:
+                 tf32: bool = False) -> None:
         """Column-major C[m, n] = op(A) op(B), op(X) = X^T where transpose_x; device pointers.
         With k_parts > 1, C holds k_parts products [m, n], ldc * n elements apart, of equal
         consecutive parts of k (which k_parts divides), for the caller to sum: one batched
         GEMM of more, shorter tiles. With tf32, in TF32 whatever the layer's math: for float32
-        operands already split into TF32 halves (runtime/tf32_split.py). With accumulate,
-        C += the product (beta 1), added as C is written, in the accumulation type."""
+        operands already split into TF32 halves (runtime/tf32_split.py)."""
         import cupy
 
         cublas, handle = self._cublas, cupy.cuda.device.get_cublas_handle()
         compute = _COMPUTE_32F_FAST_TF32 if tf32 else self.compute
-        beta = self._alpha if accumulate else self._beta
         operations = (cublas.CUBLAS_OP_T if transpose_a else cublas.CUBLAS_OP_N,
                       cublas.CUBLAS_OP_T if transpose_b else cublas.CUBLAS_OP_N)
         if k_parts == 1:
             status = self._gemm_ex(handle, *operations, m, n, k, self._alpha, a, self.storage_type, lda, b,
-                                   self.storage_type, ldb, beta, c, c_type, ldc, compute,
+                                   self.storage_type, ldb, self._beta, c, c_type, ldc, compute,
                                    cublas.CUBLAS_GEMM_DEFAULT)
         else:
             assert k % k_parts == 0, "the parts of k are equal"
@@ -108,15 +106,14 @@ class Gemms:
             stride_a = part if transpose_a else part * lda
             stride_b = part * ldb if transpose_b else part
             status = self._strided_gemm_ex(handle, *operations, m, n, part, self._alpha, a, self.storage_type, lda,
-                                           stride_a, b, self.storage_type, ldb, stride_b, beta, c, c_type,
+                                           stride_a, b, self.storage_type, ldb, stride_b, self._beta, c, c_type,
                                            ldc, ldc * n, k_parts, compute, cublas.CUBLAS_GEMM_DEFAULT)
         cublas.check_status(status)
 
-    def matmul(self, a, b, out, bind: bool = True, tf32: bool = False) -> None:
+    def matmul(self, a, b, out, bind: bool = True) -> None:
         """out = a @ b for 2-D arrays in the storage type, each C-contiguous or the transpose
         (.T) of a C-contiguous array; out C-contiguous, in the storage or accumulation type.
-        On the current stream, or with bind=False on the stream last bound (a capturing one);
-        tf32 as in __call__."""
+        On the current stream, or with bind=False on the stream last bound (a capturing one)."""
         import cupy
 
         rows, inner = a.shape
@@ -130,7 +127,7 @@ class Gemms:
         if bind:
             self.bind(cupy.cuda.get_current_stream())
         self(b_transposed, cols, rows, inner, b.data.ptr, ldb, a.data.ptr, lda, out.data.ptr, cols,
-             _CUDA_TYPES[out.dtype.name], transpose_b=a_transposed, tf32=tf32)
+             _CUDA_TYPES[out.dtype.name], transpose_b=a_transposed)
 
 
 def _layout(array) -> tuple[bool, int]:

@@ -23,11 +23,9 @@ Memory (elements of the spec's dtype, T steps, B rows, H units, I inputs):
   float32 [B, H] running state per direction. Where the forward sends h as tagged words
   (Plan.tagged_exchange_batch) it adds 2*B*H words of twice the element's size. batch_first adds
   a time-major copy of x (and of y, dy, dx). The stepwise recurrence adds one step's
-  products in the accumulation type: B*4H forward, B*H backward. Strict float32 GEMMs as
-  three TF32 products (Plan.tf32x3_gemms, runtime/tf32_split.py) add, while they run, W_ih
-  as TF32 halves (8*H*I) and a chunk of x's rows as halves (2*I a row, 2M/(4H) rows at most)
-  for the projection, and for the stepwise forward W_hh and h_{t-1} as halves (12*H^2 and
-  3*B*H) and twice more step products (8*B*H).
+  products in the accumulation type: B*4H forward, B*H backward. Where strict float32 runs
+  the forward's step as three TF32 products (Plan.tf32x3_gemms, runtime/tf32_split.py), three
+  times that (12*B*H), and W_hh and h_{t-1} as TF32 halves (12*H^2 and 3*B*H float32).
 """
 
 from __future__ import annotations
@@ -37,7 +35,7 @@ import numpy as np
 from lstmgen.codegen import BIAS_PARAMETERS, DTYPES, LSTMSpec, Plan
 from lstmgen.errors import InputError
 from lstmgen.parameters import initial_parameters, parameter_shapes
-from lstmgen.runtime import replay, stepwise, tf32_split
+from lstmgen.runtime import replay, stepwise
 from lstmgen.runtime.buffers import new_buffer
 from lstmgen.runtime.compile import load_kernels, load_sized_kernel
 from lstmgen.runtime.gemm import Gemms
@@ -214,17 +212,11 @@ class Layer:
         # The running cell state is kept in the accumulation type (float32 for 16-bit storage).
         cell = c_last if self._accumulates_in_storage() else self._state_buffer(batch, "the cell state", _FORWARD_ADVICE)
 
-        x_rows, gx_rows = x.reshape(steps * batch, spec.input_size), gx.reshape(steps * batch, gates)
-        split = (tf32_split.Projection(steps * batch, spec.input_size, gates, _FORWARD_ADVICE)
-                 if self.kernels.plan.tf32x3_gemms and tf32_split.splits_projection(steps * batch) else None)
-
         def project() -> None:
             """Gx = x W_ih^T, and the bias b_ih + b_hh, on the current stream, to which the GEMMs'
             handle is bound."""
-            if split:
-                split(self._gemms, x_rows, self.params["W_ih"], gx_rows)
-            else:
-                self._gemms.matmul(x_rows, self.params["W_ih"].T, gx_rows, bind=False)
+            self._gemms.matmul(x.reshape(steps * batch, spec.input_size), self.params["W_ih"].T,
+                               gx.reshape(steps * batch, gates), bind=False)
             self._sum_bias()
 
         # The stepwise recurrence replays a graph of its own, which starts from Gx: the
@@ -266,8 +258,7 @@ class Layer:
             # them as one CUDA graph. Their addresses and sizes are all the launches depend on
             # (x and W_ih's too, though unread where the stepwise path has projected already).
             parameters = tuple(self.params[name].data.ptr for name in ("W_ih", *BIAS_PARAMETERS[spec.bias]))
-            scratch = split.addresses if split else ()
-            key = ("persistent forward", spec, x.data.ptr, parameters, projected, scratch, *map(int, arguments))
+            key = ("persistent forward", spec, x.data.ptr, parameters, projected, *map(int, arguments))
             replay.run_bound(key, self._gemms.bind, issue)
 
         self._cache = (dict(x=x, h0=h0, c0=c0, h_seq=h_buf, gates=gx, c_seq=c_seq, batch_first=batch_first)

@@ -496,7 +496,7 @@ _TURING = Target(arch="sm_75", sm_count=40, max_smem_per_block=65536)
 
 @pytest.mark.parametrize("dtype, allow_tf32, hidden, target, activations, tf32x3_gemms", [
     ("float32", False, 64, SM90_H200, "fast", True),     # batch-sliced 3xTF32 recurrence
-    ("float32", False, 1024, SM90_H200, "fast", True),   # cooperative FMA recurrence; its GEMMs 3xTF32
+    ("float32", False, 1024, SM90_H200, "fast", True),   # cooperative FMA recurrence; stepwise steps 3xTF32
     ("float32", False, 1024, _AMPERE, "fast", True),
     ("float32", False, 64, _TURING, "fast", False),      # no TF32 before sm_80: FMA and FFMA GEMMs
     ("float32", True, 1024, SM90_H200, "hardware", False),  # TF32 allowed: TF32 fragments and GEMMs
@@ -509,7 +509,7 @@ _TURING = Target(arch="sm_75", sm_count=40, max_smem_per_block=65536)
 def test_activations_and_gemms_follow_how_the_products_round(dtype, allow_tf32, hidden, target, activations,
                                                              tf32x3_gemms):
     # tanh.approx (about 2^-11 off) only where the products round to 11-bit significands; strict
-    # float32's GEMMs as three TF32 products wherever the GPU has TF32 (runtime/tf32_split.py).
+    # float32's stepwise step as three TF32 products wherever the GPU has TF32 (runtime/tf32_split.py).
     plan = plan_layer(LSTMSpec(input_size=8, hidden_size=hidden, dtype=dtype, allow_tf32=allow_tf32), target)
     assert (plan.activations, plan.tf32x3_gemms) == (activations, tf32x3_gemms)
 
