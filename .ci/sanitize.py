@@ -73,7 +73,7 @@ STEPWISE_GRID = [
     (LSTMSpec(4, 200, "float16", "single", False), Problem(2, 19, False, True, 30)),  # no h0: no GEMM at t = 0
     (LSTMSpec(6, 64, "float64", "none", True), Problem(3, 5, True, False, 31)),
     (LSTMSpec(3, 130, "bfloat16", "double", True), Problem(2, 33, True, True, 32)),
-    (LSTMSpec(5, 96, "float32", "double", True), Problem(3, 21, True, True, 39)),    # strict float32: parts of H
+    (LSTMSpec(5, 96, "float32", "double", True), Problem(3, 21, True, True, 39)),    # strict float32: 3xTF32 step
 ]
 
 # Called on one layer until its forward replays the graph captured from an earlier call

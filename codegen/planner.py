@@ -36,9 +36,10 @@ and runs each direction's kernel compiled for exactly those rows (sized_plan): u
 as the backward's rows of 4H leave room for in both directions, and for the forward up to
 its wide step's (Plan.wide_forward_step), so that batches the narrower step would take in
 more than one turn of the GPU's clusters take one.
-Strict float32 (no TF32) runs the same batch-sliced kernels on CUDA cores (FmaStep) where its
-cluster's registers hold W_hh (float64 too): to H = 256 on the H200, in clusters of up to 16
-blocks.
+Strict float32 (no TF32) runs the same batch-sliced kernels on tensor cores as three TF32
+products of each tile's split halves (mma_type "tf32x3"), to H = 256 on the H200 in clusters
+of up to 16 blocks; before sm_80, and float64 everywhere, on CUDA cores (FmaStep) where the
+cluster's registers hold W_hh.
 """
 
 from __future__ import annotations
@@ -132,11 +133,14 @@ _WIDE_ITEMS_PER_THREAD = 3
 # checks the limits: 16-bit layers up to 8 units per block, H = 1056 on the H200; TF32 to
 # H = 576).
 _MMA_FRAGMENT_REGISTERS = 72
-# The batch-sliced forward step keeps every k tile in registers (at most _SLICED_TILES_PER_WARP
-# of 4 registers): its step has fewer live values than the backward's, and the k tiles it read
-# from shared memory took a third of the float16 H = 512 8-row step (bench/NOTES.md v17 5.).
-# NVRTC's ptxas spills at most 80 bytes on the H200 (tests/test_nvrtc.py; nvcc's SASS of
-# float16 H = 512 has them all in the setup, before the step loop).
+# The batch-sliced forward step keeps its k tiles in registers, 4 a tile (8 for 3xTF32's two
+# fragments): its step has fewer live values than the backward's, and the k tiles it read from
+# shared memory took a third of the float16 H = 512 8-row step (bench/NOTES.md v17 5.). NVRTC's
+# ptxas spills at most 80 bytes on the H200 (tests/test_nvrtc.py; nvcc's SASS of float16
+# H = 512 has them all in the setup, before the step loop). Only 3xTF32 in clusters of 8 at
+# H = 136 to 160 (17-20 k tiles a warp) keeps 16 in registers and the rest in shared memory;
+# its forward of 32 or 40 rows spills up to 140 bytes, that of 8 rows none, which ran
+# 1.40-1.65 us a step at B <= 8, between H = 128's and H = 192's (bench/NOTES.md v20).
 _SLICED_FORWARD_FRAGMENT_REGISTERS = 4 * _SLICED_TILES_PER_WARP
 # The batch-sliced backward step has fewer live values than the cooperative one, which
 # spills at 96 (TF32 H = 1056: 148 bytes): at 96 NVRTC's ptxas spills none of the H200's
@@ -432,6 +436,8 @@ class Plan:
                for step in (self.forward_step, self.backward_step)):
             where = "registers and shared memory"
         how = {"mma": " as mma.sync fragments", "fma": " for FMA" if self.batch_sliced else ""}[self.math]
+        if self.fragment_parts > 1:
+            how += f" of {self.fragment_parts} TF32 parts (3xTF32)"
         sent = [name for name, step in (("forward", self.forward_step), ("backward", self.backward_step))
                 if step and step.async_exchange]
         if sent:

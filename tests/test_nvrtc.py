@@ -109,6 +109,9 @@ _A100 = Target(arch="sm_80", sm_count=108, max_smem_per_block=166912)
     # registers; of 16 at H = 256, where the wide forward (48 rows, all 16 k tiles a warp
     # in 128 registers) spills 24 bytes.
     ("float32", 128, False, SM90_H200, 0), ("float32", 256, False, SM90_H200, 24),
+    # At H = 144, 18 k tiles a warp forward, 16 in registers: the forward of 32 rows spills 140
+    # bytes, that of 8 rows none (codegen/planner.py).
+    ("float32", 144, False, SM90_H200, 140),
     # FMA clusters of float64 at 64 weights a thread (128 registers), float64 H = 128's wide
     # forward (3 items a thread of 64 registers of weights), and one A100 block of float64 at
     # H = 64 (2 items a thread).
