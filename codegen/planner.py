@@ -437,7 +437,7 @@ class Plan:
             where = "registers and shared memory"
         how = {"mma": " as mma.sync fragments", "fma": " for FMA" if self.batch_sliced else ""}[self.math]
         if self.fragment_parts > 1:
-            how += f" of {self.fragment_parts} TF32 parts (3xTF32)"
+            how += " (3xTF32: hi and lo TF32 fragments)"
         sent = [name for name, step in (("forward", self.forward_step), ("backward", self.backward_step))
                 if step and step.async_exchange]
         if sent:

@@ -195,12 +195,14 @@ class CellKernels:
 
     forward: object   # cupy.RawKernel
     backward: object  # cupy.RawKernel
+    plan: Plan        # the plan they were rendered for
 
 
 @functools.cache
 def _load_cells(spec: LSTMSpec, device_id: int) -> CellKernels:
-    forward, backward = _module_functions(spec, render_layer(spec, current_target())["cell"])
-    return CellKernels(forward=forward, backward=backward)
+    source = render_layer(spec, current_target())["cell"]
+    forward, backward = _module_functions(spec, source)
+    return CellKernels(forward=forward, backward=backward, plan=source.plan)
 
 
 def load_cell_kernels(spec: LSTMSpec) -> CellKernels:

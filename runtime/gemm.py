@@ -1,5 +1,6 @@
 """A layer's GEMMs on cuBLAS, in the layer's math: storage-type inputs, products in the
-accumulation type (or storage), and TF32 where the layer's plan runs TF32.
+accumulation type (or storage), and TF32 where the layer's plan runs TF32 or where the caller
+passes operands already split into TF32 halves (strict float32's stepwise step, runtime/tf32_split.py).
 
 TF32 covers the input projection, dx and the weight gradients (all but dW_hh's h0 term, B
 rows in CuPy; db, bound by memory, sums in strict float32), as torch's cudnn.allow_tf32 does for cuDNN's LSTM: they are the bulk of the
@@ -7,7 +8,7 @@ arithmetic at large batches, and strict float32 runs them at a fraction of the t
 rate. A layer too wide for TF32 fragments (past H = 1056 on the H200) plans strict float32,
 and its GEMMs follow, so that its tolerances are strict float32's. CuPy's matmul has no per-call TF32 switch (only the
 process-wide CUPY_TF32), so cublasGemmEx (and cublasGemmStridedBatchedEx, for the stepwise
-forward's GEMM in parts of its inner dimension) is called through ctypes, which the stepwise
+forward's three TF32 products) is called through ctypes, which the stepwise
 recurrence needs anyway: CuPy's wrapper binds its handle to CuPy's current stream on every
 call and refuses a capturing one, so it cannot be captured on a stream of our own.
 

@@ -8,7 +8,8 @@ Backward: the generated reverse recurrence kernel produces the pre-activation ga
 dG, then cuBLAS GEMMs give dx, dW_ih, dW_hh and the bias gradient (a row of ones times dG).
 The GEMMs run in the layer's math (runtime/gemm.py): TF32 where its plan runs TF32. Large
 batches (Plan.stepwise_from_batch, per direction) run the recurrence stepwise instead: a
-cuBLAS GEMM and a generated cell kernel a step (runtime/stepwise.py), into the same buffers;
+cuBLAS GEMM (strict float32's forward as three TF32 products) and a generated cell kernel a
+step (runtime/stepwise.py), into the same buffers;
 the cell kernel adds the bias as it reads Gx. A persistent forward on the buffers of an
 earlier call replays that call's launches (projection, bias sum, fill of the tagged words,
 recurrence) as one CUDA graph (runtime/replay.py): from Python, queueing them took longer

@@ -9,8 +9,8 @@ from L2 and by products tiled for few rows; cuBLAS tiles [B, H] x [H, 4H] for th
 the H200) would be longer than the step itself: a loop called again on the same buffers is
 replayed as a CUDA graph (runtime/replay.py), and a layer left to choose ("auto") runs the
 stepwise recurrence only then. The GEMMs' products are in the accumulation
-type, as the persistent kernels' are; TF32 only where the layer's plan runs TF32
-(runtime/gemm.py).
+type, as the persistent kernels' are; TF32 where the layer's plan runs TF32 (runtime/gemm.py),
+and as three TF32 products for strict float32 (below).
 
 Strict float32 on a GPU with TF32 (Plan.tf32x3_gemms) runs a forward step's GEMM as three
 TF32 products (runtime/tf32_split.py), h_hi W_hi, h_lo W_hi and h_hi W_lo: one batched GEMM
@@ -32,7 +32,7 @@ import ctypes
 from lstmgen.codegen import DTYPES, LSTMSpec
 from lstmgen.runtime import replay, tf32_split
 from lstmgen.runtime.buffers import new_buffer
-from lstmgen.runtime.compile import load_cell_kernels, load_kernels
+from lstmgen.runtime.compile import load_cell_kernels
 from lstmgen.runtime.gemm import Gemms
 
 _CELL_THREADS = 256
@@ -41,8 +41,9 @@ _SPLIT_PARTS = 3
 
 
 def _splits_step(spec: LSTMSpec) -> bool:
-    """Whether a forward step's GEMM runs as three TF32 products (runtime/tf32_split.py)."""
-    return load_kernels(spec).plan.tf32x3_gemms
+    """Whether a forward step's GEMM runs as three TF32 products (runtime/tf32_split.py), as
+    the plan its cell kernel was rendered for says: that kernel then splits h_t."""
+    return load_cell_kernels(spec).plan.tf32x3_gemms
 
 
 class _CellLaunches:
@@ -93,6 +94,9 @@ def forward(spec: LSTMSpec, gemm: Gemms, w_hh, gx, bias, h0, c0, h_buf, h_last, 
         ctypes.c_int32(h_buf.shape[0]), _pointer(h_tripled), _pointer(h_last), _pointer(c_last), _pointer(cell),
         ctypes.c_int32(training), _pointer(c_cache), step, ctypes.c_int32(steps), ctypes.c_int32(batch)])
     slot_bytes = batch * hidden * h_buf.itemsize
+
+    if split:
+        tf32_split.prepare()
 
     def issue(stream) -> None:
         if split:

@@ -10,6 +10,9 @@ float32 by the cell kernel: summed in one GEMM over an inner dimension three tim
 the small terms went into the tensor cores' accumulator of the large ones, and y came 2.5
 times further off float64 (bench/NOTES.md v20).
 
+x_lo is stored in float32 and cuBLAS rounds it to TF32 as it multiplies: x_lo has at most 13
+significant bits, of which TF32 keeps 11, so what that drops is within 2^-22 of x too.
+
 The input projection keeps FFMA: as three GEMMs summed by cuBLAS's epilogue (beta = 1) it was
 no faster below H = 1024, and its larger sums left y twice FFMA's error (v20).
 """
@@ -17,6 +20,21 @@ no faster below H = 1024, and its larger sums left y twice FFMA's error (v20).
 from __future__ import annotations
 
 import functools
+
+
+def prepare() -> None:
+    """Compile and load the split kernel on the current GPU by one launch: a first launch
+    inside a CUDA graph capture (the stepwise loop's, runtime/replay.py) would do it there."""
+    import cupy
+
+    _prepare_on(cupy.cuda.runtime.getDevice())
+
+
+@functools.cache
+def _prepare_on(device_id: int) -> None:
+    import cupy
+
+    split_rows(cupy.zeros((1, 1), dtype=cupy.float32), cupy.empty((1, 3), dtype=cupy.float32), "hlh")
 
 
 @functools.cache
@@ -32,7 +50,7 @@ def _split_kernel():
         const float value = source[row * inner + column % inner];
         unsigned high;
         asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(high) : "f"(value));
-        out = (low_parts >> (column / inner)) & 1 ? value - __uint_as_float(high) : __uint_as_float(high);
+        out = ((low_parts >> (column / inner)) & 1) ? value - __uint_as_float(high) : __uint_as_float(high);
         """,
         "lstmgen_tf32_split")
 
@@ -44,5 +62,8 @@ def split_rows(source, out, pattern: str) -> None:
     one times part j of the other is h_hi W_hi, h_lo W_hi and h_hi W_lo. On the current stream."""
     import numpy as np
 
+    rows, inner = source.shape
+    assert out.shape == (rows, len(pattern) * inner) and source.dtype == out.dtype == np.float32, "halves of each row"
+    assert source.flags.c_contiguous and out.flags.c_contiguous, "rows read and written whole"
     low_parts = sum(1 << part for part, half in enumerate(pattern) if half == "l")
-    _split_kernel()(source, np.int32(source.shape[1]), np.int32(len(pattern)), np.int32(low_parts), out)
+    _split_kernel()(source, np.int32(inner), np.int32(len(pattern)), np.int32(low_parts), out)

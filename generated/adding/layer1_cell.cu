@@ -39,8 +39,8 @@ __device__ __forceinline__ void prefetch(const void* address) {
 extern "C" __global__ void lstm_forward_cell(
     storage_t* gx,                        // [steps, batch, 4H] input projection x W_ih^T
     const storage_t* __restrict__ bias,   // [4H] b_ih + b_hh, nullptr: no bias
-    const acc_t* __restrict__ recurrent,  // [parts, batch, 4H] products of parts of H, which sum
-                                          // to h_{t-1} W_hh^T; nullptr: h_{t-1} = 0
+    const acc_t* __restrict__ recurrent,  // [parts, batch, 4H] products, which sum to
+                                          // h_{t-1} W_hh^T; nullptr: h_{t-1} = 0
     int parts,                            // 3 where strict float32 runs 3xTF32 (runtime/stepwise.py),
                                           // else 1
     const storage_t* __restrict__ c0,     // [batch, H], nullptr: zeros
@@ -82,7 +82,7 @@ extern "C" __global__ void lstm_forward_cell(
   const acc_t h = o * tanh(c);
   cell[own] = c;
   h_buf[(size_t)(t % h_buf_steps) * batch * HIDDEN + own] = storage_t(h);
-  if (h_split != nullptr) {
+  if (h_split != nullptr && t + 1 < steps) {
     float* split = h_split + (size_t)row * 3 * HIDDEN + unit;
     const float high = __uint_as_float(to_tf32(h));
     split[0] = split[2 * HIDDEN] = high;

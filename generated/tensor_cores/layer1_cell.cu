@@ -34,8 +34,8 @@ __device__ __forceinline__ void prefetch(const void* address) {
 extern "C" __global__ void lstm_forward_cell(
     storage_t* gx,                        // [steps, batch, 4H] input projection x W_ih^T
     const storage_t* __restrict__ bias,   // [4H] b_ih + b_hh, nullptr: no bias
-    const acc_t* __restrict__ recurrent,  // [parts, batch, 4H] products of parts of H, which sum
-                                          // to h_{t-1} W_hh^T; nullptr: h_{t-1} = 0
+    const acc_t* __restrict__ recurrent,  // [parts, batch, 4H] products, which sum to
+                                          // h_{t-1} W_hh^T; nullptr: h_{t-1} = 0
     int parts,                            // 3 where strict float32 runs 3xTF32 (runtime/stepwise.py),
                                           // else 1
     const storage_t* __restrict__ c0,     // [batch, H], nullptr: zeros

@@ -229,7 +229,8 @@ def test_layers_plan_portable_clusters_where_no_gpc_holds_16_blocks(monkeypatch)
 @pytest.mark.parametrize("dtype, hidden, batch, steps, initial_state, return_sequences", [
     ("float32", 37, 9, 4, True, True),        # odd H: (row, unit) threads straddle rows
     ("float32", 300, 70, 3, False, True),     # zero initial state: no GEMM at t = 0
-    ("float32", 64, 70, 3, True, True),       # strict float32, H % 16 == 0: the forward GEMM in parts
+    ("float32", 64, 70, 3, True, True),       # strict float32: the forward GEMM as three TF32 products
+    ("float32", 64, 5, 1, True, False),       # one step of them, from h0 alone
     ("tf32", 128, 33, 3, True, False),        # TF32 GEMMs; y = h_T
     ("float64", 256, 5, 1, True, True),       # one step: backward's first step is its last
     ("float64", 1, 3, 5, False, False),
@@ -263,7 +264,7 @@ def test_strict_float32_keeps_its_accuracy(hidden, mma_type, recurrence):
 
     spec = LSTMSpec(input_size=hidden, hidden_size=hidden, dtype="float32", return_sequences=True)
     layer = Layer(spec, seed=5, recurrence=recurrence)
-    assert layer.kernels.plan.mma_type == mma_type
+    assert layer.kernels.plan.mma_type == mma_type and layer.kernels.plan.tf32x3_gemms
     exact = Layer(replace(spec, dtype="float64"), seed=5)
     exact.set_parameters({name: value.astype(np.float64) for name, value in layer.params.items()})
     rng = np.random.default_rng(6)
@@ -422,9 +423,12 @@ def _record_replays(monkeypatch, kind: str) -> list:
     return replayed
 
 
-def test_auto_recurrence_goes_stepwise_at_the_planned_batch_when_the_loop_replays(monkeypatch):
+@pytest.mark.parametrize("dtype", ["float64", "float32"])  # float32: the 3xTF32 step (runtime/tf32_split.py)
+def test_auto_recurrence_goes_stepwise_at_the_planned_batch_when_the_loop_replays(monkeypatch, dtype):
     # "auto" runs the stepwise recurrence from Plan.stepwise_from_batch, and there only for
     # calls that replay a captured loop: a call on new buffers runs the persistent kernels.
+    # The first stepwise call is a capture, whose graph must split W_hh and h0 again on every
+    # replay: W_hh changes in place between calls here.
     replay = _fresh_replay_caches(monkeypatch)
     ran = []
     run = replay.run
@@ -436,13 +440,14 @@ def test_auto_recurrence_goes_stepwise_at_the_planned_batch_when_the_loop_replay
         return result
 
     monkeypatch.setattr(replay, "run", run_and_record)
-    spec = LSTMSpec(input_size=8, hidden_size=512, dtype="float64")
+    spec = LSTMSpec(input_size=8, hidden_size=512, dtype=dtype)
     from_batch = load_kernels(spec).plan.stepwise_from_batch
     layer = Layer(spec, seed=25)
     report = check_layer(layer, Problem(3, from_batch - 1, True, True, seed=26))
     assert not report and ran == [], "\n".join(report)
     # New data each call (a replay on an earlier call's inputs would fail), the same shapes.
     for seed in range(5):
+        layer.params["W_hh"] *= 0.9
         report = check_layer(layer, Problem(3, from_batch, True, True, seed=seed))
         assert not report, "\n".join(report)
     # Forward and backward each, per set of buffers CuPy's pool hands out (measured: the
