@@ -82,7 +82,7 @@ extern "C" __global__ void lstm_forward_cell(
   const acc_t h = o * tanh(c);
   cell[own] = c;
   h_buf[(size_t)(t % h_buf_steps) * batch * HIDDEN + own] = storage_t(h);
-  if (h_split != nullptr && t + 1 < steps) {
+  if (h_split != nullptr) {
     float* split = h_split + (size_t)row * 3 * HIDDEN + unit;
     const float high = __uint_as_float(to_tf32(h));
     split[0] = split[2 * HIDDEN] = high;
