@@ -7,10 +7,10 @@ recurrence kernels' fragments do: templates/_mma.j2), and x_lo = x - x_hi, which
 holds exactly. Then a b = a_hi b_hi + a_lo b_hi + a_hi b_lo + a_lo b_lo, and the last term,
 about 2^-22 of a b, is dropped. Each of the three others is a product of its own, summed in
 float32 by the cell kernel: summed in one GEMM over an inner dimension three times as long,
-the small terms went into the tensor cores' accumulator of the large ones, and y came 2.5
-times further off float64 (bench/NOTES.md v20).
+the small terms went into the tensor cores' accumulator of the large ones, and y came 2.2 to
+2.6 times further off float64 (bench/NOTES.md v20).
 
-x_lo is stored in float32 and cuBLAS rounds it to TF32 as it multiplies: x_lo has at most 13
+x_lo is stored in float32 and cuBLAS converts it to TF32 as it multiplies: x_lo has at most 13
 significant bits, of which TF32 keeps 11, so what that drops is within 2^-22 of x too.
 
 The input projection keeps FFMA: as three GEMMs summed by cuBLAS's epilogue (beta = 1) it was
