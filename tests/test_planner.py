@@ -20,10 +20,12 @@ from lstmgen.strategies import layer_specs
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
+_AMPERE = Target(arch="sm_80", sm_count=108, max_smem_per_block=166912)  # A100
+_TURING = Target(arch="sm_75", sm_count=40, max_smem_per_block=65536)    # T4
 TARGETS = (
     SM90_H200,
-    Target(arch="sm_80", sm_count=108, max_smem_per_block=166912),  # A100
-    Target(arch="sm_75", sm_count=40, max_smem_per_block=65536),    # T4
+    _AMPERE,
+    _TURING,
     Target(arch="sm_90", sm_count=132, max_smem_per_block=232448, max_threads_per_block=128),  # hand-built, small blocks
     Target(arch="sm_70", sm_count=10, max_smem_per_block=65536, max_threads_per_block=128),  # few SMs: many units a block
 )
@@ -490,10 +492,6 @@ def test_three_tf32_products_only_in_batch_sliced_recurrences(spec, target):
     assert plan.mma_type != "tf32x3" or plan.batch_sliced
 
 
-_AMPERE = Target(arch="sm_80", sm_count=108, max_smem_per_block=166912)
-_TURING = Target(arch="sm_75", sm_count=40, max_smem_per_block=65536)
-
-
 @pytest.mark.parametrize("dtype, allow_tf32, hidden, target, activations, tf32x3_gemms", [
     ("float32", False, 64, SM90_H200, "fast", True),     # batch-sliced 3xTF32 recurrence
     ("float32", False, 1024, SM90_H200, "fast", True),   # cooperative FMA recurrence; stepwise steps 3xTF32
@@ -519,15 +517,14 @@ def test_strict_float32_past_portable_clusters_falls_back_to_the_cooperative_ker
     assert plan_layer(LSTMSpec(input_size=8, hidden_size=129), portable).cluster_blocks == 8
     cooperative = plan_layer(LSTMSpec(input_size=8, hidden_size=200), portable)
     assert cooperative.math == "fma" and not cooperative.batch_sliced
-    ampere = Target(arch="sm_80", sm_count=108, max_smem_per_block=166912)  # no clusters: one block to H = 64
-    assert plan_layer(LSTMSpec(input_size=8, hidden_size=64), ampere).cluster_blocks == 1
-    assert not plan_layer(LSTMSpec(input_size=8, hidden_size=65), ampere).batch_sliced
-    assert plan_layer(LSTMSpec(input_size=8, hidden_size=64, dtype="float64"), ampere).cluster_blocks == 1
+    # The A100 has no clusters: one block to H = 64.
+    assert plan_layer(LSTMSpec(input_size=8, hidden_size=64), _AMPERE).cluster_blocks == 1
+    assert not plan_layer(LSTMSpec(input_size=8, hidden_size=65), _AMPERE).batch_sliced
+    assert plan_layer(LSTMSpec(input_size=8, hidden_size=64, dtype="float64"), _AMPERE).cluster_blocks == 1
     # Without TF32 tensor cores (before sm_80), strict float32 takes the FMA step: one block to H = 64.
-    turing = Target(arch="sm_75", sm_count=40, max_smem_per_block=65536)
-    plan = plan_layer(LSTMSpec(input_size=8, hidden_size=64), turing)
+    plan = plan_layer(LSTMSpec(input_size=8, hidden_size=64), _TURING)
     assert plan.math == "fma" and plan.batch_sliced and plan.cluster_blocks == 1
-    assert not plan_layer(LSTMSpec(input_size=8, hidden_size=65), turing).batch_sliced
+    assert not plan_layer(LSTMSpec(input_size=8, hidden_size=65), _TURING).batch_sliced
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
@@ -584,10 +581,8 @@ def test_float32_with_tf32_allowed_runs_on_tensor_cores_up_to_1056(hidden, math,
 
 
 def test_tf32_needs_ampere():
-    ampere = Target(arch="sm_80", sm_count=108, max_smem_per_block=166912)
-    turing = Target(arch="sm_75", sm_count=40, max_smem_per_block=65536)
     spec = LSTMSpec(input_size=8, hidden_size=64, allow_tf32=True)
-    assert plan_layer(spec, ampere).math == "mma" and plan_layer(spec, turing).math == "fma"
+    assert plan_layer(spec, _AMPERE).math == "mma" and plan_layer(spec, _TURING).math == "fma"
 
 
 def test_hidden_1024_float32_on_h200_is_one_warp_per_unit():
