@@ -73,6 +73,11 @@ class Gemms:
         self._alpha = self._scalars.ctypes.data
         self._beta = self._alpha + self._scalars.itemsize
 
+    @property
+    def runs_tf32(self) -> bool:
+        """Whether the layer's GEMMs run TF32 (not those of operands split into TF32 halves)."""
+        return self.compute == _COMPUTE_32F_FAST_TF32
+
     def bind(self, stream) -> None:
         """Issue this thread's following GEMMs on `stream`."""
         import cupy

@@ -20,6 +20,9 @@ H200 the forward took 0.78-0.97 of its time on FFMA from B = 64 to 256 at H = 51
 with errors at FFMA's (bench/NOTES.md v20). Its backward (inner dimension 4H), and older
 GPUs, keep FFMA.
 
+A backward step's GEMM (inner dimension 4H) runs in parts of 4H, summed by the next step's
+cell kernel likewise, where that was faster on the H200 (_backward_k_parts).
+
 cuBLAS is column-major: a row-major [rows, cols] matrix is its column-major transpose, so
 the row-major R = h W_hh^T ([B, 4H]) is the column-major R^T = W_hh h^T, with W_hh read
 as stored ([4H, H] row-major, op T of the column-major [H, 4H]).
@@ -44,6 +47,20 @@ def _splits_step(spec: LSTMSpec) -> bool:
     """Whether a forward step's GEMM runs as three TF32 products (runtime/tf32_split.py), as
     the plan its cell kernel was rendered for says: that kernel then splits h_t."""
     return load_cell_kernels(spec).plan.tf32x3_gemms
+
+
+def _backward_k_parts(spec: LSTMSpec, gemm: Gemms) -> int:
+    """Parts of 4H in which a backward step's GEMM, dG_t W_hh, runs: one batched GEMM of
+    shorter products, which the next step's cell kernel sums. Its output is only H x B
+    against an inner dimension of 4H, so that whole it leaves most of the GPU idle. On the
+    H200 (bench/NOTES.md v21) a training step took 0.87-0.99 of its time in 4 parts (float64,
+    16 bits) and 0.91-0.96 in 8 (TF32; in 4, up to 1.02), at H = 256 to 1024 and B = 32 to
+    256; strict float32, whose cuBLAS FFMA kernels took 1.0-1.43 of their time in parts,
+    runs it whole. Measured on the H200 only."""
+    if spec.dtype == "float32" and not gemm.runs_tf32:
+        return 1
+    parts = 8 if gemm.runs_tf32 else 4
+    return parts if 4 * spec.hidden_size % parts == 0 else 4
 
 
 class _CellLaunches:
@@ -130,12 +147,13 @@ def backward(spec: LSTMSpec, gemm: Gemms, w_hh, gates, c_seq, c0, dy, dh_T, dc_T
     and the result as forward's."""
     steps, batch = gates.shape[:2]
     hidden = spec.hidden_size
-    recurrent = new_buffer((batch, hidden), DTYPES[spec.dtype]["accumulate_dtype"],
+    parts = _backward_k_parts(spec, gemm)
+    recurrent = new_buffer((parts, batch, hidden), DTYPES[spec.dtype]["accumulate_dtype"],
                            "one step's recurrent gradients dG W_hh", advice)
     step, products = ctypes.c_int32(0), ctypes.c_uint64(0)
     cell_step = _CellLaunches(load_cell_kernels(spec).backward, batch, hidden, [
         _pointer(gates), _pointer(c_seq), _pointer(c0), _pointer(dy), _pointer(dh_T), _pointer(dc_T), products,
-        _pointer(dc0), _pointer(d_cell), step, ctypes.c_int32(steps), ctypes.c_int32(batch)])
+        ctypes.c_int32(parts), _pointer(dc0), _pointer(d_cell), step, ctypes.c_int32(steps), ctypes.c_int32(batch)])
     gate_bytes = batch * 4 * hidden * gates.itemsize
 
     def issue(stream) -> None:
@@ -143,10 +161,11 @@ def backward(spec: LSTMSpec, gemm: Gemms, w_hh, gates, c_seq, c0, dy, dh_T, dc_T
             products.value = 0 if t + 1 == steps else recurrent.data.ptr
             step.value = t
             cell_step(stream)
-            # dL/dh_{t-1} = dG[t] W_hh: column-major [H, B] = W_hh^T (as stored) dG[t]^T; at t = 0 it is dh0.
-            out, out_type = (recurrent, gemm.accumulate_type) if t > 0 else (dh0, gemm.storage_type)
+            # dL/dh_{t-1} = dG[t] W_hh: column-major [H, B] = W_hh^T (as stored) dG[t]^T; at t = 0 it is
+            # dh0, whole, which no cell kernel sums.
+            out, out_type, k_parts = (recurrent, gemm.accumulate_type, parts) if t > 0 else (dh0, gemm.storage_type, 1)
             gemm(False, hidden, batch, 4 * hidden, w_hh.data.ptr, hidden, gates.data.ptr + t * gate_bytes,
-                 4 * hidden, out.data.ptr, hidden, out_type)
+                 4 * hidden, out.data.ptr, hidden, out_type, k_parts=k_parts)
 
     key = ("stepwise backward", spec, *cell_step.values, w_hh.data.ptr, recurrent.data.ptr, dh0.data.ptr)
     return replay.run_bound(key, gemm.bind, issue, replays_only)

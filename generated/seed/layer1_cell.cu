@@ -5,9 +5,10 @@
 
 // The cell of one step, for the stepwise recurrence (runtime/stepwise.py) that large batches
 // run: there each step's product is one cuBLAS GEMM over the whole batch, R below, in acc_t,
-// and these kernels apply the cell to it, one thread per (batch row, unit):
-//   forward:  gates = Gx[t] + b + R, R = h_{t-1} W_hh^T (the sum of the GEMM's parts, where
-//             strict float32 splits it);              i,f,o = sigmoid, g = tanh
+// and these kernels apply the cell to it, one thread per (batch row, unit). R is the sum of
+// the GEMM's products, in a fixed order: one, or one per part of its inner dimension where
+// the GEMM is split for more tiles, or strict float32's three TF32 products.
+//   forward:  gates = Gx[t] + b + R, R = h_{t-1} W_hh^T;  i,f,o = sigmoid, g = tanh
 //             c_t = f * c_{t-1} + i * g;              h_t = o * tanh(c_t)
 //   backward: dh_t = dy_t (+ dh_T) + R, R = dG_{t+1} W_hh; dG[t] and dL/dc_{t-1} from dh_t, dL/dc_t
 // They read and write the persistent kernels' buffers in the same layouts, so that a training
@@ -41,8 +42,7 @@ extern "C" __global__ void lstm_forward_cell(
     const storage_t* __restrict__ bias,   // [4H] b_ih + b_hh, nullptr: no bias
     const acc_t* __restrict__ recurrent,  // [parts, batch, 4H] products, which sum to
                                           // h_{t-1} W_hh^T; nullptr: h_{t-1} = 0
-    int parts,                            // 3 where strict float32 runs 3xTF32 (runtime/stepwise.py),
-                                          // else 1
+    int parts,                            // products in `recurrent` (runtime/stepwise.py)
     const storage_t* __restrict__ c0,     // [batch, H], nullptr: zeros
     storage_t* __restrict__ h_buf,        // [h_buf_steps, batch, H]: h_t lands in slot t % h_buf_steps
     int h_buf_steps,                      // steps (keep all h_t) or 2 (ping-pong, h_T only)
@@ -109,7 +109,9 @@ extern "C" __global__ void lstm_backward_cell(
     const storage_t* __restrict__ dy_seq,   // [steps, batch, H] dL/dh_t from the output, nullptr: none
     const storage_t* __restrict__ dh_last,  // [batch, H] dL/dh_T, nullptr: zeros
     const storage_t* __restrict__ dc_last,  // [batch, H] dL/dc_T, nullptr: zeros
-    const acc_t* __restrict__ recurrent,    // [batch, H] dG_{t+1} W_hh, nullptr at the last step
+    const acc_t* __restrict__ recurrent,    // [parts, batch, H] products, which sum to dG_{t+1} W_hh;
+                                            // nullptr at the last step
+    int parts,                              // products in `recurrent` (runtime/stepwise.py)
     storage_t* dc0,                         // [batch, H]; may be `d_cell`
     acc_t* d_cell,                          // [batch, H] running dL/dc
     int t, int steps, int batch)
@@ -121,7 +123,9 @@ extern "C" __global__ void lstm_backward_cell(
   const bool last = t + 1 == steps;
   acc_t dh = dy_seq != nullptr ? acc_t(dy_seq[state]) : acc_t(0);
   if (last && dh_last != nullptr) dh += acc_t(dh_last[own]);
-  if (recurrent != nullptr) dh += recurrent[own];
+  if (recurrent != nullptr) {
+    for (int part = 0; part < parts; ++part) dh += recurrent[(size_t)part * batch * HIDDEN + own];
+  }
   const acc_t dc_next = !last ? d_cell[own] : dc_last != nullptr ? acc_t(dc_last[own]) : acc_t(0);
   const acc_t i = acc_t(gates[gate_base + 0 * HIDDEN]), f = acc_t(gates[gate_base + 1 * HIDDEN]);
   const acc_t g = acc_t(gates[gate_base + 2 * HIDDEN]), o = acc_t(gates[gate_base + 3 * HIDDEN]);

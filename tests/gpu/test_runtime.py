@@ -248,6 +248,31 @@ def test_stepwise_recurrence_matches_reference(dtype, hidden, batch, steps, init
     assert not report, "\n".join(report)
 
 
+@pytest.mark.parametrize("dtype, hidden, parts", [
+    ("float64", 96, 4), ("float16", 48, 4), ("bfloat16", 40, 4), ("tf32", 40, 8),
+    ("float32", 64, 1),  # strict float32: cuBLAS's FFMA kernels, whole
+])
+def test_the_stepwise_backward_gemm_runs_in_parts_of_4h(monkeypatch, dtype, hidden, parts):
+    # A backward step's GEMM dG_t W_hh runs as one batched GEMM over parts of its inner
+    # dimension 4H, whose products the next step's cell kernel sums; the last, dh0, whole.
+    from lstmgen.runtime.gemm import Gemms
+
+    asked = []
+    call = Gemms.__call__
+
+    def record(self, transpose_a, m, n, k, *args, k_parts=1, **kwargs):
+        if k == 4 * hidden and m == hidden:  # not dx, whose m is the input size
+            asked.append(k_parts)
+        return call(self, transpose_a, m, n, k, *args, k_parts=k_parts, **kwargs)
+
+    monkeypatch.setattr(Gemms, "__call__", record)
+    spec = LSTMSpec(input_size=6, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype, bias="double",
+                    return_sequences=True, allow_tf32=dtype == "tf32")
+    report = check_layer(Layer(spec, seed=23, recurrence="stepwise"), Problem(5, 11, True, True, seed=24))
+    assert not report, "\n".join(report)
+    assert asked.count(1) == 1 and set(asked) == {1, parts}
+
+
 @pytest.mark.parametrize("hidden, mma_type, recurrence", [
     (64, "tf32x3", "auto"), (256, "tf32x3", "auto"),  # batch-sliced: 3xTF32, clusters of 8 and 16 blocks
     (512, "", "auto"),                                 # cooperative FMA
@@ -441,9 +466,12 @@ def test_auto_recurrence_goes_stepwise_at_the_planned_batch_when_the_loop_replay
 
     monkeypatch.setattr(replay, "run", run_and_record)
     spec = LSTMSpec(input_size=8, hidden_size=512, dtype=dtype)
-    from_batch = load_kernels(spec).plan.stepwise_from_batch
+    plan = load_kernels(spec).plan
+    from_batch = plan.stepwise_from_batch
     layer = Layer(spec, seed=25)
-    report = check_layer(layer, Problem(3, from_batch - 1, True, True, seed=26))
+    # Below both directions' batches (float32's backward goes stepwise at fewer rows).
+    below = min(from_batch, plan.stepwise_backward_from_batch) - 1
+    report = check_layer(layer, Problem(3, below, True, True, seed=26))
     assert not report and ran == [], "\n".join(report)
     # New data each call (a replay on an earlier call's inputs would fail), the same shapes.
     for seed in range(5):
