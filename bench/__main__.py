@@ -7,7 +7,7 @@ import re
 import sys
 from pathlib import Path
 
-from lstmgen.bench.report import format_table, plot_heatmap, read_json, write_json
+from lstmgen.bench.report import format_table, merge_cells, plot_heatmap, read_json, write_json
 from lstmgen.runtime.layer import RECURRENCES
 
 
@@ -26,7 +26,7 @@ def main(argv=None) -> int:
                              "the persistent kernels or always stepwise (a cuBLAS GEMM and a cell kernel a step)")
     parser.add_argument("--out", default="bench/results", help="folder for <gpu>.json and <gpu>.png")
     parser.add_argument("--include", type=Path, default=None, metavar="JSON",
-                        help="an earlier run's JSON: its cells of dtypes not measured now join the report")
+                        help="an earlier run's JSON: its cells at the grid points not measured now join the report")
     args = parser.parse_args(argv)
 
     import torch
@@ -43,9 +43,9 @@ def main(argv=None) -> int:
                 # As it goes, so that a run cut short still shows what it measured.
                 print(format_table(measured, header=False), file=sys.stderr, flush=True)
     if args.include is not None:
-        earlier = [cell for cell in read_json(args.include) if cell.dtype not in args.dtypes]
-        print(f"{len(earlier)} cells of {', '.join(sorted({c.dtype for c in earlier}))} from {args.include}")
-        cells = earlier + cells
+        merged = merge_cells(read_json(args.include), cells)
+        print(f"{len(merged) - len(cells)} cells from {args.include}")
+        cells = merged
     print(f"{device}, T={args.steps}, I=H, median of {args.repeats} runs; runs: whether the fastest and "
           f"slowest of ours and of cuDNN's overlap (then the run does not order the two)")
     print(format_table(cells))

@@ -90,6 +90,13 @@ def write_json(cells: list[Cell], path: Path, device: str) -> None:
     path.write_text(json.dumps(payload, indent=1) + "\n")
 
 
+def merge_cells(earlier: list[Cell], measured: list[Cell]) -> list[Cell]:
+    """`measured`, and the cells of `earlier` at the points it did not measure (dtype, H, B,
+    T and mode): a run of part of the grid updates a full report without dropping the rest."""
+    points = {(c.dtype, c.hidden, c.batch, c.steps, c.mode) for c in measured}
+    return [c for c in earlier if (c.dtype, c.hidden, c.batch, c.steps, c.mode) not in points] + measured
+
+
 def read_json(path: Path) -> list[Cell]:
     def fields(cell: dict) -> dict:
         ranges = {key: tuple(cell[key]) for key in ("ours_range_us", "cudnn_range_us") if cell.get(key) is not None}

@@ -7,7 +7,7 @@ from dataclasses import asdict
 import pytest
 
 from lstmgen.bench.measure import timing_ms
-from lstmgen.bench.report import Cell, format_table, geometric_means, plot_heatmap, read_json, write_json
+from lstmgen.bench.report import Cell, format_table, geometric_means, merge_cells, plot_heatmap, read_json, write_json
 
 
 def cell(dtype="float32", hidden=256, batch=8, mode="forward", ours=2.0, cudnn=6.0, note="", ranges=(None, None)):
@@ -54,6 +54,15 @@ def test_json_round_trip(tmp_path):
     path = tmp_path / "results" / "gpu.json"
     write_json(CELLS, path, "NVIDIA H200")
     assert read_json(path) == CELLS
+
+
+def test_a_partial_run_replaces_only_the_points_it_measured():
+    # bench --include: a rerun of float32 at B = 64 keeps the earlier B = 8 cells and float32's
+    # other mode and dtypes as they were, and replaces the earlier B = 64 forward.
+    rerun = [cell(batch=64, ours=3.0, cudnn=2.0)]
+    merged = merge_cells(CELLS, rerun)
+    assert merged == [CELLS[0], CELLS[2], CELLS[3], rerun[0]]
+    assert merge_cells(CELLS, []) == CELLS
 
 
 def test_runs_before_v12_read_without_ranges(tmp_path):
