@@ -90,11 +90,17 @@ def write_json(cells: list[Cell], path: Path, device: str) -> None:
     path.write_text(json.dumps(payload, indent=1) + "\n")
 
 
+def _point(cell: Cell) -> tuple:
+    return cell.dtype, cell.hidden, cell.batch, cell.steps, cell.mode
+
+
 def merge_cells(earlier: list[Cell], measured: list[Cell]) -> list[Cell]:
-    """`measured`, and the cells of `earlier` at the points it did not measure (dtype, H, B,
-    T and mode): a run of part of the grid updates a full report without dropping the rest."""
-    points = {(c.dtype, c.hidden, c.batch, c.steps, c.mode) for c in measured}
-    return [c for c in earlier if (c.dtype, c.hidden, c.batch, c.steps, c.mode) not in points] + measured
+    """`earlier` with each cell at a point `measured` has (dtype, H, B, T and mode) replaced
+    in place, then `measured`'s new points: a run of part of the grid updates a full report
+    without dropping the rest or reordering it."""
+    latest = {_point(cell): cell for cell in measured}
+    merged = [latest.pop(_point(cell), cell) for cell in earlier]
+    return merged + [cell for cell in measured if _point(cell) in latest]
 
 
 def read_json(path: Path) -> list[Cell]:

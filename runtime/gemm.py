@@ -107,8 +107,8 @@ class Gemms:
         else:
             assert k % k_parts == 0, "the parts of k are equal"
             part = k // k_parts
-            # A part of k is a run of rows of a column-major operand read as stored, and a run
-            # of its columns where it is read transposed (op T). Strides are in elements.
+            # A part of k is a run of columns of A [m, k] read as stored and a run of rows of
+            # B [k, n] read as stored (column-major); op T swaps them. Strides are in elements.
             stride_a = part if transpose_a else part * lda
             stride_b = part * ldb if transpose_b else part
             status = self._strided_gemm_ex(handle, *operations, m, n, part, self._alpha, a, self.storage_type, lda,

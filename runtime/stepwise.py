@@ -54,9 +54,9 @@ def _backward_k_parts(spec: LSTMSpec, gemm: Gemms) -> int:
     shorter products, which the next step's cell kernel sums. Its output is only H x B
     against an inner dimension of 4H, so that whole it leaves most of the GPU idle. On the
     H200 (bench/NOTES.md v21) a training step took 0.87-0.99 of its time in 4 parts (float64,
-    16 bits) and 0.91-0.96 in 8 (TF32; in 4, up to 1.02), at H = 256 to 1024 and B = 32 to
-    256; strict float32, whose cuBLAS FFMA kernels took 1.0-1.43 of their time in parts,
-    runs it whole. Measured on the H200 only."""
+    16 bits) and 0.91-0.97 in 8 (TF32; in 4, up to 1.02), at H = 256 to 1024 and B = 32 to
+    256; strict float32's cuBLAS FFMA kernels took 1.01-1.43 of it in 2 and 4 parts and
+    0.96-1.00 in 8, and run it whole. Measured on the H200 only, at H a multiple of 256."""
     if spec.dtype == "float32" and not gemm.runs_tf32:
         return 1
     parts = 8 if gemm.runs_tf32 else 4

@@ -57,11 +57,11 @@ def test_json_round_trip(tmp_path):
 
 
 def test_a_partial_run_replaces_only_the_points_it_measured():
-    # bench --include: a rerun of float32 at B = 64 keeps the earlier B = 8 cells and float32's
+    # bench --include: a rerun of float32 at B = 64 and 256 keeps the earlier B = 8 cells and float32's
     # other mode and dtypes as they were, and replaces the earlier B = 64 forward.
-    rerun = [cell(batch=64, ours=3.0, cudnn=2.0)]
+    rerun = [cell(batch=64, ours=3.0, cudnn=2.0), cell(batch=256, ours=9.0, cudnn=9.5)]
     merged = merge_cells(CELLS, rerun)
-    assert merged == [CELLS[0], CELLS[2], CELLS[3], rerun[0]]
+    assert merged == [CELLS[0], rerun[0], CELLS[2], CELLS[3], rerun[1]]  # in place, then new points
     assert merge_cells(CELLS, []) == CELLS
 
 
