@@ -176,6 +176,8 @@ _EXCHANGE_BARRIER_BYTES = 16
 # persistent kernels win in 16 bits). At least 32 rows: fewer leave cuBLAS's tiles idle.
 # Tensor-core clusters (16 bits at H = 512) run only their backward stepwise (plan_layer).
 _STEPWISE_FLOAT64_WORK = 4 * 2**20
+# Units of a block of float64's one-kernel step (templates/cell.cu.j2 STEP_UNITS): one mma n tile.
+_DMMA_STEP_UNITS = 8
 _STEPWISE_FLOAT64_MIN_HIDDEN = 256
 _STEPWISE_ROW_UNITS = 64 * 1024
 _STEPWISE_MIN_HIDDEN = 512
@@ -334,6 +336,8 @@ class Plan:
     stepwise_from_batch: int = 0  # batches of at least this many rows run the stepwise recurrence
                                   # (a cuBLAS GEMM and the cell kernels a step); 0: never
     stepwise_backward_from_batch: int = 0  # the same for the backward recurrence
+    dmma_forward_step: bool = False  # the stepwise forward's step is one kernel on the FP64 tensor
+                                     # cores (_dmma_forward_step), not a cuBLAS GEMM and a cell kernel
     tagged_exchange_batch: int = 0  # forward batches up to this many rows send h_t as tagged
                                     # words instead of crossing a grid barrier; 0: never
     forward_weights: WeightSplit | None = None   # where the warp-per-unit FMA kernels keep
@@ -501,7 +505,8 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
         )
     layout = dict(target=target, storage_type=types["storage"], accumulate_type=types["accumulate"],
                   stepwise_from_batch=_stepwise_from_batch(spec),
-                  stepwise_backward_from_batch=_stepwise_backward_from_batch(spec))
+                  stepwise_backward_from_batch=_stepwise_backward_from_batch(spec),
+                  dmma_forward_step=_dmma_forward_step(spec, target))
     mma_type = _tensor_core_type(spec, target)
     cluster, sliced = _plan_batch_sliced(spec, target, mma_type) if mma_type else (1, None)
     if mma_type in _SPLIT_MMA_TYPES and not sliced:
@@ -671,6 +676,14 @@ def _tagged_exchange_batch(hidden: int, element: int) -> int:
     if word > 8 or hidden * word % _TAGGED_VECTOR_BYTES:
         return 0
     return max(1, _TAGGED_EXTRA_BYTES // (hidden * element))
+
+
+def _dmma_forward_step(spec: LSTMSpec, target: Target) -> bool:
+    """Whether the stepwise forward's step runs as one kernel, its product on the FP64 tensor
+    cores and the cell on it (templates/cell.cu.j2 lstm_forward_step), rather than a cuBLAS
+    GEMM and the cell kernel: float64 from sm_80 (mma.m8n8k4), H a multiple of its 8-unit
+    tiles."""
+    return spec.dtype == "float64" and _arch_number(target) >= 80 and spec.hidden_size % _DMMA_STEP_UNITS == 0
 
 
 def _stepwise_from_batch(spec: LSTMSpec) -> int:

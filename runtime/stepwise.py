@@ -39,6 +39,8 @@ from lstmgen.runtime.compile import load_cell_kernels
 from lstmgen.runtime.gemm import Gemms
 
 _CELL_THREADS = 256
+# float64's one-kernel step (templates/cell.cu.j2 lstm_forward_step): a block's rows, units, threads.
+_DMMA_STEP_ROWS, _DMMA_STEP_UNITS, _DMMA_STEP_THREADS = 16, 8, 256
 # A 3xTF32 step's products, which the cell kernel sums (the module's docstring).
 _SPLIT_PARTS = 3
 
@@ -63,14 +65,15 @@ def _backward_k_parts(spec: LSTMSpec, gemm: Gemms) -> int:
     return parts if 4 * spec.hidden_size % parts == 0 else 4
 
 
-class _CellLaunches:
-    """One cell kernel, launched at every step with the same arguments but the step's: they
+class _StepLaunches:
+    """One step's kernel, launched at every step with the same arguments but the step's: they
     are packed once (ctypes), so that a launch is one driver call, where a CuPy RawKernel
     call converts every argument again (bench/NOTES.md v8)."""
 
-    def __init__(self, kernel, batch: int, hidden: int, arguments: list):
+    def __init__(self, kernel, arguments: list, grid: tuple[int, int], threads: int):
         self._function = kernel.kernel.ptr
-        self._grid = -(-batch * hidden // _CELL_THREADS)
+        self._grid = grid
+        self._threads = threads
         self._arguments = arguments  # alive as long as the addresses of their values are launched
         self._addresses = (ctypes.c_void_p * len(arguments))(*map(ctypes.addressof, arguments))
         self.values = tuple(argument.value for argument in arguments)
@@ -78,8 +81,13 @@ class _CellLaunches:
     def __call__(self, stream) -> None:
         from cupy.cuda import driver
 
-        driver.launchKernel(self._function, self._grid, 1, 1, _CELL_THREADS, 1, 1, 0, stream.ptr,
+        driver.launchKernel(self._function, *self._grid, 1, self._threads, 1, 1, 0, stream.ptr,
                             ctypes.addressof(self._addresses), 0)
+
+
+def _cell_launch(batch: int, hidden: int) -> dict:
+    """A cell kernel's launch: a thread per (row, unit)."""
+    return dict(grid=(-(-batch * hidden // _CELL_THREADS), 1), threads=_CELL_THREADS)
 
 
 def _address(array) -> int | None:
@@ -91,6 +99,11 @@ def _pointer(array) -> ctypes.c_uint64:
     return ctypes.c_uint64(_address(array) or 0)
 
 
+def _runs_dmma_step(spec: LSTMSpec, batch: int) -> bool:
+    """Whether the forward runs float64's one-kernel step (Plan.dmma_forward_step)."""
+    return load_cell_kernels(spec).forward_step is not None
+
+
 def forward(spec: LSTMSpec, gemm: Gemms, w_hh, gx, bias, h0, c0, h_buf, h_last, c_last, cell, training: bool, c_cache,
             advice: str, replays_only: bool = False) -> bool:
     """Every step of the forward recurrence, into the buffers the persistent kernel fills,
@@ -98,6 +111,9 @@ def forward(spec: LSTMSpec, gemm: Gemms, w_hh, gx, bias, h0, c0, h_buf, h_last, 
     (runtime/replay.py). Returns whether it ran."""
     steps, batch = gx.shape[:2]
     hidden = spec.hidden_size
+    if _runs_dmma_step(spec, batch):
+        return _forward_dmma(spec, w_hh, gx, bias, h0, c0, h_buf, h_last, c_last, cell, training, c_cache,
+                             replays_only)
     split = _splits_step(spec)
     parts = _SPLIT_PARTS if split else 1
     recurrent = new_buffer((parts, batch, 4 * hidden), DTYPES[spec.dtype]["accumulate_dtype"],
@@ -106,10 +122,11 @@ def forward(spec: LSTMSpec, gemm: Gemms, w_hh, gx, bias, h0, c0, h_buf, h_last, 
     w_tripled = new_buffer((4 * hidden, 3 * hidden), "float32", "W_hh as TF32 halves", advice) if split else None
     h_tripled = new_buffer((batch, 3 * hidden), "float32", "h_t as TF32 halves", advice) if split else None
     step, products = ctypes.c_int32(0), ctypes.c_uint64(0)
-    cell_step = _CellLaunches(load_cell_kernels(spec).forward, batch, hidden, [
+    cell_step = _StepLaunches(load_cell_kernels(spec).forward, [
         _pointer(gx), _pointer(bias), products, ctypes.c_int32(parts), _pointer(c0), _pointer(h_buf),
         ctypes.c_int32(h_buf.shape[0]), _pointer(h_tripled), _pointer(h_last), _pointer(c_last), _pointer(cell),
-        ctypes.c_int32(training), _pointer(c_cache), step, ctypes.c_int32(steps), ctypes.c_int32(batch)])
+        ctypes.c_int32(training), _pointer(c_cache), step, ctypes.c_int32(steps), ctypes.c_int32(batch)],
+        **_cell_launch(batch, hidden))
     slot_bytes = batch * hidden * h_buf.itemsize
 
     if split:
@@ -141,6 +158,29 @@ def forward(spec: LSTMSpec, gemm: Gemms, w_hh, gx, bias, h0, c0, h_buf, h_last, 
     return replay.run_bound(key, gemm.bind, issue, replays_only)
 
 
+def _forward_dmma(spec: LSTMSpec, w_hh, gx, bias, h0, c0, h_buf, h_last, c_last, cell, training: bool, c_cache,
+                  replays_only: bool) -> bool:
+    """forward() with float64's one-kernel step: a block a STEP_ROWS x 8 units tile."""
+    steps, batch = gx.shape[:2]
+    hidden = spec.hidden_size
+    step, h_prev = ctypes.c_int32(0), ctypes.c_uint64(0)
+    step_launch = _StepLaunches(load_cell_kernels(spec).forward_step, [
+        _pointer(gx), _pointer(bias), _pointer(w_hh), h_prev, _pointer(c0), _pointer(h_buf),
+        ctypes.c_int32(h_buf.shape[0]), _pointer(h_last), _pointer(c_last), _pointer(cell), ctypes.c_int32(training),
+        _pointer(c_cache), step, ctypes.c_int32(steps), ctypes.c_int32(batch)],
+        grid=(hidden // _DMMA_STEP_UNITS, -(-batch // _DMMA_STEP_ROWS)), threads=_DMMA_STEP_THREADS)
+    slot_bytes = batch * hidden * h_buf.itemsize
+
+    def issue(stream) -> None:
+        for t in range(steps):
+            h_prev.value = h_buf.data.ptr + (t - 1) % h_buf.shape[0] * slot_bytes if t > 0 else _address(h0) or 0
+            step.value = t
+            step_launch(stream)
+
+    key = ("stepwise forward", spec, "DMMA", *step_launch.values, w_hh.data.ptr, _address(h0))
+    return replay.run(key, lambda stream: None, issue, replays_only)
+
+
 def backward(spec: LSTMSpec, gemm: Gemms, w_hh, gates, c_seq, c0, dy, dh_T, dc_T, dh0, dc0, d_cell, advice: str,
              replays_only: bool = False) -> bool:
     """Every step of the backward recurrence: dG over the gates, dh0, dc0; `replays_only`
@@ -151,7 +191,7 @@ def backward(spec: LSTMSpec, gemm: Gemms, w_hh, gates, c_seq, c0, dy, dh_T, dc_T
     recurrent = new_buffer((parts, batch, hidden), DTYPES[spec.dtype]["accumulate_dtype"],
                            "one step's recurrent gradients dG W_hh", advice)
     step, products = ctypes.c_int32(0), ctypes.c_uint64(0)
-    cell_step = _CellLaunches(load_cell_kernels(spec).backward, batch, hidden, [
+    cell_step = _StepLaunches(load_cell_kernels(spec).backward, [
         _pointer(gates), _pointer(c_seq), _pointer(c0), _pointer(dy), _pointer(dh_T), _pointer(dc_T), products,
         ctypes.c_int32(parts), _pointer(dc0), _pointer(d_cell), step, ctypes.c_int32(steps), ctypes.c_int32(batch)])
     gate_bytes = batch * 4 * hidden * gates.itemsize

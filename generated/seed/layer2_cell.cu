@@ -37,41 +37,24 @@ __device__ __forceinline__ void prefetch(const void* address) {
   asm volatile("prefetch.global.L2 [%0];" :: "l"(address));
 }
 
-extern "C" __global__ void lstm_forward_cell(
-    storage_t* gx,                        // [steps, batch, 4H] input projection x W_ih^T
-    const storage_t* __restrict__ bias,   // [4H] b_ih + b_hh, nullptr: no bias
-    const acc_t* __restrict__ recurrent,  // [parts, batch, 4H] products, which sum to
-                                          // h_{t-1} W_hh^T; nullptr: h_{t-1} = 0
-    int parts,                            // products in `recurrent` (runtime/stepwise.py)
-    const storage_t* __restrict__ c0,     // [batch, H], nullptr: zeros
-    storage_t* __restrict__ h_buf,        // [h_buf_steps, batch, H]: h_t lands in slot t % h_buf_steps
-    int h_buf_steps,                      // steps (keep all h_t) or 2 (ping-pong, h_T only)
-    float* __restrict__ h_split,          // [batch, 3H]: h_t as TF32 halves [hi | lo | hi] for the
-                                          // next step's 3xTF32 GEMM (runtime/tf32_split.py), nullptr: none
-    storage_t* __restrict__ h_last,       // [batch, H]
-    storage_t* c_last,                    // [batch, H]; may be `cell`
-    acc_t* cell,                          // [batch, H] running cell state
-    int training,                         // nonzero: write the activated gates over Gx[t], and c_t
-    storage_t* __restrict__ c_cache,      // [steps, batch, H] cell states, nullptr: inference
-    int t, int steps, int batch)
-{
-  const int own = blockIdx.x * blockDim.x + threadIdx.x;  // row * H + unit
-  if (own >= batch * HIDDEN) return;
-  const int row = own / HIDDEN, unit = own % HIDDEN;
-  const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
-  acc_t pre[4];
+// The gates' pre-activations of (row, unit) at step t: Gx[t] (+ b); the caller adds R.
+__device__ __forceinline__ void gate_inputs(const storage_t* gx, const storage_t* __restrict__ bias,
+                                            size_t gate_base, int unit, acc_t (&pre)[4]) {
 #pragma unroll
   for (int gate = 0; gate < 4; ++gate) {
     pre[gate] = acc_t(gx[gate_base + gate * HIDDEN]);
     if (bias != nullptr) pre[gate] += acc_t(bias[gate * HIDDEN + unit]);
   }
-  if (recurrent != nullptr) {
-    for (int part = 0; part < parts; ++part) {
-      const acc_t* product = recurrent + (size_t)part * batch * GATES + (size_t)row * GATES + unit;
-#pragma unroll
-      for (int gate = 0; gate < 4; ++gate) pre[gate] += product[gate * HIDDEN];
-    }
-  }
+}
+
+// The cell of (row, unit) at step t from its pre-activations, for both forward kernels.
+__device__ __forceinline__ void forward_cell(
+    const acc_t (&pre)[4], int row, int unit, storage_t* gx, const storage_t* __restrict__ c0,
+    storage_t* __restrict__ h_buf, int h_buf_steps, float* __restrict__ h_split, storage_t* __restrict__ h_last,
+    storage_t* c_last, acc_t* cell, int training, storage_t* __restrict__ c_cache, int t, int steps, int batch)
+{
+  const int own = row * HIDDEN + unit;
+  const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
   if (t + 1 < steps) {
 #pragma unroll
     for (int gate = 0; gate < 4; ++gate) prefetch(gx + gate_base + (size_t)batch * GATES + gate * HIDDEN);
@@ -99,6 +82,40 @@ extern "C" __global__ void lstm_forward_cell(
     h_last[own] = storage_t(h);
     c_last[own] = storage_t(c);
   }
+}
+
+extern "C" __global__ void lstm_forward_cell(
+    storage_t* gx,                        // [steps, batch, 4H] input projection x W_ih^T
+    const storage_t* __restrict__ bias,   // [4H] b_ih + b_hh, nullptr: no bias
+    const acc_t* __restrict__ recurrent,  // [parts, batch, 4H] products, which sum to
+                                          // h_{t-1} W_hh^T; nullptr: h_{t-1} = 0
+    int parts,                            // products in `recurrent` (runtime/stepwise.py)
+    const storage_t* __restrict__ c0,     // [batch, H], nullptr: zeros
+    storage_t* __restrict__ h_buf,        // [h_buf_steps, batch, H]: h_t lands in slot t % h_buf_steps
+    int h_buf_steps,                      // steps (keep all h_t) or 2 (ping-pong, h_T only)
+    float* __restrict__ h_split,          // [batch, 3H]: h_t as TF32 halves [hi | lo | hi] for the
+                                          // next step's 3xTF32 GEMM (runtime/tf32_split.py), nullptr: none
+    storage_t* __restrict__ h_last,       // [batch, H]
+    storage_t* c_last,                    // [batch, H]; may be `cell`
+    acc_t* cell,                          // [batch, H] running cell state
+    int training,                         // nonzero: write the activated gates over Gx[t], and c_t
+    storage_t* __restrict__ c_cache,      // [steps, batch, H] cell states, nullptr: inference
+    int t, int steps, int batch)
+{
+  const int own = blockIdx.x * blockDim.x + threadIdx.x;  // row * H + unit
+  if (own >= batch * HIDDEN) return;
+  const int row = own / HIDDEN, unit = own % HIDDEN;
+  acc_t pre[4];
+  gate_inputs(gx, bias, ((size_t)t * batch + row) * GATES + unit, unit, pre);
+  if (recurrent != nullptr) {
+    for (int part = 0; part < parts; ++part) {
+      const acc_t* product = recurrent + (size_t)part * batch * GATES + (size_t)row * GATES + unit;
+#pragma unroll
+      for (int gate = 0; gate < 4; ++gate) pre[gate] += product[gate * HIDDEN];
+    }
+  }
+  forward_cell(pre, row, unit, gx, c0, h_buf, h_buf_steps, h_split, h_last, c_last, cell, training, c_cache,
+               t, steps, batch);
 }
 
 extern "C" __global__ void lstm_backward_cell(

@@ -33,41 +33,24 @@ __device__ __forceinline__ void prefetch(const void* address) {
   asm volatile("prefetch.global.L2 [%0];" :: "l"(address));
 }
 
-extern "C" __global__ void lstm_forward_cell(
-    storage_t* gx,                        // [steps, batch, 4H] input projection x W_ih^T
-    const storage_t* __restrict__ bias,   // [4H] b_ih + b_hh, nullptr: no bias
-    const acc_t* __restrict__ recurrent,  // [parts, batch, 4H] products, which sum to
-                                          // h_{t-1} W_hh^T; nullptr: h_{t-1} = 0
-    int parts,                            // products in `recurrent` (runtime/stepwise.py)
-    const storage_t* __restrict__ c0,     // [batch, H], nullptr: zeros
-    storage_t* __restrict__ h_buf,        // [h_buf_steps, batch, H]: h_t lands in slot t % h_buf_steps
-    int h_buf_steps,                      // steps (keep all h_t) or 2 (ping-pong, h_T only)
-    float* __restrict__ h_split,          // [batch, 3H]: h_t as TF32 halves [hi | lo | hi] for the
-                                          // next step's 3xTF32 GEMM (runtime/tf32_split.py), nullptr: none
-    storage_t* __restrict__ h_last,       // [batch, H]
-    storage_t* c_last,                    // [batch, H]; may be `cell`
-    acc_t* cell,                          // [batch, H] running cell state
-    int training,                         // nonzero: write the activated gates over Gx[t], and c_t
-    storage_t* __restrict__ c_cache,      // [steps, batch, H] cell states, nullptr: inference
-    int t, int steps, int batch)
-{
-  const int own = blockIdx.x * blockDim.x + threadIdx.x;  // row * H + unit
-  if (own >= batch * HIDDEN) return;
-  const int row = own / HIDDEN, unit = own % HIDDEN;
-  const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
-  acc_t pre[4];
+// The gates' pre-activations of (row, unit) at step t: Gx[t] (+ b); the caller adds R.
+__device__ __forceinline__ void gate_inputs(const storage_t* gx, const storage_t* __restrict__ bias,
+                                            size_t gate_base, int unit, acc_t (&pre)[4]) {
 #pragma unroll
   for (int gate = 0; gate < 4; ++gate) {
     pre[gate] = acc_t(gx[gate_base + gate * HIDDEN]);
     if (bias != nullptr) pre[gate] += acc_t(bias[gate * HIDDEN + unit]);
   }
-  if (recurrent != nullptr) {
-    for (int part = 0; part < parts; ++part) {
-      const acc_t* product = recurrent + (size_t)part * batch * GATES + (size_t)row * GATES + unit;
-#pragma unroll
-      for (int gate = 0; gate < 4; ++gate) pre[gate] += product[gate * HIDDEN];
-    }
-  }
+}
+
+// The cell of (row, unit) at step t from its pre-activations, for both forward kernels.
+__device__ __forceinline__ void forward_cell(
+    const acc_t (&pre)[4], int row, int unit, storage_t* gx, const storage_t* __restrict__ c0,
+    storage_t* __restrict__ h_buf, int h_buf_steps, float* __restrict__ h_split, storage_t* __restrict__ h_last,
+    storage_t* c_last, acc_t* cell, int training, storage_t* __restrict__ c_cache, int t, int steps, int batch)
+{
+  const int own = row * HIDDEN + unit;
+  const size_t gate_base = ((size_t)t * batch + row) * GATES + unit;
   if (t + 1 < steps) {
 #pragma unroll
     for (int gate = 0; gate < 4; ++gate) prefetch(gx + gate_base + (size_t)batch * GATES + gate * HIDDEN);
@@ -89,6 +72,120 @@ extern "C" __global__ void lstm_forward_cell(
     h_last[own] = storage_t(h);
     c_last[own] = storage_t(c);
   }
+}
+
+extern "C" __global__ void lstm_forward_cell(
+    storage_t* gx,                        // [steps, batch, 4H] input projection x W_ih^T
+    const storage_t* __restrict__ bias,   // [4H] b_ih + b_hh, nullptr: no bias
+    const acc_t* __restrict__ recurrent,  // [parts, batch, 4H] products, which sum to
+                                          // h_{t-1} W_hh^T; nullptr: h_{t-1} = 0
+    int parts,                            // products in `recurrent` (runtime/stepwise.py)
+    const storage_t* __restrict__ c0,     // [batch, H], nullptr: zeros
+    storage_t* __restrict__ h_buf,        // [h_buf_steps, batch, H]: h_t lands in slot t % h_buf_steps
+    int h_buf_steps,                      // steps (keep all h_t) or 2 (ping-pong, h_T only)
+    float* __restrict__ h_split,          // [batch, 3H]: h_t as TF32 halves [hi | lo | hi] for the
+                                          // next step's 3xTF32 GEMM (runtime/tf32_split.py), nullptr: none
+    storage_t* __restrict__ h_last,       // [batch, H]
+    storage_t* c_last,                    // [batch, H]; may be `cell`
+    acc_t* cell,                          // [batch, H] running cell state
+    int training,                         // nonzero: write the activated gates over Gx[t], and c_t
+    storage_t* __restrict__ c_cache,      // [steps, batch, H] cell states, nullptr: inference
+    int t, int steps, int batch)
+{
+  const int own = blockIdx.x * blockDim.x + threadIdx.x;  // row * H + unit
+  if (own >= batch * HIDDEN) return;
+  const int row = own / HIDDEN, unit = own % HIDDEN;
+  acc_t pre[4];
+  gate_inputs(gx, bias, ((size_t)t * batch + row) * GATES + unit, unit, pre);
+  if (recurrent != nullptr) {
+    for (int part = 0; part < parts; ++part) {
+      const acc_t* product = recurrent + (size_t)part * batch * GATES + (size_t)row * GATES + unit;
+#pragma unroll
+      for (int gate = 0; gate < 4; ++gate) pre[gate] += product[gate * HIDDEN];
+    }
+  }
+  forward_cell(pre, row, unit, gx, c0, h_buf, h_buf_steps, h_split, h_last, c_last, cell, training, c_cache,
+               t, steps, batch);
+}
+
+// float64's forward step as one kernel: R = h_{t-1} W_hh^T on the FP64 tensor cores
+// (mma.m8n8k4) and the cell on it, which saves the cell kernel's launch and R's trip through
+// L2 (bench/NOTES.md v22). A block owns STEP_ROWS batch rows and 8 units, all four gates of
+// each, so that its warps' fragments hold whole cells; its STEP_K_WARPS warps each take a
+// strided share of H, and their partial products meet in shared memory in a fixed order.
+#define STEP_ROW_TILES 2                    // 8-row m tiles a warp runs through each W fragment
+#define STEP_ROWS (8 * STEP_ROW_TILES)
+#define STEP_UNITS 8                        // the n tile: one per gate
+#define STEP_K_WARPS 8
+#define STEP_THREADS (32 * STEP_K_WARPS)
+
+// d += a b over one k tile of 4: a the 8 x 4 rows' tile (lane: row lane / 4, k lane % 4), b the
+// 4 x 8 W tile (lane: k lane % 4, column lane / 4), d 8 x 8 (lane: row lane / 4, columns
+// 2 (lane % 4) + {0, 1}).
+__device__ __forceinline__ void dmma(double (&d)[2], double a, double b) {
+  asm("mma.sync.aligned.m8n8k4.row.col.f64.f64.f64.f64 { %0, %1 }, { %2 }, { %3 }, { %0, %1 };"
+      : "+d"(d[0]), "+d"(d[1]) : "d"(a), "d"(b));
+}
+
+extern "C" __global__ void __launch_bounds__(STEP_THREADS) lstm_forward_step(
+    storage_t* gx,                        // as lstm_forward_cell's
+    const storage_t* __restrict__ bias,
+    const storage_t* __restrict__ w_hh,   // [4H, H]
+    const storage_t* __restrict__ h_prev, // [batch, H] h_{t-1}, nullptr: zeros
+    const storage_t* __restrict__ c0,
+    storage_t* __restrict__ h_buf, int h_buf_steps, storage_t* __restrict__ h_last, storage_t* c_last,
+    acc_t* cell, int training, storage_t* __restrict__ c_cache, int t, int steps, int batch)
+{
+  // [k warp][m tile][gate][lane][column pair]: cell c of the block reads entry c % 64 of its tile.
+  __shared__ acc_t partial[STEP_K_WARPS][STEP_ROW_TILES][4][64];
+  const int lane = threadIdx.x % 32, k_warp = threadIdx.x / 32;
+  const int first_row = blockIdx.y * STEP_ROWS, first_unit = blockIdx.x * STEP_UNITS;
+  acc_t sum[STEP_ROW_TILES][4][2] = {};
+  if (h_prev != nullptr) {
+    const storage_t* a[STEP_ROW_TILES];
+#pragma unroll
+    for (int tile = 0; tile < STEP_ROW_TILES; ++tile) {  // rows past the batch read its last row, unused
+      a[tile] = h_prev + (size_t)min(first_row + 8 * tile + lane / 4, batch - 1) * HIDDEN + lane % 4;
+    }
+    const storage_t* b = w_hh + (size_t)(first_unit + lane / 4) * HIDDEN + lane % 4;
+#pragma unroll 4
+    for (int k = 4 * k_warp; k < HIDDEN; k += 4 * STEP_K_WARPS) {
+      double w[4];
+#pragma unroll
+      for (int gate = 0; gate < 4; ++gate) w[gate] = b[(size_t)gate * HIDDEN * HIDDEN + k];
+#pragma unroll
+      for (int tile = 0; tile < STEP_ROW_TILES; ++tile) {
+        const double h = a[tile][k];
+#pragma unroll
+        for (int gate = 0; gate < 4; ++gate) dmma(sum[tile][gate], h, w[gate]);
+      }
+    }
+  }
+#pragma unroll
+  for (int tile = 0; tile < STEP_ROW_TILES; ++tile) {
+#pragma unroll
+    for (int gate = 0; gate < 4; ++gate) {
+      partial[k_warp][tile][gate][2 * lane] = sum[tile][gate][0];
+      partial[k_warp][tile][gate][2 * lane + 1] = sum[tile][gate][1];
+    }
+  }
+  __syncthreads();
+  // One cell a thread: entry e of m tile `tile` is row 8 tile + e / 8, unit e % 8.
+  if (threadIdx.x >= 64 * STEP_ROW_TILES) return;
+  const int tile = threadIdx.x / 64, entry = threadIdx.x % 64;
+  const int row = first_row + 8 * tile + entry / 8, unit = first_unit + entry % 8;
+  if (row >= batch) return;
+  acc_t pre[4];
+  gate_inputs(gx, bias, ((size_t)t * batch + row) * GATES + unit, unit, pre);
+#pragma unroll
+  for (int gate = 0; gate < 4; ++gate) {
+    acc_t product = 0;
+#pragma unroll
+    for (int warp = 0; warp < STEP_K_WARPS; ++warp) product += partial[warp][tile][gate][entry];
+    pre[gate] += product;
+  }
+  forward_cell(pre, row, unit, gx, c0, h_buf, h_buf_steps, nullptr, h_last, c_last, cell, training, c_cache,
+               t, steps, batch);
 }
 
 extern "C" __global__ void lstm_backward_cell(

@@ -248,6 +248,38 @@ def test_stepwise_recurrence_matches_reference(dtype, hidden, batch, steps, init
     assert not report, "\n".join(report)
 
 
+@pytest.mark.parametrize("hidden, batch, initial_state", [
+    (40, 19, True),    # rows past the batch in the last block's second m tile
+    (96, 37, False),   # zero initial state: no product at t = 0
+    (264, 8, True),    # 8 units a block: H a multiple of 8, not of 16 or 32
+])
+def test_float64_stepwise_forward_step_is_one_dmma_kernel(monkeypatch, hidden, batch, initial_state):
+    # float64's stepwise forward step is one kernel, the product on the FP64 tensor cores and
+    # the cell on it (Plan.dmma_forward_step): no cuBLAS GEMM over W_hh runs forward.
+    from lstmgen.runtime import stepwise
+    from lstmgen.runtime.gemm import Gemms
+
+    step_gemms, dmma_forwards = [], []
+    call, forward_dmma = Gemms.__call__, stepwise._forward_dmma
+
+    def record(self, transpose_a, m, n, k, *args, **kwargs):
+        if transpose_a and m == 4 * hidden and k == hidden:
+            step_gemms.append(k)
+        return call(self, transpose_a, m, n, k, *args, **kwargs)
+
+    def record_dmma(*args, **kwargs):
+        dmma_forwards.append(True)
+        return forward_dmma(*args, **kwargs)
+
+    monkeypatch.setattr(Gemms, "__call__", record)
+    monkeypatch.setattr(stepwise, "_forward_dmma", record_dmma)
+    spec = LSTMSpec(input_size=6, hidden_size=hidden, dtype="float64", bias="double", return_sequences=True)
+    report = check_layer(Layer(spec, seed=27, recurrence="stepwise"),
+                         Problem(4, batch, initial_state, initial_state, seed=28))
+    assert not report, "\n".join(report)
+    assert dmma_forwards and not step_gemms
+
+
 @pytest.mark.parametrize("dtype, hidden, parts", [
     ("float64", 96, 4), ("float16", 48, 4), ("bfloat16", 40, 4), ("tf32", 40, 8),
     ("float32", 64, 1),  # strict float32: cuBLAS's FFMA kernels, whole
