@@ -193,7 +193,8 @@ def backward(spec: LSTMSpec, gemm: Gemms, w_hh, gates, c_seq, c0, dy, dh_T, dc_T
     step, products = ctypes.c_int32(0), ctypes.c_uint64(0)
     cell_step = _StepLaunches(load_cell_kernels(spec).backward, [
         _pointer(gates), _pointer(c_seq), _pointer(c0), _pointer(dy), _pointer(dh_T), _pointer(dc_T), products,
-        ctypes.c_int32(parts), _pointer(dc0), _pointer(d_cell), step, ctypes.c_int32(steps), ctypes.c_int32(batch)])
+        ctypes.c_int32(parts), _pointer(dc0), _pointer(d_cell), step, ctypes.c_int32(steps), ctypes.c_int32(batch)],
+        **_cell_launch(batch, hidden))
     gate_bytes = batch * 4 * hidden * gates.itemsize
 
     def issue(stream) -> None:
