@@ -10,7 +10,7 @@ batches of several staged chunks, row passes of 8, 4, 2 and 1,
 rows not aligned for 16-byte copies and odd sizes, tensor cores (16-bit storage and TF32),
 batch-sliced tensor-core blocks and clusters (strict float32's as three TF32 products),
 float64 FMA clusters, the 16-bit
-FMA fallback, the stepwise recurrence's cell kernels, batch-sliced kernels compiled for groups
+FMA fallback, the stepwise recurrence's cell kernels and float64's one-kernel DMMA step, batch-sliced kernels compiled for groups
 of 8 rows, of more and of the wide forward's, and replays of captured forwards. Exits
 non-zero on any mismatch.
 """
@@ -71,7 +71,8 @@ WIDE_GRID = [
 STEPWISE_GRID = [
     (LSTMSpec(5, 37, "float32", "double", True), Problem(3, 9, True, True, 29)),     # odd H
     (LSTMSpec(4, 200, "float16", "single", False), Problem(2, 19, False, True, 30)),  # no h0: no GEMM at t = 0
-    (LSTMSpec(6, 64, "float64", "none", True), Problem(3, 5, True, False, 31)),
+    (LSTMSpec(6, 64, "float64", "none", True), Problem(3, 5, True, False, 31)),      # float64: one DMMA kernel a step
+    (LSTMSpec(5, 40, "float64", "double", True), Problem(3, 19, True, True, 42)),   # the same, rows past the batch
     (LSTMSpec(3, 130, "bfloat16", "double", True), Problem(2, 33, True, True, 32)),
     (LSTMSpec(5, 96, "float32", "double", True), Problem(3, 21, True, True, 39)),    # strict float32: 3xTF32 step
 ]

@@ -170,15 +170,15 @@ _FMA_ROWS_AT_ONCE = 4
 _EXCHANGE_BARRIER_BYTES = 16
 # The stepwise recurrence (_stepwise_from_batch) where python -m lstmgen.bench.crossover
 # measured it faster than the persistent kernels on the H200 (bench/NOTES.md v8): float64
-# from batch x H^2 = 4M (B = 64 at H = 256, 32 from H = 512), the other dtypes from
+# from batch x H^2 = 4M (B = 64 at H = 256, 32 from H = 512; from v22 B = 256 at H = 128, where
+# the one-kernel step below and the backward in parts took 0.93 of the persistent kernels' time
+# forward and 0.76 in training), the other dtypes from
 # batch x H = 64K and H = 512 (B = 128 at H = 512, 64 at H = 1024; at H = 256 the
 # clusters keep W_hh on chip: at B = 256 the two kinds tie there in float32, and the
 # persistent kernels win in 16 bits). At least 32 rows: fewer leave cuBLAS's tiles idle.
 # Tensor-core clusters (16 bits at H = 512) run only their backward stepwise (plan_layer).
 _STEPWISE_FLOAT64_WORK = 4 * 2**20
-# Units of a block of float64's one-kernel step (templates/cell.cu.j2 STEP_UNITS): one mma n tile.
-_DMMA_STEP_UNITS = 8
-_STEPWISE_FLOAT64_MIN_HIDDEN = 256
+_STEPWISE_FLOAT64_MIN_HIDDEN = 128
 _STEPWISE_ROW_UNITS = 64 * 1024
 _STEPWISE_MIN_HIDDEN = 512
 _STEPWISE_MIN_BATCH = 32
@@ -188,6 +188,13 @@ _STEPWISE_MIN_BATCH = 32
 # for H = 256, where the forward ties).
 _STEPWISE_BACKWARD_FLOAT32_ROW_UNITS = 16 * 1024
 _STEPWISE_BACKWARD_FLOAT32_NARROW = (256, 64 * 1024)  # (from H, batch x H) below _STEPWISE_MIN_HIDDEN
+# Units of a block of float64's one-kernel step (templates/cell.cu.j2 STEP_UNITS): one mma n tile.
+_DMMA_STEP_UNITS = 8
+# Up to this batch x H^2 float64's one-kernel step (its blocks read W_hh and h_{t-1} from L2,
+# 16 rows x 8 units a block) beat cuBLAS's GEMM and the cell kernel on the H200 (bench/NOTES.md
+# v22): 0.86-0.88 of their time forward at 4M (H = 128 B = 256, H = 256 B = 64), 0.73-0.85 at
+# 1-2M; 1.14-1.37 at 8M (H = 512 B = 32, H = 1024 B = 8), 1.46-2.27 from 16M.
+_DMMA_STEP_MAX_WORK = 4 * 2**20
 # The cooperative forward kernels send h_t as words twice the element's size, tagged with
 # t, which readers wait on instead of a grid barrier (Plan.tagged_exchange_batch): each
 # block then copies B*H*element more bytes a step from L2. Up to 16 KiB more, the tagged
@@ -336,8 +343,9 @@ class Plan:
     stepwise_from_batch: int = 0  # batches of at least this many rows run the stepwise recurrence
                                   # (a cuBLAS GEMM and the cell kernels a step); 0: never
     stepwise_backward_from_batch: int = 0  # the same for the backward recurrence
-    dmma_forward_step: bool = False  # the stepwise forward's step is one kernel on the FP64 tensor
-                                     # cores (_dmma_forward_step), not a cuBLAS GEMM and a cell kernel
+    dmma_step_until_batch: int = 0  # stepwise forward batches up to this many rows run a step as one
+                                    # kernel on the FP64 tensor cores (_dmma_step_until_batch), not a
+                                    # cuBLAS GEMM and a cell kernel; 0: never
     tagged_exchange_batch: int = 0  # forward batches up to this many rows send h_t as tagged
                                     # words instead of crossing a grid barrier; 0: never
     forward_weights: WeightSplit | None = None   # where the warp-per-unit FMA kernels keep
@@ -471,14 +479,19 @@ class Plan:
                 f"backward {self.backward_weights.describe()})")
 
     def stepwise_summary(self) -> str:
-        """From which batch each direction runs a cuBLAS GEMM and a cell kernel a step."""
+        """From which batch each direction runs a cuBLAS GEMM and a cell kernel a step, and up to
+        which float64's forward runs one kernel a step instead."""
         forward, backward = self.stepwise_from_batch, self.stepwise_backward_from_batch
         if forward == backward:
             batches = [f"from B = {forward}"] if forward else []
         else:
             batches = [f"{direction} from B = {rows}" for direction, rows in (("forward", forward),
                                                                             ("backward", backward)) if rows]
-        return f"; {' and '.join(batches)} a cuBLAS GEMM and a cell kernel a step" if batches else ""
+        if not batches:
+            return ""
+        dmma = self.dmma_step_until_batch
+        one_kernel = f" (the forward up to B = {dmma}: one DMMA kernel a step)" if dmma >= forward > 0 else ""
+        return f"; {' and '.join(batches)} a cuBLAS GEMM and a cell kernel a step{one_kernel}"
 
 
 def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
@@ -506,7 +519,7 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
     layout = dict(target=target, storage_type=types["storage"], accumulate_type=types["accumulate"],
                   stepwise_from_batch=_stepwise_from_batch(spec),
                   stepwise_backward_from_batch=_stepwise_backward_from_batch(spec),
-                  dmma_forward_step=_dmma_forward_step(spec, target))
+                  dmma_step_until_batch=_dmma_step_until_batch(spec, target))
     mma_type = _tensor_core_type(spec, target)
     cluster, sliced = _plan_batch_sliced(spec, target, mma_type) if mma_type else (1, None)
     if mma_type in _SPLIT_MMA_TYPES and not sliced:
@@ -678,12 +691,14 @@ def _tagged_exchange_batch(hidden: int, element: int) -> int:
     return max(1, _TAGGED_EXTRA_BYTES // (hidden * element))
 
 
-def _dmma_forward_step(spec: LSTMSpec, target: Target) -> bool:
-    """Whether the stepwise forward's step runs as one kernel, its product on the FP64 tensor
-    cores and the cell on it (templates/cell.cu.j2 lstm_forward_step), rather than a cuBLAS
-    GEMM and the cell kernel: float64 from sm_80 (mma.m8n8k4), H a multiple of its 8-unit
-    tiles."""
-    return spec.dtype == "float64" and _arch_number(target) >= 80 and spec.hidden_size % _DMMA_STEP_UNITS == 0
+def _dmma_step_until_batch(spec: LSTMSpec, target: Target) -> int:
+    """The largest batch whose stepwise forward runs a step as one kernel, the product on the
+    FP64 tensor cores and the cell on it (templates/cell.cu.j2 lstm_forward_step), 0 for
+    none: float64 from sm_80 (mma.m8n8k4), H a multiple of its 8-unit tiles, up to
+    _DMMA_STEP_MAX_WORK."""
+    if spec.dtype != "float64" or _arch_number(target) < 80 or spec.hidden_size % _DMMA_STEP_UNITS:
+        return 0
+    return _DMMA_STEP_MAX_WORK // spec.hidden_size**2
 
 
 def _stepwise_from_batch(spec: LSTMSpec) -> int:

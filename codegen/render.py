@@ -17,7 +17,7 @@ from lstmgen.codegen.spec import LSTMSpec
 
 # Emitted file -> (template, its kernels' entry points). "cell" holds the stepwise
 # recurrence's kernels, which large batches run (Plan.stepwise_from_batch), and where the plan
-# has it float64's one-kernel step (Plan.dmma_forward_step); "forward_wide"
+# has it float64's one-kernel step (Plan.dmma_step_until_batch); "forward_wide"
 # the forward kernel at the most rows its wide step stages (sized_plan), emitted only where
 # the plan has a wide forward step. (The runtime compiles each batch-sliced kernel for the
 # rows of its launch's groups, from the same templates.)
@@ -69,7 +69,7 @@ def render_kernel(spec: LSTMSpec, plan: Plan, direction: str) -> KernelSource:
     """The source of one of KERNELS' files for `plan`, a plan of `spec` (plan_layer's, or one
     of its sized_plan()s)."""
     template, entries = KERNELS[direction]
-    if direction == "cell" and plan.dmma_forward_step:
+    if direction == "cell" and plan.dmma_step_until_batch:
         entries += ("lstm_forward_step",)
     text = _environment().get_template(template).render(spec=spec, plan=plan)
     return KernelSource(direction=direction, entries=entries, text=text, plan=plan)

@@ -100,8 +100,8 @@ def _pointer(array) -> ctypes.c_uint64:
 
 
 def _runs_dmma_step(spec: LSTMSpec, batch: int) -> bool:
-    """Whether the forward runs float64's one-kernel step (Plan.dmma_forward_step)."""
-    return load_cell_kernels(spec).forward_step is not None
+    """Whether the forward of `batch` rows runs float64's one-kernel step (Plan.dmma_step_until_batch)."""
+    return batch <= load_cell_kernels(spec).plan.dmma_step_until_batch
 
 
 def forward(spec: LSTMSpec, gemm: Gemms, w_hh, gx, bias, h0, c0, h_buf, h_last, c_last, cell, training: bool, c_cache,

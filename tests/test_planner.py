@@ -641,7 +641,7 @@ def test_clusters_need_sm_90_and_a_hand_built_target_gets_the_portable_size(arch
 @given(specs, st.integers(1, 4096))
 def test_stepwise_recurrence_from_a_batch_that_shrinks_as_h_grows(spec, larger_by):
     # Large batches run a cuBLAS GEMM and a cell kernel a step; the planner names the batch
-    # from which (0: never, below H = 256 in float64 and 512 otherwise, nor the forward of
+    # from which (0: never, below H = 128 in float64 and 512 otherwise, nor the forward of
     # tensor-core clusters), never below the rows that fill cuBLAS's tiles, and wider layers
     # (more work a row) switch at fewer rows.
     assume(spec.hidden_size + larger_by <= _largest_hidden(SM90_H200, spec.dtype))
@@ -651,7 +651,7 @@ def test_stepwise_recurrence_from_a_batch_that_shrinks_as_h_grows(spec, larger_b
     rows = [planned.stepwise_from_batch or float("inf") for planned in (plan, wider)]
     # Tensor-core clusters (16 bits at H = 512) keep their forward persistent at any batch.
     forward_persistent = plan.batch_sliced and plan.math == "mma"
-    narrow = spec.hidden_size < (256 if spec.dtype == "float64" else 512)
+    narrow = spec.hidden_size < (128 if spec.dtype == "float64" else 512)
     assert (plan.stepwise_from_batch == 0) == (narrow or forward_persistent)
     assert 32 <= rows[1] <= rows[0]
     # The backward recurrence: the same batch, but earlier in float32, whose persistent
@@ -677,7 +677,7 @@ def test_stepwise_recurrence_from_a_batch_that_shrinks_as_h_grows(spec, larger_b
     ("float32", True, 1024, 64, 32), ("float32", False, 256, 0, 256), ("float32", True, 128, 0, 0),
     ("float16", False, 512, 0, 128), ("bfloat16", False, 512, 0, 128), ("bfloat16", False, 1024, 64, 64), ("float64", False, 256, 64, 64),
     ("float64", False, 512, 32, 32), ("float64", False, 1024, 32, 32), ("float16", False, 256, 0, 0),
-    ("float64", False, 128, 0, 0)])
+    ("float64", False, 128, 256, 256), ("float64", False, 64, 0, 0)])
 def test_stepwise_recurrence_from_the_measured_crossover(dtype, allow_tf32, hidden, from_batch, backward_from_batch):
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype=dtype, allow_tf32=allow_tf32)
     plan = plan_layer(spec, SM90_H200)

@@ -248,14 +248,18 @@ def test_stepwise_recurrence_matches_reference(dtype, hidden, batch, steps, init
     assert not report, "\n".join(report)
 
 
-@pytest.mark.parametrize("hidden, batch, initial_state", [
-    (40, 19, True),    # rows past the batch in the last block's second m tile
-    (96, 37, False),   # zero initial state: no product at t = 0
-    (264, 8, True),    # 8 units a block: H a multiple of 8, not of 16 or 32
+@pytest.mark.parametrize("hidden, batch, initial_state, one_kernel", [
+    (40, 19, True, True),     # rows past the batch in the last block's second m tile
+    (96, 37, False, True),    # zero initial state: no product at t = 0
+    (264, 8, True, True),     # 8 units a block: H a multiple of 8, not of 16 or 32
+    (512, 16, True, True),    # the most rows at H = 512 (Plan.dmma_step_until_batch)
+    (512, 17, True, False),   # past them: a cuBLAS GEMM and the cell kernel
+    (100, 9, True, False),    # H not a multiple of 8
 ])
-def test_float64_stepwise_forward_step_is_one_dmma_kernel(monkeypatch, hidden, batch, initial_state):
+def test_float64_stepwise_forward_step_is_one_dmma_kernel(monkeypatch, hidden, batch, initial_state, one_kernel):
     # float64's stepwise forward step is one kernel, the product on the FP64 tensor cores and
-    # the cell on it (Plan.dmma_forward_step): no cuBLAS GEMM over W_hh runs forward.
+    # the cell on it, up to Plan.dmma_step_until_batch rows: no cuBLAS GEMM over W_hh runs
+    # forward there; past it, one a step.
     from lstmgen.runtime import stepwise
     from lstmgen.runtime.gemm import Gemms
 
@@ -277,7 +281,7 @@ def test_float64_stepwise_forward_step_is_one_dmma_kernel(monkeypatch, hidden, b
     report = check_layer(Layer(spec, seed=27, recurrence="stepwise"),
                          Problem(4, batch, initial_state, initial_state, seed=28))
     assert not report, "\n".join(report)
-    assert dmma_forwards and not step_gemms
+    assert bool(dmma_forwards) == one_kernel and bool(step_gemms) == (not one_kernel)
 
 
 @pytest.mark.parametrize("dtype, hidden, parts", [
