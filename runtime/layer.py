@@ -24,7 +24,8 @@ Memory (elements of the spec's dtype, T steps, B rows, H units, I inputs):
   float32 [B, H] running state per direction. Where the forward sends h as tagged words
   (Plan.tagged_exchange_batch) it adds 2*B*H words of twice the element's size. batch_first adds
   a time-major copy of x (and of y, dy, dx). The stepwise recurrence adds one step's
-  products in the accumulation type: B*4H forward, B*H backward times the parts of 4H its
+  products in the accumulation type: B*4H forward (none on float64's one-kernel step),
+  B*H backward times the parts of 4H its
   GEMM runs in (runtime/stepwise.py: 4, 8 in TF32, 1 in strict float32). Where strict float32 runs
   the forward's step as three TF32 products (Plan.tf32x3_gemms, runtime/tf32_split.py), three
   times that (12*B*H), and W_hh and h_{t-1} as TF32 halves (12*H^2 and 3*B*H float32).

@@ -18,7 +18,15 @@ over W_hh split once a call, [hi | hi | lo] [4H, 3H], and h_{t-1} split by the p
 step's cell kernel, [hi | lo | hi] [B, 3H]; the cell kernel sums the three in float32. On the
 H200 the forward took 0.78-0.97 of its time on FFMA from B = 64 to 256 at H = 512 and 1024,
 with errors at FFMA's (bench/NOTES.md v20). Its backward (inner dimension 4H), and older
-GPUs, keep FFMA.
+GPUs, keep FFMA: the backward as three TF32 products took 1.04-1.26 of FFMA's time at B = 32
+to 128 (bench/NOTES.md v22).
+
+float64's forward up to Plan.dmma_step_until_batch rows (batch x H^2 = 4M) runs a step as
+one generated kernel instead (templates/cell.cu.j2 lstm_forward_step): the product on the
+FP64 tensor cores and the cell on it, which saves the cell kernel's launch and the products'
+trip through L2: 0.86-0.88 of the GEMM and cell kernel's time forward at 4M on the H200
+(bench/NOTES.md v22). Its blocks read W_hh from L2 for 16 rows each, so past that cuBLAS's
+larger tiles win.
 
 A backward step's GEMM (inner dimension 4H) runs in parts of 4H, summed by the next step's
 cell kernel likewise, where that was faster on the H200 (_backward_k_parts).
