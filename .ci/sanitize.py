@@ -73,6 +73,7 @@ STEPWISE_GRID = [
     (LSTMSpec(4, 200, "float16", "single", False), Problem(2, 19, False, True, 30)),  # no h0: no GEMM at t = 0
     (LSTMSpec(6, 64, "float64", "none", True), Problem(3, 5, True, False, 31)),      # float64: one DMMA kernel a step
     (LSTMSpec(5, 40, "float64", "double", True), Problem(3, 19, True, True, 42)),   # the same, rows past the batch
+    (LSTMSpec(5, 36, "float64", "single", True), Problem(3, 9, True, True, 43)),   # float64 H not a multiple of 8: cuBLAS
     (LSTMSpec(3, 130, "bfloat16", "double", True), Problem(2, 33, True, True, 32)),
     (LSTMSpec(5, 96, "float32", "double", True), Problem(3, 21, True, True, 39)),    # strict float32: 3xTF32 step
 ]

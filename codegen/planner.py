@@ -170,15 +170,17 @@ _FMA_ROWS_AT_ONCE = 4
 _EXCHANGE_BARRIER_BYTES = 16
 # The stepwise recurrence (_stepwise_from_batch) where python -m lstmgen.bench.crossover
 # measured it faster than the persistent kernels on the H200 (bench/NOTES.md v8): float64
-# from batch x H^2 = 4M (B = 64 at H = 256, 32 from H = 512; from v22 B = 256 at H = 128, where
-# the one-kernel step below and the backward in parts took 0.93 of the persistent kernels' time
-# forward and 0.76 in training), the other dtypes from
+# from batch x H^2 = 4M (B = 64 at H = 256, 32 from H = 512; from v22 also below H = 256 where
+# the one-kernel step below takes that batch: B = 256 at H = 128, where it and the backward in
+# parts took 0.93 of the persistent kernels' time forward and 0.76 in training; larger batches
+# there run the cuBLAS GEMM, which at B = 256 took 1.09 and 0.80 of it), the other dtypes from
 # batch x H = 64K and H = 512 (B = 128 at H = 512, 64 at H = 1024; at H = 256 the
 # clusters keep W_hh on chip: at B = 256 the two kinds tie there in float32, and the
 # persistent kernels win in 16 bits). At least 32 rows: fewer leave cuBLAS's tiles idle.
 # Tensor-core clusters (16 bits at H = 512) run only their backward stepwise (plan_layer).
 _STEPWISE_FLOAT64_WORK = 4 * 2**20
-_STEPWISE_FLOAT64_MIN_HIDDEN = 128
+_STEPWISE_FLOAT64_MIN_HIDDEN = 128       # below 256 only where the one-kernel step takes the batch
+_STEPWISE_FLOAT64_GEMM_MIN_HIDDEN = 256
 _STEPWISE_ROW_UNITS = 64 * 1024
 _STEPWISE_MIN_HIDDEN = 512
 _STEPWISE_MIN_BATCH = 32
@@ -188,12 +190,11 @@ _STEPWISE_MIN_BATCH = 32
 # for H = 256, where the forward ties).
 _STEPWISE_BACKWARD_FLOAT32_ROW_UNITS = 16 * 1024
 _STEPWISE_BACKWARD_FLOAT32_NARROW = (256, 64 * 1024)  # (from H, batch x H) below _STEPWISE_MIN_HIDDEN
-# Units of a block of float64's one-kernel step (templates/cell.cu.j2 STEP_UNITS): one mma n tile.
-_DMMA_STEP_UNITS = 8
-# Up to this batch x H^2 float64's one-kernel step (its blocks read W_hh and h_{t-1} from L2,
-# 16 rows x 8 units a block) beat cuBLAS's GEMM and the cell kernel on the H200 (bench/NOTES.md
-# v22): 0.86-0.88 of their time forward at 4M (H = 128 B = 256, H = 256 B = 64), 0.73-0.85 at
-# 1-2M; 1.14-1.37 at 8M (H = 512 B = 32, H = 1024 B = 8), 1.46-2.27 from 16M.
+# Up to this batch x H^2 float64's one-kernel step (DMMA_STEP: its blocks read W_hh and h_{t-1}
+# from L2, 16 rows x 8 units a block) beat cuBLAS's GEMM and the cell kernel on the H200
+# (bench/NOTES.md v22): 0.86-0.92 of their time forward at 4M (H = 128 B = 256, H = 256 B = 64,
+# H = 512 B = 16), 0.73-0.85 at 1-2M; 1.14-1.37 at 8M (H = 512 B = 32, H = 1024 B = 8), 1.44-2.27
+# from 16M.
 _DMMA_STEP_MAX_WORK = 4 * 2**20
 # The cooperative forward kernels send h_t as words twice the element's size, tagged with
 # t, which readers wait on instead of a grid barrier (Plan.tagged_exchange_batch): each
@@ -313,6 +314,28 @@ class WeightSplit:
 
 
 @dataclass(frozen=True)
+class DmmaStep:
+    """The block of float64's one-kernel step (templates/cell.cu.j2 lstm_forward_step):
+    `row_tiles` 8-row m tiles of batch rows and `units` units (an n tile of 8 per gate),
+    their products over H split among `k_warps` warps."""
+
+    row_tiles: int
+    units: int
+    k_warps: int
+
+    @property
+    def rows(self) -> int:
+        return 8 * self.row_tiles
+
+    @property
+    def threads(self) -> int:
+        return WARP * self.k_warps
+
+
+DMMA_STEP = DmmaStep(row_tiles=2, units=8, k_warps=8)
+
+
+@dataclass(frozen=True)
 class Plan:
     """Launch shape and on-chip layout of one layer's recurrence kernels."""
 
@@ -379,6 +402,11 @@ class Plan:
         on cuBLAS's tensor cores (runtime/tf32_split.py), and so its cell kernel splits h_t:
         strict float32 (storage float32, products not TF32) on a GPU with TF32, sm_80 on."""
         return self.storage_type == "float" and self.mma_type != "tf32" and _arch_number(self.target) >= 80
+
+    @property
+    def dmma_step(self) -> DmmaStep:
+        """The block of float64's one-kernel step, where dmma_step_until_batch is nonzero."""
+        return DMMA_STEP
 
     @property
     def fragment_parts(self) -> int:
@@ -480,18 +508,17 @@ class Plan:
 
     def stepwise_summary(self) -> str:
         """From which batch each direction runs a cuBLAS GEMM and a cell kernel a step, and up to
-        which float64's forward runs one kernel a step instead."""
+        which batch float64's stepwise forward runs one kernel a step instead."""
         forward, backward = self.stepwise_from_batch, self.stepwise_backward_from_batch
         if forward == backward:
             batches = [f"from B = {forward}"] if forward else []
         else:
             batches = [f"{direction} from B = {rows}" for direction, rows in (("forward", forward),
                                                                             ("backward", backward)) if rows]
-        if not batches:
-            return ""
-        dmma = self.dmma_step_until_batch
-        one_kernel = f" (the forward up to B = {dmma}: one DMMA kernel a step)" if dmma >= forward > 0 else ""
-        return f"; {' and '.join(batches)} a cuBLAS GEMM and a cell kernel a step{one_kernel}"
+        parts = [f"{' and '.join(batches)} a cuBLAS GEMM and a cell kernel a step"] if batches else []
+        if self.dmma_step_until_batch:
+            parts.append(f"the stepwise forward's step up to B = {self.dmma_step_until_batch} one DMMA kernel instead")
+        return "".join(f"; {part}" for part in parts)
 
 
 def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
@@ -517,8 +544,8 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
             + (", or use float16" if element > 2 else "")
         )
     layout = dict(target=target, storage_type=types["storage"], accumulate_type=types["accumulate"],
-                  stepwise_from_batch=_stepwise_from_batch(spec),
-                  stepwise_backward_from_batch=_stepwise_backward_from_batch(spec),
+                  stepwise_from_batch=_stepwise_from_batch(spec, target),
+                  stepwise_backward_from_batch=_stepwise_backward_from_batch(spec, target),
                   dmma_step_until_batch=_dmma_step_until_batch(spec, target))
     mma_type = _tensor_core_type(spec, target)
     cluster, sliced = _plan_batch_sliced(spec, target, mma_type) if mma_type else (1, None)
@@ -696,12 +723,12 @@ def _dmma_step_until_batch(spec: LSTMSpec, target: Target) -> int:
     FP64 tensor cores and the cell on it (templates/cell.cu.j2 lstm_forward_step), 0 for
     none: float64 from sm_80 (mma.m8n8k4), H a multiple of its 8-unit tiles, up to
     _DMMA_STEP_MAX_WORK."""
-    if spec.dtype != "float64" or _arch_number(target) < 80 or spec.hidden_size % _DMMA_STEP_UNITS:
+    if spec.dtype != "float64" or _arch_number(target) < 80 or spec.hidden_size % DMMA_STEP.units:
         return 0
     return _DMMA_STEP_MAX_WORK // spec.hidden_size**2
 
 
-def _stepwise_from_batch(spec: LSTMSpec) -> int:
+def _stepwise_from_batch(spec: LSTMSpec, target: Target) -> int:
     """The smallest batch that runs the stepwise recurrence (runtime/stepwise.py), 0 for
     none: past where the persistent kernels are faster, and enough rows that cuBLAS's tiles
     fill the GPU. Below that, the persistent kernels' W_hh on chip and their single launch
@@ -712,16 +739,18 @@ def _stepwise_from_batch(spec: LSTMSpec) -> int:
     hidden = spec.hidden_size
     if DTYPES[spec.dtype]["bytes"] == 8:
         rows = -(-_STEPWISE_FLOAT64_WORK // hidden ** 2) if hidden >= _STEPWISE_FLOAT64_MIN_HIDDEN else 0
+        if hidden < _STEPWISE_FLOAT64_GEMM_MIN_HIDDEN and _dmma_step_until_batch(spec, target) < rows:
+            rows = 0
     else:
         rows = -(-_STEPWISE_ROW_UNITS // hidden) if hidden >= _STEPWISE_MIN_HIDDEN else 0
     return rows and max(_STEPWISE_MIN_BATCH, rows)
 
 
-def _stepwise_backward_from_batch(spec: LSTMSpec) -> int:
+def _stepwise_backward_from_batch(spec: LSTMSpec, target: Target) -> int:
     """As _stepwise_from_batch, for the backward recurrence."""
     hidden = spec.hidden_size
     if spec.dtype != "float32":
-        return _stepwise_from_batch(spec)
+        return _stepwise_from_batch(spec, target)
     if hidden >= _STEPWISE_MIN_HIDDEN:
         rows = -(-_STEPWISE_BACKWARD_FLOAT32_ROW_UNITS // hidden)
     else:

@@ -196,15 +196,15 @@ class CellKernels:
     forward: object   # cupy.RawKernel
     backward: object  # cupy.RawKernel
     plan: Plan        # the plan they were rendered for
-    forward_step: object | None = None  # float64's one-kernel step, where the plan has it
+    forward_dmma_step: object | None = None  # float64's one-kernel step, where the plan has it
 
 
 @functools.cache
 def _load_cells(spec: LSTMSpec, device_id: int) -> CellKernels:
     source = render_layer(spec, current_target())["cell"]
-    forward, backward, *forward_step = _module_functions(spec, source)
+    forward, backward, *forward_dmma_step = _module_functions(spec, source)
     return CellKernels(forward=forward, backward=backward, plan=source.plan,
-                       forward_step=forward_step[0] if forward_step else None)
+                       forward_dmma_step=forward_dmma_step[0] if forward_dmma_step else None)
 
 
 def load_cell_kernels(spec: LSTMSpec) -> CellKernels:

@@ -18,14 +18,14 @@ over W_hh split once a call, [hi | hi | lo] [4H, 3H], and h_{t-1} split by the p
 step's cell kernel, [hi | lo | hi] [B, 3H]; the cell kernel sums the three in float32. On the
 H200 the forward took 0.78-0.97 of its time on FFMA from B = 64 to 256 at H = 512 and 1024,
 with errors at FFMA's (bench/NOTES.md v20). Its backward (inner dimension 4H), and older
-GPUs, keep FFMA: the backward as three TF32 products took 1.04-1.26 of FFMA's time at B = 32
-to 128 (bench/NOTES.md v22).
+GPUs, keep FFMA: the backward as three TF32 products took 1.06-1.26 of FFMA's time at B = 32
+to 128, H = 512 and 1024 (bench/NOTES.md v22).
 
 float64's forward up to Plan.dmma_step_until_batch rows (batch x H^2 = 4M) runs a step as
 one generated kernel instead (templates/cell.cu.j2 lstm_forward_step): the product on the
 FP64 tensor cores and the cell on it, which saves the cell kernel's launch and the products'
-trip through L2: 0.86-0.88 of the GEMM and cell kernel's time forward at 4M on the H200
-(bench/NOTES.md v22). Its blocks read W_hh from L2 for 16 rows each, so past that cuBLAS's
+trip through L2: 0.86-0.92 of the GEMM and cell kernel's time forward at 4M on the H200,
+0.73-0.85 at 1-2M (bench/NOTES.md v22). Its blocks read W_hh from L2 for 16 rows each, so past that cuBLAS's
 larger tiles win.
 
 A backward step's GEMM (inner dimension 4H) runs in parts of 4H, summed by the next step's
@@ -47,8 +47,6 @@ from lstmgen.runtime.compile import load_cell_kernels
 from lstmgen.runtime.gemm import Gemms
 
 _CELL_THREADS = 256
-# float64's one-kernel step (templates/cell.cu.j2 lstm_forward_step): a block's rows, units, threads.
-_DMMA_STEP_ROWS, _DMMA_STEP_UNITS, _DMMA_STEP_THREADS = 16, 8, 256
 # A 3xTF32 step's products, which the cell kernel sums (the module's docstring).
 _SPLIT_PARTS = 3
 
@@ -168,15 +166,17 @@ def forward(spec: LSTMSpec, gemm: Gemms, w_hh, gx, bias, h0, c0, h_buf, h_last, 
 
 def _forward_dmma(spec: LSTMSpec, w_hh, gx, bias, h0, c0, h_buf, h_last, c_last, cell, training: bool, c_cache,
                   replays_only: bool) -> bool:
-    """forward() with float64's one-kernel step: a block a STEP_ROWS x 8 units tile."""
+    """forward() with float64's one-kernel step: a block a tile of rows x units (Plan.dmma_step)."""
     steps, batch = gx.shape[:2]
     hidden = spec.hidden_size
+    kernels = load_cell_kernels(spec)
+    block = kernels.plan.dmma_step
     step, h_prev = ctypes.c_int32(0), ctypes.c_uint64(0)
-    step_launch = _StepLaunches(load_cell_kernels(spec).forward_step, [
+    step_launch = _StepLaunches(kernels.forward_dmma_step, [
         _pointer(gx), _pointer(bias), _pointer(w_hh), h_prev, _pointer(c0), _pointer(h_buf),
         ctypes.c_int32(h_buf.shape[0]), _pointer(h_last), _pointer(c_last), _pointer(cell), ctypes.c_int32(training),
         _pointer(c_cache), step, ctypes.c_int32(steps), ctypes.c_int32(batch)],
-        grid=(hidden // _DMMA_STEP_UNITS, -(-batch // _DMMA_STEP_ROWS)), threads=_DMMA_STEP_THREADS)
+        grid=(hidden // block.units, -(-batch // block.rows)), threads=block.threads)
     slot_bytes = batch * hidden * h_buf.itemsize
 
     def issue(stream) -> None:

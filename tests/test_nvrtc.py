@@ -164,6 +164,7 @@ def test_backward_kernels_with_weights_in_l2_keep_their_inputs_in_shared_memory(
     ("float16", False, 1), ("bfloat16", False, 1), ("float32", True, 1), ("float64", False, 1),
     ("float32", False, 100),  # 3xTF32 clusters
     ("float64", False, 100),  # FMA clusters
+    ("float64", False, 64),   # the stepwise forward's one-kernel DMMA step
 ])
 def test_kernels_compile_without_warnings(dtype, allow_tf32, hidden):
     # H = 1: forward rows of one element, fewer than a 16-byte staging vector holds.

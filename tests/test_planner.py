@@ -641,9 +641,10 @@ def test_clusters_need_sm_90_and_a_hand_built_target_gets_the_portable_size(arch
 @given(specs, st.integers(1, 4096))
 def test_stepwise_recurrence_from_a_batch_that_shrinks_as_h_grows(spec, larger_by):
     # Large batches run a cuBLAS GEMM and a cell kernel a step; the planner names the batch
-    # from which (0: never, below H = 128 in float64 and 512 otherwise, nor the forward of
+    # from which (0: never, below H = 256 in float64 and 512 otherwise, nor the forward of
     # tensor-core clusters), never below the rows that fill cuBLAS's tiles, and wider layers
-    # (more work a row) switch at fewer rows.
+    # (more work a row) switch at fewer rows. float64 from H = 128 where the one-kernel DMMA
+    # step takes the first of those batches (H = 128: B = 256), which no rule of width orders.
     assume(spec.hidden_size + larger_by <= _largest_hidden(SM90_H200, spec.dtype))
     plan = plan_layer(spec, SM90_H200)
     wider = plan_layer(LSTMSpec(spec.input_size, spec.hidden_size + larger_by, spec.dtype, allow_tf32=spec.allow_tf32),
@@ -651,14 +652,17 @@ def test_stepwise_recurrence_from_a_batch_that_shrinks_as_h_grows(spec, larger_b
     rows = [planned.stepwise_from_batch or float("inf") for planned in (plan, wider)]
     # Tensor-core clusters (16 bits at H = 512) keep their forward persistent at any batch.
     forward_persistent = plan.batch_sliced and plan.math == "mma"
-    narrow = spec.hidden_size < (128 if spec.dtype == "float64" else 512)
-    assert (plan.stepwise_from_batch == 0) == (narrow or forward_persistent)
-    assert 32 <= rows[1] <= rows[0]
+    narrow = spec.hidden_size < (256 if spec.dtype == "float64" else 512)
+    one_kernel = spec.hidden_size >= 128 and plan.dmma_step_until_batch >= -(-4 * 2**20 // spec.hidden_size**2)
+    never = (narrow and not one_kernel) or forward_persistent
+    assert (plan.stepwise_from_batch == 0) == never
+    ordered = spec.dtype != "float64" or spec.hidden_size >= 256
+    assert 32 <= rows[1] <= rows[0] or not ordered
     # The backward recurrence: the same batch, but earlier in float32, whose persistent
     # backward is the slower half.
     backward_rows = [planned.stepwise_backward_from_batch or float("inf") for planned in (plan, wider)]
-    assert 32 <= backward_rows[1] <= backward_rows[0] <= rows[0]
-    assert ((plan.stepwise_backward_from_batch == 0) == narrow) or spec.dtype == "float32"
+    assert 32 <= backward_rows[1] <= backward_rows[0] <= rows[0] or not ordered
+    assert ((plan.stepwise_backward_from_batch == 0) == (narrow and not one_kernel)) or spec.dtype == "float32"
     if spec.dtype != "float32" and not forward_persistent:
         assert plan.stepwise_backward_from_batch == plan.stepwise_from_batch
     forward, backward = plan.stepwise_from_batch, plan.stepwise_backward_from_batch
@@ -677,8 +681,28 @@ def test_stepwise_recurrence_from_a_batch_that_shrinks_as_h_grows(spec, larger_b
     ("float32", True, 1024, 64, 32), ("float32", False, 256, 0, 256), ("float32", True, 128, 0, 0),
     ("float16", False, 512, 0, 128), ("bfloat16", False, 512, 0, 128), ("bfloat16", False, 1024, 64, 64), ("float64", False, 256, 64, 64),
     ("float64", False, 512, 32, 32), ("float64", False, 1024, 32, 32), ("float16", False, 256, 0, 0),
-    ("float64", False, 128, 256, 256), ("float64", False, 64, 0, 0)])
+    ("float64", False, 128, 256, 256), ("float64", False, 64, 0, 0),
+    ("float64", False, 136, 0, 0)])  # the one-kernel step takes up to B = 226 there, stepwise would start at 227
 def test_stepwise_recurrence_from_the_measured_crossover(dtype, allow_tf32, hidden, from_batch, backward_from_batch):
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype=dtype, allow_tf32=allow_tf32)
     plan = plan_layer(spec, SM90_H200)
     assert (plan.stepwise_from_batch, plan.stepwise_backward_from_batch) == (from_batch, backward_from_batch)
+
+
+@pytest.mark.parametrize("dtype, hidden, target, until_batch", [
+    ("float64", 128, SM90_H200, 256), ("float64", 256, SM90_H200, 64), ("float64", 1024, SM90_H200, 4),
+    ("float64", 128, _AMPERE, 256),   # mma.m8n8k4 from sm_80
+    ("float64", 128, _TURING, 0),     # none before it
+    ("float64", 100, SM90_H200, 0),   # H not a multiple of the step's 8 units
+    ("float32", 128, SM90_H200, 0),
+])
+def test_float64_one_kernel_step_up_to_4m_of_batch_x_h2(dtype, hidden, target, until_batch):
+    # float64's stepwise forward runs a step as one DMMA kernel up to batch x H^2 = 4M, where
+    # it beat cuBLAS's GEMM and the cell kernel on the H200 (bench/NOTES.md v22); the cell
+    # file holds that kernel only where the plan runs it.
+    spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype=dtype)
+    plan = plan_layer(spec, target)
+    assert plan.dmma_step_until_batch == until_batch
+    source = render_layer(spec, target)["cell"]
+    assert ("lstm_forward_step" in source.entries) == bool(until_batch)
+    assert ("mma.sync.aligned.m8n8k4" in source.text) == bool(until_batch)

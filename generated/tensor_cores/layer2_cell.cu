@@ -5,9 +5,10 @@
 
 // The cell of one step, for the stepwise recurrence (runtime/stepwise.py) that large batches
 // run: there each step's product is one cuBLAS GEMM over the whole batch, R below, in acc_t,
-// and these kernels apply the cell to it, one thread per (batch row, unit). R is the sum of
-// the GEMM's products, in a fixed order: one, or one per part of its inner dimension where
-// the GEMM is split for more tiles, or strict float32's three TF32 products.
+// and the cell kernels apply the cell to it, one thread per (batch row, unit). R is the sum
+// of the GEMM's products, in a fixed order: one, or one per part of its inner dimension where
+// the GEMM is split for more tiles, or strict float32's three TF32 products. float64's
+// forward at small batch x H^2 runs its step as one kernel instead, lstm_forward_step below.
 //   forward:  gates = Gx[t] + b + R, R = h_{t-1} W_hh^T;  i,f,o = sigmoid, g = tanh
 //             c_t = f * c_{t-1} + i * g;              h_t = o * tanh(c_t)
 //   backward: dh_t = dy_t (+ dh_T) + R, R = dG_{t+1} W_hh; dG[t] and dL/dc_{t-1} from dh_t, dL/dc_t
@@ -22,12 +23,13 @@ typedef float acc_t;      // dot products and cell state
 #define GATES (4 * HIDDEN)
 
 
-// Bound by memory, not arithmetic: the exact functions cost nothing here.
+// The math library's functions, as exact as the float64 reference: these kernels wait on
+// their loads and, in float64, on the functions' latency, not on the instructions they issue.
 __device__ __forceinline__ acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) + exp(-x)); }
 
-// Pulls the line of an input of the next step's cell into L2 while the next step's GEMM
+// Pulls the line of an input of the next step's cell into L2 while the next step's product
 // runs: Gx, the gates and the caches of a long sequence do not fit in L2, and without it
-// the next cell kernel waits for DRAM on each of them.
+// the next step's cell waits for DRAM on each of them.
 __device__ __forceinline__ void prefetch(const void* address) {
   asm volatile("prefetch.global.L2 [%0];" :: "l"(address));
 }

@@ -13,7 +13,7 @@ cupy = pytest.importorskip("cupy")
 
 from lstmgen import reference  # noqa: E402
 from lstmgen.codegen import LSTMSpec, ModelSpec, sized_plan  # noqa: E402
-from lstmgen.compare import mismatches  # noqa: E402
+from lstmgen.compare import mismatches, tolerance_key  # noqa: E402
 from lstmgen.dtypes import numpy_dtype  # noqa: E402
 from lstmgen.errors import GPUOutOfMemoryError, InputError  # noqa: E402
 from lstmgen.runtime import Layer, Model, load  # noqa: E402
@@ -232,15 +232,16 @@ def test_layers_plan_portable_clusters_where_no_gpc_holds_16_blocks(monkeypatch)
     ("float32", 64, 70, 3, True, True),       # strict float32: the forward GEMM as three TF32 products
     ("float32", 64, 5, 1, True, False),       # one step of them, from h0 alone
     ("tf32", 128, 33, 3, True, False),        # TF32 GEMMs; y = h_T
-    ("float64", 256, 5, 1, True, True),       # one step: backward's first step is its last
+    ("float64", 256, 5, 1, True, True),       # one step: backward's first step is its last (forward: one DMMA kernel)
     ("float64", 1, 3, 5, False, False),
     ("float16", 200, 19, 3, True, True),      # float16 products, float32 sums and cell
     ("bfloat16", 77, 8, 4, False, False),
     ("bfloat16", 1024, 40, 2, True, True),
 ])
 def test_stepwise_recurrence_matches_reference(dtype, hidden, batch, steps, initial_state, return_sequences):
-    # The stepwise recurrence (a cuBLAS GEMM and a cell kernel a step) runs large batches
-    # (Plan.stepwise_from_batch); here it is forced on small shapes of every kind.
+    # The stepwise recurrence (a cuBLAS GEMM and a cell kernel a step; float64's forward at
+    # small batch x H^2 one DMMA kernel) runs large batches (Plan.stepwise_from_batch); here it
+    # is forced on small shapes of every kind.
     spec = LSTMSpec(input_size=6, hidden_size=hidden, dtype="float32" if dtype == "tf32" else dtype, bias="double",
                     return_sequences=return_sequences, allow_tf32=dtype == "tf32")
     report = check_layer(Layer(spec, seed=21, recurrence="stepwise"),
@@ -249,7 +250,7 @@ def test_stepwise_recurrence_matches_reference(dtype, hidden, batch, steps, init
 
 
 @pytest.mark.parametrize("hidden, batch, initial_state, one_kernel", [
-    (40, 19, True, True),     # rows past the batch in the last block's second m tile
+    (40, 19, True, True),     # rows past the batch in both m tiles of the last block
     (96, 37, False, True),    # zero initial state: no product at t = 0
     (264, 8, True, True),     # 8 units a block: H a multiple of 8, not of 16 or 32
     (512, 16, True, True),    # the most rows at H = 512 (Plan.dmma_step_until_batch)
@@ -282,6 +283,36 @@ def test_float64_stepwise_forward_step_is_one_dmma_kernel(monkeypatch, hidden, b
                          Problem(4, batch, initial_state, initial_state, seed=28))
     assert not report, "\n".join(report)
     assert bool(dmma_forwards) == one_kernel and bool(step_gemms) == (not one_kernel)
+
+
+@pytest.mark.parametrize("return_sequences", [True, False])  # False: h_t in two slots, h_T returned
+def test_float64_dmma_step_inference_replays_bitwise(monkeypatch, return_sequences):
+    # Inference on float64's one-kernel DMMA step, called on the same shapes until its loop
+    # replays as a CUDA graph: the first call agrees with the reference, and every call,
+    # direct, captured or replayed, is bitwise the first.
+    replayed = _record_replays(monkeypatch, "stepwise forward")
+    spec = LSTMSpec(input_size=6, hidden_size=64, dtype="float64", bias="double", return_sequences=return_sequences)
+    layer = Layer(spec, seed=29, recurrence="stepwise")
+    rng = np.random.default_rng(30)
+    x, h0, c0 = rng.uniform(-1, 1, (5, 20, 6)), rng.uniform(-1, 1, (20, 64)), rng.uniform(-1, 1, (20, 64))
+    inputs = [cupy.asarray(value) for value in (x, h0, c0)]
+
+    def outputs():  # on the host: the call's device arrays go back to the pool before the next
+        y, (h_T, c_T) = layer.forward(*inputs)
+        return [y.get(), h_T.get(), c_T.get()]
+
+    calls = [outputs()]
+    while replayed[-1:] != [True] and len(calls) < 6:
+        calls.append(outputs())
+    assert replayed[-1:] == [True], f"no replay in {len(calls)} calls"
+    expected = reference.forward({name: value.get() for name, value in layer.params.items()}, x, h0, c0,
+                                 return_sequences=return_sequences)
+    for name, actual, wanted in zip(("y", "h_T", "c_T"), calls[0], (expected.y, expected.h_T, expected.c_T)):
+        report = mismatches(name, actual, wanted, tolerance_key("float64", layer.kernels.plan.mma_type))
+        assert not report, "\n".join(report)
+    for call in calls[1:]:
+        for first, again in zip(calls[0], call):
+            np.testing.assert_array_equal(first, again)
 
 
 @pytest.mark.parametrize("dtype, hidden, parts", [
