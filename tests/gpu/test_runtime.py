@@ -959,7 +959,9 @@ def test_repeated_stepwise_calls_replay_one_captured_graph_each_way(monkeypatch,
     # check_layer lets go of every array before it returns, so a call gets the buffers of an
     # earlier one from CuPy's pool: measured, of the call before or the one before that, so
     # each direction sees one to three sets of buffers (not always as many as the other:
-    # the layer keeps db's row of ones across calls).
+    # the layer keeps db's row of ones across calls). The pool's state before the test moves
+    # that: once (v22's tier, after other tests in the worker) the eighth backward came on a
+    # set of buffers seen once before, and was a capture.
     from lstmgen.runtime import replay
 
     replayed = _record_replays(monkeypatch, "stepwise")
@@ -968,9 +970,11 @@ def test_repeated_stepwise_calls_replay_one_captured_graph_each_way(monkeypatch,
     for seed in range(8):
         report = check_layer(layer, Problem(9, 40, True, True, seed=seed))
         assert not report, "\n".join(report)
-    # Forward and backward each, per set of buffers: launched, captured, then replayed.
-    assert replayed[:2] == [False, False] and replayed[-2:] == [True, True]
-    assert 2 <= len(replay._graphs) <= 6
+    # Forward and backward each, per set of buffers: launched, captured, then replayed, and
+    # the replays keep coming.
+    for direction in (replayed[0::2], replayed[1::2]):
+        assert not direction[0] and any(direction[-4:]), replayed
+    assert 2 <= len(replay._graphs) <= 8
 
 
 @pytest.mark.parametrize("dtype, hidden, batch, bias, launch", [
