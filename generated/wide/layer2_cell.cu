@@ -121,6 +121,7 @@ extern "C" __global__ void lstm_forward_cell(
 #define STEP_K_WARPS 8
 #define STEP_THREADS (32 * STEP_K_WARPS)
 static_assert(sizeof(acc_t) == 8 && STEP_UNITS == 8, "mma.m8n8k4.f64: double products, an n tile of 8 units a gate");
+static_assert(STEP_THREADS >= 64 * STEP_ROW_TILES, "a thread for each of the block's cells");
 
 // d += a b over one k tile of 4: a the 8 x 4 rows' tile (lane: row lane / 4, k lane % 4), b the
 // 4 x 8 W tile (lane: k lane % 4, column lane / 4), d 8 x 8 (lane: row lane / 4, columns
