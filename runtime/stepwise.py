@@ -25,8 +25,8 @@ float64's forward up to Plan.dmma_step_until_batch rows (batch x H^2 = 4M) runs 
 one generated kernel instead (templates/cell.cu.j2 lstm_forward_step): the product on the
 FP64 tensor cores and the cell on it, which saves the cell kernel's launch and the products'
 trip through L2: 0.86-0.92 of the GEMM and cell kernel's time forward at 4M on the H200,
-0.73-0.85 at 1-2M (bench/NOTES.md v22). Its blocks read W_hh from L2 for 16 rows each, so past that cuBLAS's
-larger tiles win.
+0.73-0.85 at 1-2M (bench/NOTES.md v22). Its blocks read W_hh from L2 for 16 rows each, so
+past that cuBLAS's larger tiles win.
 
 A backward step's GEMM (inner dimension 4H) runs in parts of 4H, summed by the next step's
 cell kernel likewise, where that was faster on the H200 (_backward_k_parts).
@@ -185,7 +185,8 @@ def _forward_dmma(spec: LSTMSpec, w_hh, gx, bias, h0, c0, h_buf, h_last, c_last,
             step.value = t
             step_launch(stream)
 
-    key = ("stepwise forward", spec, "DMMA", *step_launch.values, w_hh.data.ptr, _address(h0))
+    # The packed values hold W_hh's address; h0's is h_prev's only at t = 0, after packing.
+    key = ("stepwise forward", spec, "DMMA", *step_launch.values, _address(h0))
     return replay.run(key, lambda stream: None, issue, replays_only)
 
 
