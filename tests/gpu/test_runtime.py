@@ -298,7 +298,8 @@ def test_float64_dmma_step_inference_replays_bitwise(monkeypatch, return_sequenc
     inputs = [cupy.asarray(value) for value in (x, h0, c0)]
 
     def outputs():  # on the host: the call's device arrays go back to the pool before the next
-        y, (h_T, c_T) = layer.forward(*inputs)
+        # (training=False: a training call's cache would hold its buffers through the next call)
+        y, (h_T, c_T) = layer.forward(*inputs, training=False)
         return [y.get(), h_T.get(), c_T.get()]
 
     calls = [outputs()]
