@@ -374,6 +374,41 @@ def test_strict_float32_keeps_its_accuracy(hidden, mma_type, recurrence):
     assert max(errors.values()) < 3e-6, errors
 
 
+@pytest.mark.parametrize("hidden, batch, recurrence", [
+    (64, 3, "persistent"),   # batch-sliced FMA kernels, in clusters
+    (512, 2, "persistent"),  # cooperative FMA kernels
+    (64, 9, "stepwise"),     # forward: one DMMA kernel a step; backward: the cell kernel
+    (36, 9, "stepwise"),     # H not a multiple of 8: cuBLAS's GEMM and the cell kernel both ways
+])
+def test_float64_activations_keep_float64_accuracy(hidden, batch, recurrence):
+    # With gates driven over about +-100 and, in one row, past where e^-x overflows (+-710),
+    # every output and gradient of each float64 path stays within 1e-12 of its scale from the
+    # NumPy reference (the tier's 1e-9 would let a wrong activation near saturation through:
+    # bench/NOTES.md v23 measured 3e-16 to 3e-14); a NaN in x stays NaN in its row, as in
+    # torch, and leaves the other rows alone.
+    spec = LSTMSpec(input_size=6, hidden_size=hidden, dtype="float64", return_sequences=True)
+    layer = Layer(spec, seed=31, recurrence=recurrence)
+    rng = np.random.default_rng(32)
+    params = {name: value.get() for name, value in layer.params.items()}
+    params["W_ih"] = params["W_ih"] * 200 / np.abs(params["W_ih"]).max()
+    layer.set_parameters(params)
+    x = rng.uniform(-1, 1, (40, batch, 6))
+    x[:, 0] *= 10  # row 0's gates past +-700
+    dy = rng.uniform(-1, 1, (40, batch, hidden))
+    expected = reference.forward(params, x)
+    wanted = {"y": expected.y, "c_T": expected.c_T, **reference.backward(params, expected.cache, dy)}
+    y, (_, c_T) = layer.forward(cupy.asarray(x))
+    actual = {"y": y, "c_T": c_T, **layer.backward(cupy.asarray(dy))}
+    errors = {name: float(np.abs(actual[name].get() - value).max() / np.abs(value).max())
+              for name, value in wanted.items()}
+    assert max(errors.values()) < 1e-12, errors
+
+    x[7, 1, 2] = np.nan
+    y = layer.forward(cupy.asarray(x), training=False)[0].get()
+    assert np.isnan(y[7:, 1]).all() and not np.isnan(y[:7]).any()
+    assert not np.isnan(np.delete(y, 1, axis=1)).any()
+
+
 def test_tf32_halves_sum_to_their_float32_in_the_order_asked():
     from lstmgen.runtime.tf32_split import split_rows
 
