@@ -447,9 +447,10 @@ class Plan:
         return clusters or self.num_blocks // self.cluster_blocks
 
     def _spread_rows(self, batch: int, clusters: int | None, most: int) -> int:
-        """As few whole n tiles of rows as spread `batch` over the running clusters, at most `most`."""
+        """As few whole passes of rows (n tiles of 8 on tensor cores, 4 rows on FMA) as spread
+        `batch` over the running clusters, at most `most`."""
         rows = -(-batch // self._running(clusters))
-        return min(most, -(-rows // _MMA_N) * _MMA_N)
+        return min(most, -(-rows // self.rows_per_pass) * self.rows_per_pass)
 
     def group_rows(self, batch: int, clusters: int | None = None) -> int:
         """Batch rows of a batch-sliced group: few enough that each of the `clusters` the
@@ -861,7 +862,7 @@ def _fma_sliced_steps(spec: LSTMSpec, target: Target, units: int, stage_buffers:
 
 def _fma_step(target: Target, units: int, element: int, max_chunk: int, stage_buffers: int, rows: int,
               k_len: int) -> FmaStep | None:
-    if max_chunk < _MMA_N or rows > _FMA_THREADS:
+    if max_chunk < _FMA_ROWS_AT_ONCE or rows > _FMA_THREADS:
         return None
     m_threads = 1 << (rows - 1).bit_length()
     k_split = _FMA_THREADS // m_threads
@@ -877,7 +878,8 @@ def _fma_step(target: Target, units: int, element: int, max_chunk: int, stage_bu
     stage_stride = k_split * k_per_thread + vector  # whole vectors; the 16 bytes past K as TensorCoreStep's
     partial_stride = m_threads + 4  # m_threads >= 16 (k_split <= 16): 16-byte reads of 4 gate sums stay aligned
 
-    fitted = _fit_staging(target, max_chunk, stage_buffers, stage_stride * element, k_split * partial_stride * element)
+    fitted = _fit_staging(target, max_chunk, stage_buffers, stage_stride * element, k_split * partial_stride * element,
+                          granularity=_FMA_ROWS_AT_ONCE)
     if fitted is None:
         return None
     chunk, staged_bytes, smem_bytes = fitted
@@ -979,9 +981,10 @@ def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, s
 
 
 def _fit_staging(target: Target, max_chunk: int, stage_buffers: int, row_bytes: int, partial_row_bytes: int,
-                 other_bytes: int = 0) -> tuple[int, int, int] | None:
-    """The most staged rows, a multiple of 8 up to max_chunk, whose shared memory fits the
-    target: (rows, staged bytes, all bytes), or None below 8 rows. The layout: the staged
+                 other_bytes: int = 0, granularity: int = _MMA_N) -> tuple[int, int, int] | None:
+    """The most staged rows, a multiple of `granularity` (the rows of a pass) up to max_chunk,
+    whose shared memory fits the target: (rows, staged bytes, all bytes), or None below one
+    pass. The layout: the staged
     buffers, each row's partial sums, `other_bytes` (fragments kept in shared memory), and in
     clusters (two buffers) their mbarriers last."""
     barriers = _EXCHANGE_BARRIER_BYTES if stage_buffers == 2 else 0
@@ -991,9 +994,9 @@ def _fit_staging(target: Target, max_chunk: int, stage_buffers: int, row_bytes: 
         return staged, staged + chunk * partial_row_bytes + other_bytes + barriers
 
     chunk = max_chunk
-    while chunk >= _MMA_N and sizes(chunk)[1] > target.max_smem_per_block:
-        chunk -= _MMA_N
-    if chunk < _MMA_N:
+    while chunk >= granularity and sizes(chunk)[1] > target.max_smem_per_block:
+        chunk -= granularity
+    if chunk < granularity:
         return None
     return chunk, *sizes(chunk)
 

@@ -295,16 +295,19 @@ def test_batch_sliced_blocks_stage_the_same_groups_both_ways_and_hold_every_unit
         # Clusters double-buffer the staged rows: others write step t's while one reads t - 1's.
         assert step.stage_buffers == (1 if cluster == 1 else 2)
     clusters = plan.num_blocks // cluster
+    # Groups are whole passes of rows: an n tile of 8 on tensor cores, 4 rows on FMA.
+    pass_rows = plan.rows_per_pass
+    assert pass_rows == (8 if plan.math == "mma" else 4)
     # As many clusters as fit the SMs, or fewer where a GPU's GPCs hold fewer at once.
     for running in (clusters, max(1, clusters // 2 + 1), 1):
-        for batch in (1, 8, chunk, chunk + 1, 8 * running + 1, 1000, 10**6):
+        for batch in (1, 8, chunk, chunk + 1, pass_rows * running + 1, 1000, 10**6):
             rows, blocks = plan.group_rows(batch, running), plan.blocks(batch, running)
-            assert rows <= chunk and (rows % 8 == 0 or rows == chunk)
+            assert rows <= chunk and (rows % pass_rows == 0 or rows == chunk)
             assert blocks % cluster == 0 and 1 <= blocks // cluster <= running
             if blocks < running * cluster:
                 assert blocks // cluster * rows >= batch  # every group has its own cluster
-            # The rows spread over every running cluster before a group grows past 8.
-            assert rows == 8 or batch > 8 * (running - 1)
+            # The rows spread over every running cluster before a group grows past one pass.
+            assert rows == pass_rows or batch > pass_rows * (running - 1)
     assert plan.blocks(10**6) == plan.blocks(10**6, clusters) == plan.num_blocks
     # Each direction's kernel is compiled for the rows of the batch's groups: up to the
     # backward's chunk both ways, and for the forward up to its wide step's, which stages
@@ -318,15 +321,15 @@ def test_batch_sliced_blocks_stage_the_same_groups_both_ways_and_hold_every_unit
     for running in (clusters, 1):
         for direction in ("forward", "backward"):
             assert plan.staged_rows(direction, running * chunk, running) == chunk
-            assert plan.staged_rows(direction, running * chunk + 1, running) == min(most[direction], chunk + 8)
+            assert plan.staged_rows(direction, running * chunk + 1, running) == min(most[direction], chunk + pass_rows)
             assert plan.staged_rows(direction, 10**6, running) == most[direction]
-        for batch in (1, 8, 8 * running + 1, running * chunk + 1, 10**6):
+        for batch in (1, 8, pass_rows * running + 1, running * chunk + 1, 10**6):
             for direction in ("forward", "backward"):
                 rows = plan.staged_rows(direction, batch, running)
                 sized = sized_plan(spec, plan, direction, rows)
                 assert sized.group_rows(batch, running) == rows
                 assert sized.blocks(batch, running) // cluster == min(running, -(-batch // rows))
-    for rows in range(8, most["forward"] + 1, 8):
+    for rows in range(pass_rows, most["forward"] + 1, pass_rows):
         for direction in ("forward", "backward") if rows <= chunk else ("forward",):
             sized = sized_plan(spec, plan, direction, rows)
             step = sized.forward_step if direction == "forward" else sized.backward_step
@@ -369,8 +372,8 @@ def test_small_tensor_core_layers_are_batch_sliced_on_h200(dtype, hidden):
 
 
 @pytest.mark.parametrize("dtype, hidden, allow_tf32, chunk, wide", [
-    ("float64", 128, False, 16, 48),   # the backward's rows of 4H leave 16; 3 items a thread of 16 units
-    ("float64", 256, False, 8, 16),    # 64 weights a thread in 128 registers: one item
+    ("float64", 128, False, 20, 48),   # the backward's rows of 4H leave 20 (FMA: whole passes of 4 rows)
+    ("float64", 256, False, 12, 16),   # 64 weights a thread in 128 registers: one item
     ("float32", 256, False, 16, 48),   # strict float32 (3xTF32), clusters of 16 blocks of 16 units
     ("float32", 256, True, 16, 24),    # TF32, 32 units a block
     ("float16", 512, False, 16, 24),
@@ -431,7 +434,7 @@ def test_fma_steps_cover_the_block_and_fit_registers_and_shared_memory(spec, tar
         assert step.stage_stride == step.k_per_thread * step.k_split + vector  # 16-byte reads stay aligned
         # The forward's epilogue reads a (unit, row)'s 4 gate sums as 16-byte vectors.
         assert step.partial_stride % 4 == 0 and step.partial_stride >= step.m_threads
-        assert step.chunk_rows % 8 == 0 and step.chunk_rows >= 8
+        assert step.chunk_rows % plan.rows_per_pass == 0 and step.chunk_rows >= plan.rows_per_pass == 4  # whole passes
         assert step.staged_bytes % 16 == 0
         assert step.staged_bytes >= step.stage_buffers * step.chunk_rows * step.stage_stride * element
         barriers = 16 if plan.cluster_blocks > 1 else 0
@@ -625,7 +628,7 @@ def test_clusters_never_outnumber_the_sms():
     plan = plan_layer(LSTMSpec(input_size=8, hidden_size=256, dtype="float16"), tiny)
     assert plan.num_blocks >= 1 and plan.cluster_blocks <= tiny.sm_count
     if plan.batch_sliced:
-        assert 1 <= plan.blocks(10**6) <= plan.num_blocks and plan.group_rows(10**6) >= 8
+        assert 1 <= plan.blocks(10**6) <= plan.num_blocks and plan.group_rows(10**6) >= plan.rows_per_pass
 
 
 @pytest.mark.parametrize("arch, asked, planned", [("sm_80", 8, 1), ("sm_80", 16, 1), ("sm_90", None, 8)])

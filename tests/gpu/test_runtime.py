@@ -161,7 +161,9 @@ def _check_tagged_exchange(layer: Layer, batch: int) -> None:
     ("float32", 256, 37, True),      # 16 blocks of 16 units, 4 of 16 backward k tiles a warp in shared memory
     ("float32", 200, 3, False),      # 16 blocks of 13 units, the last 5
     ("float64", 128, 37, True),      # float64 (st.async.b64): 8 blocks of 16 units, 32 weights a thread
-    ("float64", 256, 20, True),      # 16 blocks of 16 units, 64 weights a thread; groups of 8 rows
+    ("float64", 256, 20, True),      # 16 blocks of 16 units, 64 weights a thread; 5 groups of 4 rows
+    ("float64", 256, 8, False),      # 2 clusters, a group of 4 rows each (FMA passes of 4 rows)
+    ("float64", 128, 7, True),       # 2 clusters, the last group of 3 rows
     ("float64", 100, 9, False),      # 8 blocks of 13 units, the last 9
     ("float64", 40, 20, True),       # 4 blocks of 10 units, parts of K padded to whole 16 bytes
 ])
