@@ -435,10 +435,10 @@ class Plan:
 
     def staged_rows(self, direction: str, batch: int, clusters: int | None = None) -> int:
         """Rows of the groups in which `direction`'s batch-sliced kernel takes `batch` rows, and
-        so the rows its kernel is compiled for (sized_plan): as few whole n tiles as spread the
-        batch over the `clusters` the GPU runs at once, at most what the direction stages (the
-        forward: its wide step's rows, where it has one, so that a batch the narrow step would
-        take in more than one turn takes one)."""
+        so the rows its kernel is compiled for (sized_plan): as few whole passes of rows as
+        spread the batch over the `clusters` the GPU runs at once, at most what the direction
+        stages (the forward: its wide step's rows, where it has one, so that a batch the narrow
+        step would take in more than one turn takes one)."""
         most = self.backward_chunk_rows if direction == "backward" else (self.wide_forward_step or self.forward_step).chunk_rows
         return self._spread_rows(batch, clusters, most)
 

@@ -466,6 +466,21 @@ def test_float64_is_batch_sliced_on_cuda_cores_to_h_256(hidden):
         assert plan.forward_step.async_exchange == plan.backward_step.async_exchange == (cluster > 1)
 
 
+@pytest.mark.parametrize("hidden, batch, rows, clusters", [
+    (256, 8, 4, 2), (256, 16, 4, 4), (256, 33, 8, 5),  # 8 clusters of 16 blocks run at once
+    (128, 8, 4, 2), (128, 1, 4, 1), (128, 64, 4, 16),  # 16 clusters of 8
+])
+def test_fma_clusters_take_small_batches_in_groups_of_4_rows(hidden, batch, rows, clusters):
+    # A thread of the FMA product carries 4 rows through its weights at once: groups of 4
+    # rows, not n tiles of 8, spread a small batch over twice the clusters, each taking one
+    # pass. float64 at B = 8 took 0.67 (H = 256) and 0.74 (H = 128) of the forward's time
+    # of groups of 8, and 0.62 and 0.67 of training's (bench/NOTES.md v23).
+    plan = plan_layer(LSTMSpec(input_size=8, hidden_size=hidden, dtype="float64"), SM90_H200)
+    assert plan.rows_per_pass == 4
+    assert plan.group_rows(batch) == plan.staged_rows("forward", batch) == plan.staged_rows("backward", batch) == rows
+    assert plan.blocks(batch) == clusters * plan.cluster_blocks
+
+
 # Strict float32 on the H200: batch-sliced as 3xTF32 on tensor cores (one block while the
 # warps' chains are short, then clusters of up to 16) to H = 256; past that, the cooperative
 # FMA kernels, where the three TF32 products lost (plan_layer).

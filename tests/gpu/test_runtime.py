@@ -652,7 +652,7 @@ def _record_launched_plans(monkeypatch) -> list:
 
 
 @pytest.mark.parametrize("dtype, hidden, allow_tf32", [
-    ("float64", 128, False),  # FMA clusters of 8: 16 rows a group, 48 in the wide forward
+    ("float64", 128, False),  # FMA clusters of 8: 20 rows a group, 48 in the wide forward
     ("float32", 256, False),  # strict float32 (3xTF32), clusters of 16
     ("float32", 256, True),   # TF32 tensor cores, clusters of 8
     ("float16", 512, False),  # 16-bit tensor cores, clusters of 16
@@ -664,13 +664,14 @@ def test_wide_forward_takes_in_one_turn_what_the_backward_takes_in_two(monkeypat
     running = kernels.clusters or plan.num_blocks // plan.cluster_blocks
     chunk = plan.backward_chunk_rows
     batch = running * chunk + 3
-    assert plan.staged_rows("forward", batch, running) == chunk + 8 <= plan.wide_forward_step.chunk_rows
+    more = chunk + plan.rows_per_pass  # a pass of rows more: an n tile of 8 on tensor cores, 4 rows on FMA
+    assert plan.staged_rows("forward", batch, running) == more <= plan.wide_forward_step.chunk_rows
     launched = _record_launched_plans(monkeypatch)
     layer = Layer(spec, seed=11, recurrence="persistent")
     report = check_layer(layer, Problem(4, batch, True, False, seed=12))
     assert not report, "\n".join(report)
-    # The forward in one turn of groups of chunk + 8 rows, the backward in two of chunk rows.
-    assert launched == [sized_plan(spec, plan, "forward", chunk + 8), sized_plan(spec, plan, "backward", chunk)]
+    # The forward in one turn of groups of a pass more, the backward in two of chunk rows.
+    assert launched == [sized_plan(spec, plan, "forward", more), sized_plan(spec, plan, "backward", chunk)]
     assert launched[1].backward_step == plan.backward_step
     # The same layer at a batch both directions take in one turn, after the wide forward ran.
     report = check_layer(layer, Problem(3, batch - 3, False, True, seed=13))
@@ -1019,7 +1020,7 @@ def test_repeated_stepwise_calls_replay_one_captured_graph_each_way(monkeypatch,
     ("float32", 1024, 8, "double", "grid barrier"),  # a cooperative launch
     ("float32", 1024, 2, "double", "tagged words"),  # h's buffer each call fills with ones first
     ("float16", 256, 5, "single", "clusters"),
-    ("float64", 128, 245, "double", "wide clusters"),  # the wide forward: 16 rows x 15 clusters < 245
+    ("float64", 128, 330, "double", "wide clusters"),  # the wide forward: 20 rows x 16 clusters < 330
 ])
 def test_repeated_persistent_forwards_replay_one_captured_graph(monkeypatch, dtype, hidden, batch, bias, launch):
     # A forward on the buffers of an earlier call replays its launches (projection, bias sum,
