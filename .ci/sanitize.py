@@ -11,7 +11,7 @@ rows not aligned for 16-byte copies and odd sizes, tensor cores (16-bit storage 
 batch-sliced tensor-core blocks and clusters (strict float32's as three TF32 products),
 float64 FMA clusters, the 16-bit
 FMA fallback, the stepwise recurrence's cell kernels and float64's one-kernel DMMA step, batch-sliced kernels compiled for groups
-of 8 rows, of more and of the wide forward's, and replays of captured forwards. Exits
+of one pass of rows (8 on tensor cores, 4 on FMA), of more and of the wide forward's, and replays of captured forwards. Exits
 non-zero on any mismatch.
 """
 
@@ -59,12 +59,13 @@ GRID = [
     (LSTMSpec(4, 200, "float32", "none", False), Problem(2, 9, False, True, 25)),    # 3xTF32 clusters of 16, the last block 5 units
     (LSTMSpec(6, 100, "float64", "single", True), Problem(2, 19, True, True, 26)),   # float64 FMA clusters of 8, st.async.b64
     (LSTMSpec(4, 256, "float64", "double", False), Problem(2, 20, True, True, 27)),  # float64 FMA clusters of 16, 5 groups of 4 rows
+    (LSTMSpec(4, 128, "float64", "double", True), Problem(2, 245, True, True, 36)),  # FMA, 13 groups of 20 rows (15 clusters run), the last of 5
     (LSTMSpec(4, 128, "float16", "single", True), Problem(2, 250, True, True, 38)),  # groups of 24 rows, of the plan's 64
 ]
 # Batches past what the backward's groups take in one turn of the H200's clusters (15 of 8
 # blocks, 7 of 16): their forward runs in groups of more rows (Plan.wide_forward_step), or fails.
 WIDE_GRID = [
-    (LSTMSpec(4, 128, "float64", "double", True), Problem(2, 245, True, True, 36)),  # FMA, 20 rows a group where 15 clusters run at once
+    (LSTMSpec(4, 128, "float64", "double", True), Problem(2, 330, True, True, 44)),  # FMA: 20 rows x 15 clusters < 330
     (LSTMSpec(5, 512, "float16", "single", False), Problem(2, 117, True, True, 37)), # tensor cores, clusters of 16
 ]
 # The stepwise recurrence (a cuBLAS GEMM and a cell kernel a step), forced on small shapes.

@@ -154,7 +154,8 @@ _SLICED_BACKWARD_FRAGMENT_REGISTERS = 96
 # of 8 rows gives one A100 block at float64 H = 64; but float64 H = 256's wide forward
 # (32 rows) spilled 16 B with 2 items, and that A100 block with 4. (The cap binds only wide
 # forward steps: the backward's staging holds every narrow plan below it.) With 128 float32
-# weights H = 192 spills.
+# weights H = 192 spills. The caps stay multiples of 8 rows, as measured; the groups under
+# them are whole passes of 4 (_FMA_ROWS_AT_ONCE).
 _FMA_SLICED_WEIGHTS = 64
 _FMA_HEAVY_WEIGHT_BYTES = 64 * 4
 _FMA_HEAVY_ITEMS_PER_THREAD = 1
@@ -245,7 +246,7 @@ class TensorCoreStep:
     k_tiles_per_warp: int  # fragments a warp keeps per m tile: 4 registers each (2 when rows <= 8)
     k_tiles_in_registers: int  # the first of them, in registers; the rest in shared memory
                                # after the partial sums, 16 bytes a lane each (8 when rows <= 8)
-    chunk_rows: int        # batch rows staged at once, a multiple of 8
+    chunk_rows: int        # batch rows staged at once, a multiple of 4 (_FMA_ROWS_AT_ONCE)
     stage_stride: int      # elements from one staged row to the next: K padded to every
                            # warp's k tiles, plus 16 bytes, so that a fragment's 8 rows start
                            # in 8 different bank quads
@@ -272,7 +273,7 @@ class FmaStep:
     m_threads: int         # threads per part of K: M rounded up to a power of two
     k_split: int           # parts of K: the block's threads / m_threads
     k_per_thread: int      # weights a thread keeps: K / k_split, rounded up to whole 16 bytes
-    chunk_rows: int        # batch rows staged at once, a multiple of 8
+    chunk_rows: int        # batch rows staged at once, a multiple of 4 (_FMA_ROWS_AT_ONCE)
     stage_stride: int      # elements from one staged row to the next: every part, plus 16 bytes
     partial_stride: int    # elements from one row's partial sums to the next: m_threads, plus 4
     staged_bytes: int      # the staged rows; the partial sums follow them

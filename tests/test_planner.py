@@ -467,8 +467,8 @@ def test_float64_is_batch_sliced_on_cuda_cores_to_h_256(hidden):
 
 
 @pytest.mark.parametrize("hidden, batch, rows, clusters", [
-    (256, 8, 4, 2), (256, 16, 4, 4), (256, 33, 8, 5),  # 8 clusters of 16 blocks run at once
-    (128, 8, 4, 2), (128, 1, 4, 1), (128, 64, 4, 16),  # 16 clusters of 8
+    (256, 8, 4, 2), (256, 16, 4, 4), (256, 33, 8, 5),  # the plan's 8 clusters of 16 blocks (7 run on the H200)
+    (128, 8, 4, 2), (128, 1, 4, 1), (128, 64, 4, 16),  # 16 clusters of 8 (15 run)
 ])
 def test_fma_clusters_take_small_batches_in_groups_of_4_rows(hidden, batch, rows, clusters):
     # A thread of the FMA product carries 4 rows through its weights at once: groups of 4

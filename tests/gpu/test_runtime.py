@@ -1020,7 +1020,7 @@ def test_repeated_stepwise_calls_replay_one_captured_graph_each_way(monkeypatch,
     ("float32", 1024, 8, "double", "grid barrier"),  # a cooperative launch
     ("float32", 1024, 2, "double", "tagged words"),  # h's buffer each call fills with ones first
     ("float16", 256, 5, "single", "clusters"),
-    ("float64", 128, 330, "double", "wide clusters"),  # the wide forward: 20 rows x 16 clusters < 330
+    ("float64", 128, 330, "double", "wide clusters"),  # the wide forward: 20 rows x 15 clusters (16 at most) < 330
 ])
 def test_repeated_persistent_forwards_replay_one_captured_graph(monkeypatch, dtype, hidden, batch, bias, launch):
     # A forward on the buffers of an earlier call replays its launches (projection, bias sum,
