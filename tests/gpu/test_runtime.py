@@ -684,7 +684,7 @@ def test_wide_forward_takes_in_one_turn_what_the_backward_takes_in_two(monkeypat
     ("bfloat16", 128, False),  # 64 rows at most
     ("float16", 512, False),   # clusters of 16
     ("float32", 128, True),    # TF32
-    ("float32", 128, False),   # FMA
+    ("float32", 128, False),   # strict float32 (3xTF32 tensor cores); FMA groups of 4: test_batch_sliced_layers
 ])
 def test_batch_sliced_kernels_are_compiled_for_the_rows_of_their_groups(monkeypatch, dtype, hidden, allow_tf32):
     # A small batch runs kernels that stage one n tile of 8 rows, not the plan's most (a
