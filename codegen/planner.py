@@ -246,7 +246,7 @@ class TensorCoreStep:
     k_tiles_per_warp: int  # fragments a warp keeps per m tile: 4 registers each (2 when rows <= 8)
     k_tiles_in_registers: int  # the first of them, in registers; the rest in shared memory
                                # after the partial sums, 16 bytes a lane each (8 when rows <= 8)
-    chunk_rows: int        # batch rows staged at once, a multiple of 4 (_FMA_ROWS_AT_ONCE)
+    chunk_rows: int        # batch rows staged at once, a multiple of 8 (whole n tiles)
     stage_stride: int      # elements from one staged row to the next: K padded to every
                            # warp's k tiles, plus 16 bytes, so that a fragment's 8 rows start
                            # in 8 different bank quads
@@ -985,9 +985,8 @@ def _fit_staging(target: Target, max_chunk: int, stage_buffers: int, row_bytes: 
                  other_bytes: int = 0, granularity: int = _MMA_N) -> tuple[int, int, int] | None:
     """The most staged rows, a multiple of `granularity` (the rows of a pass) up to max_chunk,
     whose shared memory fits the target: (rows, staged bytes, all bytes), or None below one
-    pass. The layout: the staged
-    buffers, each row's partial sums, `other_bytes` (fragments kept in shared memory), and in
-    clusters (two buffers) their mbarriers last."""
+    pass. The layout: the staged buffers, each row's partial sums, `other_bytes` (fragments
+    kept in shared memory), and in clusters (two buffers) their mbarriers last."""
     barriers = _EXCHANGE_BARRIER_BYTES if stage_buffers == 2 else 0
 
     def sizes(chunk: int) -> tuple[int, int]:
