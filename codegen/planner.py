@@ -155,7 +155,7 @@ _SLICED_BACKWARD_FRAGMENT_REGISTERS = 96
 # (32 rows) spilled 16 B with 2 items, and that A100 block with 4. (The cap binds only wide
 # forward steps: the backward's staging holds every narrow plan below it.) With 128 float32
 # weights H = 192 spills. The caps stay multiples of 8 rows, as measured; the groups under
-# them are whole passes of 4 (_FMA_ROWS_AT_ONCE).
+# them are whole passes of 4 (_FMA_ROWS_AT_ONCE), or one pass of fewer (_FMA_ONE_PASS_ROWS).
 _FMA_SLICED_WEIGHTS = 64
 _FMA_HEAVY_WEIGHT_BYTES = 64 * 4
 _FMA_HEAVY_ITEMS_PER_THREAD = 1
@@ -166,6 +166,16 @@ _FMA_MAX_K_SPLIT = 16
 _FMA_VECTOR_BYTES = 16
 # Staged rows a thread multiplies at once: as many independent chains of FMA.
 _FMA_ROWS_AT_ONCE = 4
+# A group of at most this many rows goes through in one pass of its own size instead
+# (Plan.one_pass_rows; its kernels are compiled for its rows, sized_plan): a batch spreads over
+# the clusters a row at a time, and no rows are multiplied only to be dropped. Measured on the
+# H200, float64 (bench/NOTES.md v24): forward 0.69-0.79 of the time of groups rounded up to
+# passes of 4 at B = 1 and 8 (H = 128, 256), 0.84 at H = 128 B = 64 (groups of 5, not 8); a
+# pass of 8 rows took 0.99 of two passes of 4 at H = 128. Where a thread keeps more than
+# _FMA_HEAVY_WEIGHT_BYTES of weights (float64 H = 256: 128 registers), ptxas spills the forward
+# from 6 rows a pass (8 bytes; 12 at 8 rows, which took 1.02 of two passes of 4) and none at 5.
+_FMA_ONE_PASS_ROWS = 8
+_FMA_HEAVY_ONE_PASS_ROWS = 5
 # A cluster's blocks send each other the staged rows by st.async, which counts the bytes on
 # an mbarrier per staged buffer in the receiving block: two of 8 bytes, last in shared memory.
 _EXCHANGE_BARRIER_BYTES = 16
@@ -273,7 +283,7 @@ class FmaStep:
     m_threads: int         # threads per part of K: M rounded up to a power of two
     k_split: int           # parts of K: the block's threads / m_threads
     k_per_thread: int      # weights a thread keeps: K / k_split, rounded up to whole 16 bytes
-    chunk_rows: int        # batch rows staged at once, a multiple of 4 (_FMA_ROWS_AT_ONCE)
+    chunk_rows: int        # batch rows staged at once, whole passes (of 4, or Plan.one_pass_rows)
     stage_stride: int      # elements from one staged row to the next: every part, plus 16 bytes
     partial_stride: int    # elements from one row's partial sums to the next: m_threads, plus 4
     staged_bytes: int      # the staged rows; the partial sums follow them
@@ -377,6 +387,8 @@ class Plan:
     wide_forward_step: Step | None = None  # batch-sliced: the forward step at the most rows it stages,
                                            # past what the backward leaves room for (staged_rows);
                                            # None where it would stage no more
+    one_pass_rows: int = 0  # batch-sliced FMA: groups of up to this many rows take them as they
+                            # are, in one pass of their own size (sized_plan); 0: none
     pass_inputs_bytes: int = 0  # warp-per-unit FMA whose backward reads W_hh^T partly from L2: the
                                 # slots, first in its shared memory, into which each backward pass
                                 # copies what its rows need from global memory; 0: registers
@@ -448,9 +460,12 @@ class Plan:
         return clusters or self.num_blocks // self.cluster_blocks
 
     def _spread_rows(self, batch: int, clusters: int | None, most: int) -> int:
-        """As few whole passes of rows (n tiles of 8 on tensor cores, 4 rows on FMA) as spread
-        `batch` over the running clusters, at most `most`."""
+        """As few rows as spread `batch` over the running clusters, at most `most`: up to
+        one_pass_rows as they are (one pass of their own, on FMA), else whole passes (n tiles of
+        8 on tensor cores, 4 rows on FMA)."""
         rows = -(-batch // self._running(clusters))
+        if rows <= self.one_pass_rows:
+            return min(most, rows)
         return min(most, -(-rows // self.rows_per_pass) * self.rows_per_pass)
 
     def group_rows(self, batch: int, clusters: int | None = None) -> int:
@@ -559,6 +574,8 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
     fma_sliced = None if mma_type else _plan_fma_sliced(spec, target)
     if fma_sliced:
         cluster, steps = fma_sliced
+        heavy = max(step.k_per_thread for step in steps[:2]) * element > _FMA_HEAVY_WEIGHT_BYTES
+        layout["one_pass_rows"] = _FMA_HEAVY_ONE_PASS_ROWS if heavy else _FMA_ONE_PASS_ROWS
         return _staged_plan(spec, layout, steps, cluster, sliced=True, units=units, num_blocks=num_blocks,
                             threads=_FMA_THREADS, rows_per_pass=_FMA_ROWS_AT_ONCE, math="fma")
     if sliced:
@@ -638,20 +655,23 @@ def sized_plan(spec: LSTMSpec, plan: Plan, direction: str, rows: int) -> Plan:
     where they are past the backward's, and the launch reserves that step's shared memory.
     A kernel compiled for more rows than its groups have costs every step: at float16
     H = 256, B = 8, a forward staging 32 rows took 1.52 us a step and one staging 8 took 0.97,
-    bitwise equal (bench/NOTES.md v15)."""
+    bitwise equal (bench/NOTES.md v15). On FMA, up to one_pass_rows rows go in one pass."""
     assert plan.batch_sliced, "sized_plan() of a plan that is not batch-sliced"
     units, buffers = plan.units_per_block, plan.forward_step.stage_buffers
+    pass_rows = rows if rows <= plan.one_pass_rows else plan.rows_per_pass
     if plan.math == "mma":
         forward, backward, wide = _plan_tensor_cores(spec, plan.target, units, plan.mma_type, sliced=True,
                                                      stage_buffers=buffers, max_rows=rows)
     else:
-        forward, backward, wide = _fma_sliced_steps(spec, plan.target, units, buffers, max_rows=rows)
+        forward, backward, wide = _fma_sliced_steps(spec, plan.target, units, buffers, max_rows=rows,
+                                                    pass_rows=pass_rows)
     forward = replace(wide or forward, async_exchange=plan.forward_step.async_exchange)
     backward = replace(backward, async_exchange=plan.backward_step.async_exchange)
     step = forward if direction == "forward" else backward
     assert step.chunk_rows == rows, f"{direction} groups of {rows} rows, past what the plan stages"
-    return replace(plan, forward_step=forward, backward_step=backward, forward_chunk_rows=forward.chunk_rows,
-                   backward_chunk_rows=backward.chunk_rows, wide_forward_step=None, smem_bytes=step.smem_bytes)
+    return replace(plan, rows_per_pass=pass_rows, forward_step=forward, backward_step=backward,
+                   forward_chunk_rows=forward.chunk_rows, backward_chunk_rows=backward.chunk_rows,
+                   wide_forward_step=None, smem_bytes=step.smem_bytes)
 
 
 def _pass_inputs_bytes(warps: int, element: int, accumulate: int) -> int:
@@ -846,24 +866,28 @@ def _plan_fma_sliced(spec: LSTMSpec, target: Target) -> tuple[int, Steps] | None
 
 
 def _fma_sliced_steps(spec: LSTMSpec, target: Target, units: int, stage_buffers: int,
-                      max_rows: int = _MAX_CHUNK_ROWS) -> Steps | None:
-    """The FMA Steps for blocks of `units` units staging at most `max_rows` batch rows, or
-    None where they do not fit; both directions stage the same groups, and the wide forward more."""
+                      max_rows: int = _MAX_CHUNK_ROWS, pass_rows: int = _FMA_ROWS_AT_ONCE) -> Steps | None:
+    """The FMA Steps for blocks of `units` units staging at most `max_rows` batch rows, whole
+    passes of `pass_rows`, or None where they do not fit; both directions stage the same
+    groups, and the wide forward more."""
     hidden, element = spec.hidden_size, DTYPES[spec.dtype]["bytes"]
     max_chunk = min(max_rows, _SLICED_ITEMS_PER_THREAD * _FMA_THREADS // units // _MMA_N * _MMA_N)
     shapes = ((4 * units, hidden), (units, 4 * hidden))  # (rows, k_len): forward, backward
-    steps = [_fma_step(target, units, element, max_chunk, stage_buffers, m_rows, k_len) for m_rows, k_len in shapes]
+    steps = [_fma_step(target, units, element, max_chunk, stage_buffers, pass_rows, m_rows, k_len)
+             for m_rows, k_len in shapes]
     if None in steps:
         return None
     chunk = min(step.chunk_rows for step in steps)  # both directions stage the same groups
-    forward, backward = (_fma_step(target, units, element, chunk, stage_buffers, m_rows, k_len) for m_rows, k_len in shapes)
-    wide = _fma_step(target, units, element, min(max_chunk, _wide_chunk(units, _FMA_THREADS)), stage_buffers, *shapes[0])
+    forward, backward = (_fma_step(target, units, element, chunk, stage_buffers, pass_rows, m_rows, k_len)
+                         for m_rows, k_len in shapes)
+    wide = _fma_step(target, units, element, min(max_chunk, _wide_chunk(units, _FMA_THREADS)), stage_buffers,
+                     pass_rows, *shapes[0])
     return forward, backward, _wider(wide, forward)
 
 
-def _fma_step(target: Target, units: int, element: int, max_chunk: int, stage_buffers: int, rows: int,
-              k_len: int) -> FmaStep | None:
-    if max_chunk < _FMA_ROWS_AT_ONCE or rows > _FMA_THREADS:
+def _fma_step(target: Target, units: int, element: int, max_chunk: int, stage_buffers: int, pass_rows: int,
+              rows: int, k_len: int) -> FmaStep | None:
+    if max_chunk < pass_rows or rows > _FMA_THREADS:
         return None
     m_threads = 1 << (rows - 1).bit_length()
     k_split = _FMA_THREADS // m_threads
@@ -880,7 +904,7 @@ def _fma_step(target: Target, units: int, element: int, max_chunk: int, stage_bu
     partial_stride = m_threads + 4  # m_threads >= 16 (k_split <= 16): 16-byte reads of 4 gate sums stay aligned
 
     fitted = _fit_staging(target, max_chunk, stage_buffers, stage_stride * element, k_split * partial_stride * element,
-                          granularity=_FMA_ROWS_AT_ONCE)
+                          granularity=pass_rows)
     if fitted is None:
         return None
     chunk, staged_bytes, smem_bytes = fitted

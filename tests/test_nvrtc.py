@@ -112,20 +112,23 @@ _A100 = Target(arch="sm_80", sm_count=108, max_smem_per_block=166912)
     # At H = 144, 18 k tiles a warp forward, 16 in registers: the forward of 32 rows spills 140
     # bytes, that of 8 rows none (codegen/planner.py).
     ("float32", 144, False, SM90_H200, 140),
-    # FMA clusters of float64 at 64 weights a thread (128 registers), float64 H = 128's wide
-    # forward (3 items a thread of 64 registers of weights), and one A100 block of float64 at
-    # H = 64 (2 items a thread).
+    # FMA clusters of float64 at 64 weights a thread (128 registers; one pass of up to 5 rows,
+    # where 6 spilled 8 bytes), float64 H = 128's wide forward (3 items a thread of 64
+    # registers of weights) and one pass of 8 rows, and one A100 block of float64 at H = 64
+    # (2 items a thread).
     ("float64", 256, False, SM90_H200, 0), ("float64", 128, False, SM90_H200, 0), ("float64", 64, False, _A100, 0)])
 def test_batch_sliced_kernels_keep_their_step_loop_in_registers_at_their_limit(dtype, hidden, allow_tf32, target,
                                                                                spill_bound):
     # The runtime also compiles each direction for the rows of its launch's groups
-    # (sized_plan): at small batches one pass of rows, an n tile of 8 on tensor cores, 4 on FMA.
+    # (sized_plan): at small batches one pass of rows, an n tile of 8 on tensor cores, 4 on
+    # FMA, and on FMA up to one_pass_rows rows in one pass (the most chains of FMA at once).
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype=dtype, allow_tf32=allow_tf32)
     sources = render_layer(spec, target)
     plan = sources["forward"].plan
     for direction in ("forward", "backward"):
-        rows = plan.rows_per_pass
-        sources[f"{direction} for {rows} rows"] = render_kernel(spec, sized_plan(spec, plan, direction, rows), direction)
+        for rows in {plan.rows_per_pass, plan.one_pass_rows} - {0}:
+            sized = sized_plan(spec, plan, direction, rows)
+            sources[f"{direction} for {rows} rows in passes of {sized.rows_per_pass}"] = render_kernel(spec, sized, direction)
     for name, source in sources.items():
         assert source.plan.batch_sliced
         log = _ptxas_log(source.text, source.direction)

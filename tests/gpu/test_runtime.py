@@ -161,9 +161,13 @@ def _check_tagged_exchange(layer: Layer, batch: int) -> None:
     ("float32", 256, 37, True),      # 16 blocks of 16 units, 4 of 16 backward k tiles a warp in shared memory
     ("float32", 200, 3, False),      # 16 blocks of 13 units, the last 5
     ("float64", 128, 37, True),      # float64 (st.async.b64): 8 blocks of 16 units, 32 weights a thread
-    ("float64", 256, 20, True),      # 16 blocks of 16 units, 64 weights a thread; 5 groups of 4 rows
-    ("float64", 256, 8, False),      # 2 clusters, a group of 4 rows each (FMA passes of 4 rows)
-    ("float64", 128, 7, True),       # 2 clusters, the last group of 3 rows
+    # FMA groups of up to 8 rows (5 where a thread keeps 64 weights) take one pass of their own.
+    ("float64", 256, 20, True),      # 16 blocks of 16 units, 64 weights a thread; 7 groups of 3 rows, the last of 2
+    ("float64", 256, 8, False),      # 4 clusters, a group of 2 rows each
+    ("float64", 256, 33, True),      # 7 clusters, groups of 5 rows in one pass, the last of 3
+    ("float64", 256, 40, False),     # 5 groups of 6 rows would spill: of 8 rows, in two passes of 4
+    ("float64", 128, 7, True),       # 7 clusters of one row each
+    ("float64", 128, 120, False),    # 15 clusters, groups of 8 rows in one pass
     ("float64", 100, 9, False),      # 8 blocks of 13 units, the last 9
     ("float64", 40, 20, True),       # 4 blocks of 10 units, parts of K padded to whole 16 bytes
 ])
@@ -684,7 +688,7 @@ def test_wide_forward_takes_in_one_turn_what_the_backward_takes_in_two(monkeypat
     ("bfloat16", 128, False),  # 64 rows at most
     ("float16", 512, False),   # clusters of 16
     ("float32", 128, True),    # TF32
-    ("float32", 128, False),   # strict float32 (3xTF32 tensor cores); FMA groups of 4: test_batch_sliced_layers
+    ("float32", 128, False),   # strict float32 (3xTF32 tensor cores); FMA groups: test_batch_sliced_layers
 ])
 def test_batch_sliced_kernels_are_compiled_for_the_rows_of_their_groups(monkeypatch, dtype, hidden, allow_tf32):
     # A small batch runs kernels that stage one n tile of 8 rows, not the plan's most (a
@@ -703,6 +707,24 @@ def test_batch_sliced_kernels_are_compiled_for_the_rows_of_their_groups(monkeypa
         assert launched[-2:] == [sized_plan(spec, plan, direction, rows) for direction in ("forward", "backward")]
         assert launched[-1].backward_step.items_per_thread == -(-plan.units_per_block * rows // plan.threads)
     assert len(layer._sized) == 4  # compiled once per direction and size
+
+
+def test_fma_groups_of_few_rows_take_one_pass_of_their_own(monkeypatch):
+    # float64 H = 256 keeps 64 weights a thread: its groups of up to 5 rows go through the
+    # product in one pass of their own rows (no rows multiplied only to be dropped), those of
+    # 6 or more in passes of 4 (ptxas spills at 6 rows a pass; codegen/planner.py).
+    spec = LSTMSpec(input_size=10, hidden_size=256, dtype="float64")  # a spec no other test compiles
+    layer = Layer(spec, seed=17, recurrence="persistent")
+    plan = layer.kernels.plan
+    running = layer.kernels.clusters or plan.num_blocks // plan.cluster_blocks
+    assert plan.one_pass_rows == 5
+    launched = _record_launched_plans(monkeypatch)
+    for seed, (batch, rows, pass_rows) in enumerate([(1, 1, 1), (5 * running - 2, 5, 5), (6 * running, 8, 4)]):
+        report = check_layer(layer, Problem(3, batch, True, False, seed=20 + seed))
+        assert not report, "\n".join(report)
+        for kernel_plan, step in zip(launched[-2:], ("forward_step", "backward_step")):
+            assert (getattr(kernel_plan, step).chunk_rows, kernel_plan.rows_per_pass) == (rows, pass_rows)
+            assert kernel_plan.blocks(batch, running) == -(-batch // rows) * plan.cluster_blocks
 
 
 def test_a_sized_kernel_of_which_fewer_clusters_fit_gives_way_to_the_layers_own(monkeypatch):
