@@ -11,7 +11,8 @@ rows not aligned for 16-byte copies and odd sizes, tensor cores (16-bit storage 
 batch-sliced tensor-core blocks and clusters (strict float32's as three TF32 products),
 float64 FMA clusters, the 16-bit
 FMA fallback, the stepwise recurrence's cell kernels and float64's one-kernel DMMA step, batch-sliced kernels compiled for groups
-of one pass of rows (8 on tensor cores; on FMA up to 8, or 5, rows as they are), of more and of the wide forward's, and replays of captured forwards. Exits
+of one pass of rows (8 on tensor cores; on FMA up to 8, or 5, rows as they are), of more and of the wide forward's, groups
+of fewer rows than their kernels', and replays of captured forwards. Exits
 non-zero on any mismatch.
 """
 
@@ -38,7 +39,7 @@ GRID = [
     (LSTMSpec(4, 1024, "float32", "double", True), Problem(2, 70, True, True, 8)),   # several chunks each way
     (LSTMSpec(6, 1024, "float16", "double", True), Problem(3, 9, True, True, 9)),    # tensor cores, 2 m tiles
     (LSTMSpec(6, 1024, "float16", "single", True), Problem(3, 8, False, True, 33)),  # the same, h by tagged words
-    (LSTMSpec(4, 8, "float32", "double", True), Problem(3, 100, True, True, 34)),    # 3xTF32 single blocks, 13 groups
+    (LSTMSpec(4, 8, "float32", "double", True), Problem(3, 100, True, True, 34)),    # 3xTF32 single blocks, a row a block
     (LSTMSpec(9, 514, "float32", "double", True), Problem(2, 7, True, True, 41)),    # FMA tagged words, rows of 257 vectors
     (LSTMSpec(7, 1056, "bfloat16", "single", True), Problem(2, 70, True, True, 11)), # tensor cores, 3 chunks
     (LSTMSpec(3, 555, "bfloat16", "none", False), Problem(3, 5, True, True, 12)),    # odd H: unaligned staging
@@ -46,12 +47,12 @@ GRID = [
     (LSTMSpec(5, 1056, "float32", "single", True, allow_tf32=True), Problem(2, 40, True, True, 14)),  # TF32 limit: fragments in smem too
     (LSTMSpec(5, 1400, "float16", "single", False), Problem(2, 3, True, True, 10)),  # 16-bit FMA, shared memory
     (LSTMSpec(5, 2001, "float16", "single", True), Problem(2, 3, True, True, 35)),   # 16-bit FMA, W_hh in L2
-    (LSTMSpec(6, 64, "float16", "double", True), Problem(3, 37, True, True, 15)),     # batch-sliced, 5 groups of 8 rows
-    (LSTMSpec(3, 5, "bfloat16", "none", False), Problem(3, 70, False, True, 16)),     # batch-sliced, 9 groups, the last of 6 rows
+    (LSTMSpec(6, 64, "float16", "double", True), Problem(3, 37, True, True, 15)),     # batch-sliced, a row a block (kernels for 8)
+    (LSTMSpec(3, 5, "bfloat16", "none", False), Problem(3, 70, False, True, 16)),     # batch-sliced, a row a block
     (LSTMSpec(4, 32, "float32", "single", True, allow_tf32=True), Problem(2, 9, True, False, 17)),  # sliced TF32
-    (LSTMSpec(5, 128, "float16", "double", False), Problem(2, 19, True, True, 18)),  # clusters of 8 blocks of 16 units, 3 groups
-    (LSTMSpec(6, 256, "float16", "double", True), Problem(3, 20, True, True, 19)),   # clusters of 8, 3 groups
-    (LSTMSpec(6, 512, "bfloat16", "single", True), Problem(2, 20, True, True, 22)),  # clusters of 16, 3 groups
+    (LSTMSpec(5, 128, "float16", "double", False), Problem(2, 19, True, True, 18)),  # clusters of 8 blocks of 16 units, groups of 2 rows
+    (LSTMSpec(6, 256, "float16", "double", True), Problem(3, 20, True, True, 19)),   # clusters of 8, 10 groups of 2 rows
+    (LSTMSpec(6, 512, "bfloat16", "single", True), Problem(2, 20, True, True, 22)),  # clusters of 16, 7 groups of 3 rows, the last of 2
     (LSTMSpec(5, 200, "bfloat16", "double", False), Problem(3, 20, False, True, 23)),  # clusters of 25 units: no st.async
     (LSTMSpec(4, 250, "float32", "none", True, allow_tf32=True), Problem(2, 9, False, True, 21)),  # TF32 clusters of 8, fragments in smem
     (LSTMSpec(3, 300, "float32", "single", True, allow_tf32=True), Problem(2, 5, True, True, 20)),  # cooperative TF32, padded k tile
@@ -59,8 +60,8 @@ GRID = [
     (LSTMSpec(4, 200, "float32", "none", False), Problem(2, 9, False, True, 25)),    # 3xTF32 clusters of 16, the last block 5 units
     (LSTMSpec(6, 100, "float64", "single", True), Problem(2, 19, True, True, 26)),   # float64 FMA clusters of 8, st.async.b64
     (LSTMSpec(4, 256, "float64", "double", False), Problem(2, 33, True, True, 27)),  # float64 FMA clusters of 16, 7 groups of 5 rows (one pass), the last of 3
-    (LSTMSpec(4, 128, "float64", "double", True), Problem(2, 245, True, True, 36)),  # FMA, 13 groups of 20 rows (15 clusters run), the last of 5
-    (LSTMSpec(4, 128, "float16", "single", True), Problem(2, 250, True, True, 38)),  # groups of 24 rows, of the plan's 64
+    (LSTMSpec(4, 128, "float64", "double", True), Problem(2, 245, True, True, 36)),  # FMA, 15 groups of 17 rows (kernels for 20), the last of 7
+    (LSTMSpec(4, 128, "float16", "single", True), Problem(2, 250, True, True, 38)),  # groups of 17 rows in kernels for 24, of the plan's 64
 ]
 # Batches past what the backward's groups take in one turn of the H200's clusters (15 of 8
 # blocks, 7 of 16): their forward runs in groups of more rows (Plan.wide_forward_step), or fails.

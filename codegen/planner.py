@@ -387,8 +387,8 @@ class Plan:
     wide_forward_step: Step | None = None  # batch-sliced: the forward step at the most rows it stages,
                                            # past what the backward leaves room for (staged_rows);
                                            # None where it would stage no more
-    one_pass_rows: int = 0  # batch-sliced FMA: groups of up to this many rows take them as they
-                            # are, in one pass of their own size (sized_plan); 0: none
+    one_pass_rows: int = 0  # batch-sliced FMA: the kernels for groups of up to this many rows
+                            # are compiled for them, one pass of their own (staged_rows); 0: none
     pass_inputs_bytes: int = 0  # warp-per-unit FMA whose backward reads W_hh^T partly from L2: the
                                 # slots, first in its shared memory, into which each backward pass
                                 # copies what its rows need from global memory; 0: registers
@@ -447,32 +447,33 @@ class Plan:
         return self.tagged_exchange_batch > 0
 
     def staged_rows(self, direction: str, batch: int, clusters: int | None = None) -> int:
-        """Rows of the groups in which `direction`'s batch-sliced kernel takes `batch` rows, and
-        so the rows its kernel is compiled for (sized_plan): as few whole passes of rows as
-        spread the batch over the `clusters` the GPU runs at once, at most what the direction
-        stages (the forward: its wide step's rows, where it has one, so that a batch the narrow
-        step would take in more than one turn takes one)."""
+        """The rows `direction`'s batch-sliced kernel for `batch` rows is compiled for (sized_plan):
+        the fewest whole passes (n tiles of 8 on tensor cores, 4 rows on FMA) that hold the rows
+        of its groups, or on FMA up to one_pass_rows rows as they are, one pass of their own; at
+        most what the direction stages (the forward: its wide step's rows, where it has one, so
+        that a batch the narrow step would take in more than one turn takes one)."""
         most = self.backward_chunk_rows if direction == "backward" else (self.wide_forward_step or self.forward_step).chunk_rows
-        return self._spread_rows(batch, clusters, most)
+        rows = self._spread(batch, clusters)
+        if rows > self.one_pass_rows:
+            rows = -(-rows // self.rows_per_pass) * self.rows_per_pass
+        return min(most, rows)
 
     def _running(self, clusters: int | None) -> int:
         """`clusters`, or by default as many as the plan's blocks make."""
         return clusters or self.num_blocks // self.cluster_blocks
 
-    def _spread_rows(self, batch: int, clusters: int | None, most: int) -> int:
-        """As few rows as spread `batch` over the running clusters, at most `most`: up to
-        one_pass_rows as they are (one pass of their own, on FMA), else whole passes (n tiles of
-        8 on tensor cores, 4 rows on FMA)."""
-        rows = -(-batch // self._running(clusters))
-        if rows <= self.one_pass_rows:
-            return min(most, rows)
-        return min(most, -(-rows // self.rows_per_pass) * self.rows_per_pass)
+    def _spread(self, batch: int, clusters: int | None) -> int:
+        """The fewest rows a group that spread `batch` over the running clusters."""
+        return -(-batch // self._running(clusters))
 
     def group_rows(self, batch: int, clusters: int | None = None) -> int:
-        """Batch rows of a batch-sliced group: few enough that each of the `clusters` the
-        GPU runs at once (default num_blocks / cluster_blocks) takes a group, at most
-        chunk_rows. Fewer rows a group, fewer (unit, row) items a thread finishes a step."""
-        return self._spread_rows(batch, clusters, self.forward_chunk_rows)
+        """Batch rows of a batch-sliced group: as few as spread the batch over the `clusters` the
+        GPU runs at once (default num_blocks / cluster_blocks), at most chunk_rows; the kernel
+        multiplies its passes in full (staged_rows) and finishes only the group's rows. Fewer
+        rows a group, fewer (unit, row) items a step for each cluster to finish and send: on
+        tensor cores groups of 2 rows (not n tiles of 8) took 0.69 of the forward's time at
+        float16 H = 512 B = 8 in four clusters, not one (bench/NOTES.md v24)."""
+        return min(self.forward_chunk_rows, self._spread(batch, clusters))
 
     def blocks(self, batch: int, clusters: int | None = None) -> int:
         """Blocks to launch for `batch` rows: num_blocks, or for batch-sliced kernels a

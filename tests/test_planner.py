@@ -295,32 +295,28 @@ def test_batch_sliced_blocks_stage_the_same_groups_both_ways_and_hold_every_unit
         # Clusters double-buffer the staged rows: others write step t's while one reads t - 1's.
         assert step.stage_buffers == (1 if cluster == 1 else 2)
     clusters = plan.num_blocks // cluster
-    # Groups are whole passes of rows: an n tile of 8 on tensor cores, 4 rows on FMA; or on
-    # FMA up to one_pass_rows rows as they are, one pass of their own.
+    # Kernels are compiled for whole passes of rows: an n tile of 8 on tensor cores, 4 rows on
+    # FMA; or on FMA up to one_pass_rows rows as they are, one pass of their own.
     pass_rows, one_pass = plan.rows_per_pass, plan.one_pass_rows
     assert (pass_rows, one_pass) in ([(8, 0)] if plan.math == "mma" else [(4, 8), (4, 5)])
     # As many clusters as fit the SMs, or fewer where a GPU's GPCs hold fewer at once.
     for running in (clusters, max(1, clusters // 2 + 1), 1):
         for batch in (1, 3, 8, chunk, chunk + 1, pass_rows * running + 1, (one_pass or pass_rows) * running, 1000, 10**6):
             rows, blocks = plan.group_rows(batch, running), plan.blocks(batch, running)
-            assert rows <= chunk and (rows % pass_rows == 0 or rows <= one_pass or rows == chunk)
-            assert blocks % cluster == 0 and 1 <= blocks // cluster <= running
-            if blocks < running * cluster:
-                assert blocks // cluster * rows >= batch  # every group has its own cluster
-            # The rows spread over every running cluster: as they are up to one_pass_rows, else
-            # in the fewest whole passes that hold them.
+            # A group takes as few rows as spread the batch over every running cluster.
             spread = -(-batch // running)
-            if spread <= one_pass:
-                assert rows == min(chunk, spread)
-            else:
-                assert rows == chunk or (rows % pass_rows == 0 and rows - pass_rows < spread <= rows)
-            # Each direction's kernel for these groups runs them in whole passes of its own.
+            assert rows == min(chunk, spread)
+            assert blocks % cluster == 0 and blocks // cluster == min(running, -(-batch // rows))
+            # Each direction's kernel for the batch holds its groups' rows in the fewest whole
+            # passes of its own, and the launch of its plan takes the same groups.
             for direction in ("forward", "backward"):
                 staged = plan.staged_rows(direction, batch, running)
                 sized = sized_plan(spec, plan, direction, staged)
                 assert sized.rows_per_pass == (staged if staged <= one_pass else pass_rows)
                 assert getattr(sized, f"{direction}_step").chunk_rows == staged
-                assert staged % sized.rows_per_pass == 0
+                assert staged % sized.rows_per_pass == 0 and staged - sized.rows_per_pass < min(staged, spread) <= staged
+                assert sized.group_rows(batch, running) == min(staged, spread)
+                assert sized.blocks(batch, running) == min(running, -(-batch // min(staged, spread))) * cluster
     assert plan.blocks(10**6) == plan.blocks(10**6, clusters) == plan.num_blocks
     # Each direction's kernel is compiled for the rows of the batch's groups: up to the
     # backward's chunk both ways, and for the forward up to its wide step's, which stages
@@ -336,12 +332,6 @@ def test_batch_sliced_blocks_stage_the_same_groups_both_ways_and_hold_every_unit
             assert plan.staged_rows(direction, running * chunk, running) == chunk
             assert plan.staged_rows(direction, running * chunk + 1, running) == min(most[direction], chunk + pass_rows)
             assert plan.staged_rows(direction, 10**6, running) == most[direction]
-        for batch in (1, 8, pass_rows * running + 1, running * chunk + 1, 10**6):
-            for direction in ("forward", "backward"):
-                rows = plan.staged_rows(direction, batch, running)
-                sized = sized_plan(spec, plan, direction, rows)
-                assert sized.group_rows(batch, running) == rows
-                assert sized.blocks(batch, running) // cluster == min(running, -(-batch // rows))
     for rows in range(pass_rows, most["forward"] + 1, pass_rows):
         for direction in ("forward", "backward") if rows <= chunk else ("forward",):
             sized = sized_plan(spec, plan, direction, rows)
@@ -381,7 +371,9 @@ def test_small_tensor_core_layers_are_batch_sliced_on_h200(dtype, hidden):
         cluster = _CLUSTERS_FROM[dtype][max(h for h in _CLUSTERS_FROM[dtype] if h <= hidden)]
         assert plan.cluster_blocks == cluster and ("clusters of" in plan.summary()) == (cluster > 1)
         assert plan.non_portable_cluster == (cluster > 8)
-        assert plan.blocks(batch=8) == cluster and plan.blocks(batch=10**5) == 132 // cluster * cluster
+        # B = 8: a row a cluster, over as many as run; a large batch takes every cluster.
+        assert plan.blocks(batch=8) == min(8, 132 // cluster) * cluster
+        assert plan.blocks(batch=10**5) == 132 // cluster * cluster
 
 
 @pytest.mark.parametrize("dtype, hidden, allow_tf32, chunk, wide", [
@@ -479,28 +471,30 @@ def test_float64_is_batch_sliced_on_cuda_cores_to_h_256(hidden):
         assert plan.forward_step.async_exchange == plan.backward_step.async_exchange == (cluster > 1)
 
 
-@pytest.mark.parametrize("hidden, batch, running, rows, clusters, pass_rows", [
+@pytest.mark.parametrize("hidden, batch, running, group, kernel_rows, pass_rows, clusters", [
     # The plan's 8 clusters of 16 blocks, 7 of which run at once on the H200; 64 registers of
     # weights a thread: one pass of up to 5 rows.
-    (256, 1, 7, 1, 1, 1), (256, 8, 7, 2, 4, 2), (256, 32, 7, 5, 7, 5), (256, 36, 7, 8, 5, 4),
-    (256, 16, 8, 2, 8, 2), (256, 33, 8, 5, 7, 5),
+    (256, 1, 7, 1, 1, 1, 1), (256, 8, 7, 2, 2, 2, 4), (256, 32, 7, 5, 5, 5, 7), (256, 36, 7, 6, 8, 4, 6),
+    (256, 16, 8, 2, 2, 2, 8), (256, 33, 8, 5, 5, 5, 7),
     # 16 clusters of 8 (15 run): one pass of up to 8 rows, then passes of 4.
-    (128, 1, 15, 1, 1, 1), (128, 8, 15, 1, 8, 1), (128, 64, 15, 5, 13, 5), (128, 120, 15, 8, 15, 8),
-    (128, 121, 15, 12, 11, 4), (128, 64, 16, 4, 16, 4),
+    (128, 1, 15, 1, 1, 1, 1), (128, 8, 15, 1, 1, 1, 8), (128, 64, 15, 5, 5, 5, 13), (128, 120, 15, 8, 8, 8, 15),
+    (128, 121, 15, 9, 12, 4, 14), (128, 64, 16, 4, 4, 4, 16),
 ])
-def test_fma_clusters_take_small_batches_in_groups_of_their_own_rows(hidden, batch, running, rows, clusters, pass_rows):
+def test_fma_clusters_take_small_batches_in_groups_of_their_own_rows(hidden, batch, running, group, kernel_rows,
+                                                                     pass_rows, clusters):
     # A thread of the FMA product carries the rows of a pass through its weights at once, so
-    # a small batch spreads over the clusters a row at a time, each group one pass of its own
-    # rows: float64 forward at B = 1 and 8 took 0.69-0.79 of the time of groups rounded up to
-    # passes of 4, 0.84 at H = 128 B = 64 (bench/NOTES.md v24).
+    # a small batch spreads over the clusters a row at a time, and the kernel for its groups
+    # multiplies one pass of their own rows: float64 forward at B = 1 and 8 took 0.69-0.79 of
+    # the time of groups rounded up to passes of 4, 0.84 at H = 128 B = 64 (bench/NOTES.md v24).
     spec = LSTMSpec(input_size=8, hidden_size=hidden, dtype="float64")
     plan = plan_layer(spec, SM90_H200)
     assert plan.rows_per_pass == 4 and plan.one_pass_rows == (5 if hidden == 256 else 8)
-    assert (plan.group_rows(batch, running) == plan.staged_rows("forward", batch, running)
-            == plan.staged_rows("backward", batch, running) == rows)
+    assert plan.group_rows(batch, running) == group
+    assert plan.staged_rows("forward", batch, running) == plan.staged_rows("backward", batch, running) == kernel_rows
     assert plan.blocks(batch, running) == clusters * plan.cluster_blocks
     for direction in ("forward", "backward"):
-        assert sized_plan(spec, plan, direction, rows).rows_per_pass == pass_rows
+        sized = sized_plan(spec, plan, direction, kernel_rows)
+        assert sized.rows_per_pass == pass_rows and sized.blocks(batch, running) == clusters * plan.cluster_blocks
 
 
 # Strict float32 on the H200: batch-sliced as 3xTF32 on tensor cores (one block while the

@@ -130,30 +130,31 @@ def _check_tagged_exchange(layer: Layer, batch: int) -> None:
 
 
 @pytest.mark.parametrize("dtype, hidden, batch, initial_state", [
-    # One block holds all of W_hh; groups of 8 rows.
-    ("float16", 64, 9, True),        # 2 m tiles a warp; 2 groups, the last of 1 row
-    ("bfloat16", 64, 37, False),     # 5 groups, zero initial state (no product at t = 0)
-    ("float16", 8, 130, True),       # 17 groups, the last of 2 rows
+    # One block holds all of W_hh, its kernels multiply n tiles of 8 rows; groups spread the
+    # batch over the 132 blocks that run at once (clusters: 15 of 8 blocks, 7 of 16).
+    ("float16", 64, 9, True),        # 2 m tiles a warp; a row a block
+    ("bfloat16", 64, 37, False),     # zero initial state (no product at t = 0)
+    ("float16", 8, 401, True),       # groups of 4 rows, the last of 1
     ("tf32", 32, 5, True),           # TF32: 8 forward m tiles, K split 4 ways backward
     ("bfloat16", 3, 2, False),       # fragments mostly padding, rows shorter than a vector
     ("bfloat16", 11, 17, True),      # 3 forward m tiles padded to 4
     # Clusters: each block a slice of the units, the staged rows in every block's shared memory,
     # sent by st.async where each block's slice is whole 4-byte words, else by plain stores.
-    ("float16", 72, 20, True),       # 8 blocks of 9 units (plain stores); groups of 8, 8 and 4 rows
+    ("float16", 72, 20, True),       # 8 blocks of 9 units (plain stores); groups of 2 rows
     ("bfloat16", 112, 11, True),     # 8 blocks of 14 units (forward: st.async, pairs of units)
     ("float16", 128, 9, True),       # 8 blocks of 16 units, the bench's smallest H
     ("tf32", 37, 3, True),           # 8 blocks of 5 units, the last 2 (st.async); K = 37: a zero-padded k tile of 8
-    ("float16", 256, 8, True),       # 8 blocks of 32 units, one group
-    ("bfloat16", 200, 37, False),    # 8 blocks of 25 units (padded m tiles); 5 groups, the last of 5 rows
+    ("float16", 256, 8, True),       # 8 blocks of 32 units, a row a cluster
+    ("bfloat16", 200, 37, False),    # 8 blocks of 25 units (padded m tiles); groups of 3 rows, the last of 1
     ("float16", 130, 21, True),      # 8 blocks of 17 units, the last 11
     ("tf32", 70, 3, True),           # 8 blocks of 9 units, the last 7
     ("tf32", 128, 9, False),         # 8 blocks of 16 units
     ("tf32", 250, 20, True),         # 8 blocks of 32, the last 26; fragments partly in shared memory
     # Clusters of 16 blocks (non-portable), 16 bits from H = 257: fragments partly in shared memory.
-    ("float16", 512, 8, True),       # 16 blocks of 32 units, one group
+    ("float16", 512, 8, True),       # 16 blocks of 32 units, groups of 2 rows
     ("float16", 500, 37, True),      # 16 blocks of 32 units, the last 20 (st.async: fewer bytes to expect)
-    ("float16", 250, 37, False),     # 8 blocks of 32 units, the last 26 (st.async); 5 groups, the last of 5 rows
-    ("bfloat16", 300, 37, False),    # 16 blocks of 19 units, the last 15; 5 groups
+    ("float16", 250, 37, False),     # 8 blocks of 32 units, the last 26 (st.async); groups of 3 rows, the last of 1
+    ("bfloat16", 300, 37, False),    # 16 blocks of 19 units, the last 15; groups of 6 rows, the last of 1
     # Strict float32 as 3xTF32 (two fragments a tile), the staged rows sent by st.async.
     ("float32", 128, 37, True),      # 8 blocks of 16 units: K split 2 ways forward, 8 backward
     ("float32", 100, 9, False),      # 8 blocks of 13 units, the last 9; a wide forward of 56 rows
@@ -719,12 +720,36 @@ def test_fma_groups_of_few_rows_take_one_pass_of_their_own(monkeypatch):
     running = layer.kernels.clusters or plan.num_blocks // plan.cluster_blocks
     assert plan.one_pass_rows == 5
     launched = _record_launched_plans(monkeypatch)
-    for seed, (batch, rows, pass_rows) in enumerate([(1, 1, 1), (5 * running - 2, 5, 5), (6 * running, 8, 4)]):
+    # (batch, rows a group, rows its kernels are compiled for, rows a pass)
+    for seed, (batch, group, rows, pass_rows) in enumerate([(1, 1, 1, 1), (5 * running - 2, 5, 5, 5),
+                                                             (6 * running, 6, 8, 4)]):
         report = check_layer(layer, Problem(3, batch, True, False, seed=20 + seed))
         assert not report, "\n".join(report)
         for kernel_plan, step in zip(launched[-2:], ("forward_step", "backward_step")):
             assert (getattr(kernel_plan, step).chunk_rows, kernel_plan.rows_per_pass) == (rows, pass_rows)
-            assert kernel_plan.blocks(batch, running) == -(-batch // rows) * plan.cluster_blocks
+            assert kernel_plan.group_rows(batch, running) == group
+            assert kernel_plan.blocks(batch, running) == -(-batch // group) * plan.cluster_blocks
+
+
+@pytest.mark.parametrize("dtype, hidden", [("float16", 256), ("float16", 512), ("float32", 128)])
+def test_tensor_core_groups_take_fewer_rows_than_an_n_tile(monkeypatch, dtype, hidden):
+    # A small batch spreads over the clusters a row at a time, though the kernels multiply
+    # whole n tiles of 8 rows: each cluster finishes and sends only its group's rows (float16
+    # H = 512 B = 8 took 0.69 of the time of one group of 8; bench/NOTES.md v24).
+    spec = LSTMSpec(input_size=9, hidden_size=hidden, dtype=dtype)  # specs no other test compiles
+    layer = Layer(spec, seed=19, recurrence="persistent")
+    plan = layer.kernels.plan
+    running = layer.kernels.clusters or plan.num_blocks // plan.cluster_blocks
+    assert plan.math == "mma" and running >= 4
+    launched = _record_launched_plans(monkeypatch)
+    for seed, batch in enumerate([running - 1, 2 * running + 1]):
+        group = -(-batch // running)
+        report = check_layer(layer, Problem(3, batch, True, True, seed=30 + seed))
+        assert not report, "\n".join(report)
+        for kernel_plan, step in zip(launched[-2:], ("forward_step", "backward_step")):
+            assert getattr(kernel_plan, step).chunk_rows == 8  # one n tile
+            assert kernel_plan.group_rows(batch, running) == group < 8
+            assert kernel_plan.blocks(batch, running) == -(-batch // group) * plan.cluster_blocks
 
 
 def test_a_sized_kernel_of_which_fewer_clusters_fit_gives_way_to_the_layers_own(monkeypatch):
