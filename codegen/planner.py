@@ -31,11 +31,11 @@ the GPU allows that many): the cluster owns every unit and its
 groups of rows, each block a slice of the units as in the cooperative grid, and each block
 writes h_t (dG_t) into the staged rows of every block of its cluster through distributed
 shared memory, then meets them at the cluster's barrier (0.19 us to the grid's 1 us). The
-launch sizes the grid and the rows of a group by the batch (Plan.staged_rows, Plan.blocks),
-and runs each direction's kernel compiled for exactly those rows (sized_plan): up to as many
-as the backward's rows of 4H leave room for in both directions, and for the forward up to
-its wide step's (Plan.wide_forward_step), so that batches the narrower step would take in
-more than one turn of the GPU's clusters take one.
+launch sizes the grid and the rows of a group by the batch (Plan.group_rows, Plan.blocks),
+and runs each direction's kernel compiled for the fewest whole passes of rows that hold them
+(Plan.staged_rows, sized_plan): up to as many as the backward's rows of 4H leave room for in
+both directions, and for the forward up to its wide step's (Plan.wide_forward_step), so that
+batches the narrower step would take in more than one turn of the GPU's clusters take one.
 Strict float32 (no TF32) runs the same batch-sliced kernels on tensor cores as three TF32
 products of each tile's split halves (mma_type "tf32x3"), to H = 256 on the H200 in clusters
 of up to 16 blocks; before sm_80, and float64 everywhere, on CUDA cores (FmaStep) where the
@@ -154,8 +154,8 @@ _SLICED_BACKWARD_FRAGMENT_REGISTERS = 96
 # of 8 rows gives one A100 block at float64 H = 64; but float64 H = 256's wide forward
 # (32 rows) spilled 16 B with 2 items, and that A100 block with 4. (The cap binds only wide
 # forward steps: the backward's staging holds every narrow plan below it.) With 128 float32
-# weights H = 192 spills. The caps stay multiples of 8 rows, as measured; the groups under
-# them are whole passes of 4 (_FMA_ROWS_AT_ONCE), or one pass of fewer (_FMA_ONE_PASS_ROWS).
+# weights H = 192 spills. The caps stay multiples of 8 rows, as measured; the kernels under
+# them stage whole passes of 4 (_FMA_ROWS_AT_ONCE), or one pass of fewer (_FMA_ONE_PASS_ROWS).
 _FMA_SLICED_WEIGHTS = 64
 _FMA_HEAVY_WEIGHT_BYTES = 64 * 4
 _FMA_HEAVY_ITEMS_PER_THREAD = 1
@@ -167,13 +167,14 @@ _FMA_VECTOR_BYTES = 16
 # Staged rows a thread multiplies at once: as many independent chains of FMA.
 _FMA_ROWS_AT_ONCE = 4
 # A group of at most this many rows goes through in one pass of its own size instead
-# (Plan.one_pass_rows; its kernels are compiled for its rows, sized_plan): a batch spreads over
+# (Plan.one_pass_rows; its kernels are compiled for its rows, Plan.pass_rows): a batch spreads over
 # the clusters a row at a time, and no rows are multiplied only to be dropped. Measured on the
 # H200, float64 (bench/NOTES.md v24): forward 0.69-0.79 of the time of groups rounded up to
 # passes of 4 at B = 1 and 8 (H = 128, 256), 0.84 at H = 128 B = 64 (groups of 5, not 8); a
 # pass of 8 rows took 0.99 of two passes of 4 at H = 128. Where a thread keeps more than
-# _FMA_HEAVY_WEIGHT_BYTES of weights (float64 H = 256: 128 registers), ptxas spills the forward
-# from 6 rows a pass (8 bytes; 12 at 8 rows, which took 1.02 of two passes of 4) and none at 5.
+# _FMA_HEAVY_WEIGHT_BYTES of weights (float64 from H = 136), at most 5: at H = 256 (64 weights,
+# 128 registers) ptxas spills the forward from 6 rows a pass (8 bytes; 12 at 8 rows, which
+# took 1.02 of two passes of 4) and none at 5; at H = 192 none at 8, unmeasured.
 _FMA_ONE_PASS_ROWS = 8
 _FMA_HEAVY_ONE_PASS_ROWS = 5
 # A cluster's blocks send each other the staged rows by st.async, which counts the bytes on
@@ -283,7 +284,8 @@ class FmaStep:
     m_threads: int         # threads per part of K: M rounded up to a power of two
     k_split: int           # parts of K: the block's threads / m_threads
     k_per_thread: int      # weights a thread keeps: K / k_split, rounded up to whole 16 bytes
-    chunk_rows: int        # batch rows staged at once, whole passes (of 4, or Plan.one_pass_rows)
+    chunk_rows: int        # batch rows staged at once, whole passes of 4, or one pass of up to
+                           # Plan.one_pass_rows
     stage_stride: int      # elements from one staged row to the next: every part, plus 16 bytes
     partial_stride: int    # elements from one row's partial sums to the next: m_threads, plus 4
     staged_bytes: int      # the staged rows; the partial sums follow them
@@ -388,7 +390,8 @@ class Plan:
                                            # past what the backward leaves room for (staged_rows);
                                            # None where it would stage no more
     one_pass_rows: int = 0  # batch-sliced FMA: the kernels for groups of up to this many rows
-                            # are compiled for them, one pass of their own (staged_rows); 0: none
+                            # are compiled for them, one pass of their own (pass_rows); 0: none
+                            # (tensor cores: passes are n tiles)
     pass_inputs_bytes: int = 0  # warp-per-unit FMA whose backward reads W_hh^T partly from L2: the
                                 # slots, first in its shared memory, into which each backward pass
                                 # copies what its rows need from global memory; 0: registers
@@ -454,9 +457,13 @@ class Plan:
         that a batch the narrow step would take in more than one turn takes one)."""
         most = self.backward_chunk_rows if direction == "backward" else (self.wide_forward_step or self.forward_step).chunk_rows
         rows = self._spread(batch, clusters)
-        if rows > self.one_pass_rows:
-            rows = -(-rows // self.rows_per_pass) * self.rows_per_pass
-        return min(most, rows)
+        pass_rows = self.pass_rows(rows)
+        return min(most, -(-rows // pass_rows) * pass_rows)
+
+    def pass_rows(self, rows: int) -> int:
+        """Rows of a pass of the kernel for groups of `rows` rows: all of them up to
+        one_pass_rows, else rows_per_pass."""
+        return rows if rows <= self.one_pass_rows else self.rows_per_pass
 
     def _running(self, clusters: int | None) -> int:
         """`clusters`, or by default as many as the plan's blocks make."""
@@ -575,7 +582,7 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
     fma_sliced = None if mma_type else _plan_fma_sliced(spec, target)
     if fma_sliced:
         cluster, steps = fma_sliced
-        heavy = max(step.k_per_thread for step in steps[:2]) * element > _FMA_HEAVY_WEIGHT_BYTES
+        heavy = any(_heavy_weights(step.k_per_thread, element) for step in steps[:2])
         layout["one_pass_rows"] = _FMA_HEAVY_ONE_PASS_ROWS if heavy else _FMA_ONE_PASS_ROWS
         return _staged_plan(spec, layout, steps, cluster, sliced=True, units=units, num_blocks=num_blocks,
                             threads=_FMA_THREADS, rows_per_pass=_FMA_ROWS_AT_ONCE, math="fma")
@@ -651,15 +658,17 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
 
 
 def sized_plan(spec: LSTMSpec, plan: Plan, direction: str, rows: int) -> Plan:
-    """The plan of `direction`'s batch-sliced kernel compiled for groups of `rows` rows
-    (Plan.staged_rows): its step stages exactly `rows`, the forward's from its wide step's
-    where they are past the backward's, and the launch reserves that step's shared memory.
+    """The plan of `direction`'s batch-sliced kernel compiled for `rows` staged rows, whole
+    passes that hold a batch's groups (Plan.staged_rows): its step stages exactly `rows`, the
+    forward's from its wide step's where they are past the backward's, and the launch
+    reserves that step's shared memory.
     A kernel compiled for more rows than its groups have costs every step: at float16
     H = 256, B = 8, a forward staging 32 rows took 1.52 us a step and one staging 8 took 0.97,
     bitwise equal (bench/NOTES.md v15). On FMA, up to one_pass_rows rows go in one pass."""
     assert plan.batch_sliced, "sized_plan() of a plan that is not batch-sliced"
     units, buffers = plan.units_per_block, plan.forward_step.stage_buffers
-    pass_rows = rows if rows <= plan.one_pass_rows else plan.rows_per_pass
+    pass_rows = plan.pass_rows(rows)
+    assert rows % pass_rows == 0, f"{rows} rows are not whole passes of {pass_rows}"
     if plan.math == "mma":
         forward, backward, wide = _plan_tensor_cores(spec, plan.target, units, plan.mma_type, sliced=True,
                                                      stage_buffers=buffers, max_rows=rows)
@@ -899,7 +908,7 @@ def _fma_step(target: Target, units: int, element: int, max_chunk: int, stage_bu
     k_per_thread = -(-per_part // vector) * vector
     if k_per_thread > _FMA_SLICED_WEIGHTS:
         return None
-    if k_per_thread * element > _FMA_HEAVY_WEIGHT_BYTES:
+    if _heavy_weights(k_per_thread, element):
         max_chunk = min(max_chunk, max(_MMA_N, _FMA_HEAVY_ITEMS_PER_THREAD * _FMA_THREADS // units // _MMA_N * _MMA_N))
     stage_stride = k_split * k_per_thread + vector  # whole vectors; the 16 bytes past K as TensorCoreStep's
     partial_stride = m_threads + 4  # m_threads >= 16 (k_split <= 16): 16-byte reads of 4 gate sums stay aligned
@@ -914,6 +923,11 @@ def _fma_step(target: Target, units: int, element: int, max_chunk: int, stage_bu
         stage_stride=stage_stride, partial_stride=partial_stride, staged_bytes=staged_bytes, smem_bytes=smem_bytes,
         items_per_thread=-(-units * chunk // _FMA_THREADS), stage_buffers=stage_buffers,
     )
+
+
+def _heavy_weights(k_per_thread: int, element: int) -> bool:
+    """Whether a thread keeps more than _FMA_HEAVY_WEIGHT_BYTES of weights in registers."""
+    return k_per_thread * element > _FMA_HEAVY_WEIGHT_BYTES
 
 
 def _plan_tensor_cores(spec: LSTMSpec, target: Target, units: int, mma_type: str, sliced: bool,

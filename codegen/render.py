@@ -20,7 +20,7 @@ from lstmgen.codegen.spec import LSTMSpec
 # has it float64's one-kernel step (Plan.dmma_step_until_batch); "forward_wide"
 # the forward kernel at the most rows its wide step stages (sized_plan), emitted only where
 # the plan has a wide forward step. (The runtime compiles each batch-sliced kernel for the
-# rows of its launch's groups, from the same templates.)
+# passes of rows that hold its launch's groups, from the same templates.)
 KERNELS = {
     "forward": ("forward.cu.j2", ("lstm_forward_recurrence",)),
     "backward": ("backward.cu.j2", ("lstm_backward_recurrence",)),

@@ -170,8 +170,8 @@ _SIZED_LOCK = threading.Lock()
 
 
 def load_sized_kernel(spec: LSTMSpec, direction: str, rows: int) -> tuple[object, Plan]:
-    """`direction`'s kernel of batch-sliced `spec` compiled for groups of `rows` rows
-    (Plan.staged_rows, sized_plan), and its plan, for the current device: compiled when a
+    """`direction`'s kernel of batch-sliced `spec` compiled for `rows` staged rows, which hold
+    a batch's groups (Plan.staged_rows, sized_plan), and its plan, for the current device: compiled when a
     batch first needs it, once per process (CuPy's disk cache serves later processes). Where
     fewer of its clusters than of the layer's fit the GPU at once, the layer's own kernel."""
     with _SIZED_LOCK:  # one compile, so one kernel, which graphs may have captured

@@ -2,8 +2,8 @@
 
 Forward: Gx = x W_ih^T for all steps as one cuBLAS GEMM, then the generated persistent
 recurrence kernel, which adds the bias b (b_ih + b_hh) as it starts each step's sums.
-Batch-sliced layers run, in each direction, the kernel compiled for the rows of the batch's
-groups (Plan.staged_rows), compiled when a batch first needs it.
+Batch-sliced layers run, in each direction, the kernel compiled for the fewest whole passes of
+rows that hold the batch's groups (Plan.staged_rows), compiled when a batch first needs it.
 Backward: the generated reverse recurrence kernel produces the pre-activation gate gradients
 dG, then cuBLAS GEMMs give dx, dW_ih, dW_hh and the bias gradient (a row of ones times dG).
 The GEMMs run in the layer's math (runtime/gemm.py): TF32 where its plan runs TF32. Large

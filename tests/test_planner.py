@@ -472,8 +472,8 @@ def test_float64_is_batch_sliced_on_cuda_cores_to_h_256(hidden):
 
 
 @pytest.mark.parametrize("hidden, batch, running, group, kernel_rows, pass_rows, clusters", [
-    # The plan's 8 clusters of 16 blocks, 7 of which run at once on the H200; 64 registers of
-    # weights a thread: one pass of up to 5 rows.
+    # The plan's 8 clusters of 16 blocks, 7 of which run at once on the H200; 64 weights a
+    # thread (128 registers): one pass of up to 5 rows.
     (256, 1, 7, 1, 1, 1, 1), (256, 8, 7, 2, 2, 2, 4), (256, 32, 7, 5, 5, 5, 7), (256, 36, 7, 6, 8, 4, 6),
     (256, 16, 8, 2, 2, 2, 8), (256, 33, 8, 5, 5, 5, 7),
     # 16 clusters of 8 (15 run): one pass of up to 8 rows, then passes of 4.
@@ -495,6 +495,9 @@ def test_fma_clusters_take_small_batches_in_groups_of_their_own_rows(hidden, bat
     for direction in ("forward", "backward"):
         sized = sized_plan(spec, plan, direction, kernel_rows)
         assert sized.rows_per_pass == pass_rows and sized.blocks(batch, running) == clusters * plan.cluster_blocks
+        if kernel_rows > plan.one_pass_rows + 1:
+            with pytest.raises(AssertionError, match="whole passes"):  # a kernel's rows past one pass
+                sized_plan(spec, plan, direction, kernel_rows - 1)
 
 
 # Strict float32 on the H200: batch-sliced as 3xTF32 on tensor cores (one block while the

@@ -162,11 +162,11 @@ def _check_tagged_exchange(layer: Layer, batch: int) -> None:
     ("float32", 256, 37, True),      # 16 blocks of 16 units, 4 of 16 backward k tiles a warp in shared memory
     ("float32", 200, 3, False),      # 16 blocks of 13 units, the last 5
     ("float64", 128, 37, True),      # float64 (st.async.b64): 8 blocks of 16 units, 32 weights a thread
-    # FMA groups of up to 8 rows (5 where a thread keeps 64 weights) take one pass of their own.
+    # FMA groups of up to 8 rows (5 where a thread keeps over 256 bytes of weights) take one pass of their own.
     ("float64", 256, 20, True),      # 16 blocks of 16 units, 64 weights a thread; 7 groups of 3 rows, the last of 2
     ("float64", 256, 8, False),      # 4 clusters, a group of 2 rows each
     ("float64", 256, 33, True),      # 7 clusters, groups of 5 rows in one pass, the last of 3
-    ("float64", 256, 40, False),     # 5 groups of 6 rows would spill: of 8 rows, in two passes of 4
+    ("float64", 256, 40, False),     # 7 groups of 6 rows, the last of 4, in kernels of 8 rows in passes of 4 (6 would spill)
     ("float64", 128, 7, True),       # 7 clusters of one row each
     ("float64", 128, 120, False),    # 15 clusters, groups of 8 rows in one pass
     ("float64", 100, 9, False),      # 8 blocks of 13 units, the last 9
@@ -711,9 +711,10 @@ def test_batch_sliced_kernels_are_compiled_for_the_rows_of_their_groups(monkeypa
 
 
 def test_fma_groups_of_few_rows_take_one_pass_of_their_own(monkeypatch):
-    # float64 H = 256 keeps 64 weights a thread: its groups of up to 5 rows go through the
-    # product in one pass of their own rows (no rows multiplied only to be dropped), those of
-    # 6 or more in passes of 4 (ptxas spills at 6 rows a pass; codegen/planner.py).
+    # float64 H = 256 keeps 64 weights a thread (128 registers): its groups of up to 5 rows go
+    # through the product in one pass of their own rows (no rows multiplied only to be
+    # dropped), those of 6 or more in kernels of passes of 4 (ptxas spills at 6 rows a pass;
+    # codegen/planner.py).
     spec = LSTMSpec(input_size=10, hidden_size=256, dtype="float64")  # a spec no other test compiles
     layer = Layer(spec, seed=17, recurrence="persistent")
     plan = layer.kernels.plan
