@@ -50,6 +50,9 @@ from lstmgen.errors import SpecError
 from lstmgen.codegen.spec import DTYPES, LSTMSpec
 
 WARP = 32
+# Consecutive float32 k a lane of the warp-per-unit FMA kernels takes at a time where its
+# weights allow (WeightSplit.lane_k): one 16-byte load of a staged row's inputs.
+_LANE_K_RUN = 4
 # Batch rows a warp carries through one pass over its weights: 4 gates x 8 rows = 32
 # partial sums, one per lane after the butterfly.
 ROWS_PER_PASS = 8
@@ -306,14 +309,16 @@ Steps = tuple[Step, Step, Step | None]
 class WeightSplit:
     """Where a warp-per-unit FMA kernel keeps one direction's weight rows (k_len long: H
     forward, 4H backward), by k: below in_registers in its lanes' registers (lane l keeps
-    k = l + 32 j), then below on_chip in the block's shared memory, and past that in L2,
-    read again on every pass. Both bounds are multiples of 32 or k_len itself."""
+    k = l + 32 j, or runs of lane_k consecutive k), then below on_chip in the block's shared
+    memory, and past that in L2, read again on every pass. Both bounds are multiples of 32
+    or k_len itself."""
 
     in_registers: int
     on_chip: int
     k_len: int
     shared_bytes: int  # the block's rows [U][outputs][on_chip - in_registers], 16-byte aligned; the
                        # staged rows follow them in shared memory
+    lane_k: int = 1    # consecutive k a lane keeps and loads at a time (_lane_k)
 
     @property
     def streams(self) -> bool:
@@ -501,6 +506,10 @@ class Plan:
                for step in (self.forward_step, self.backward_step)):
             where = "registers and shared memory"
         how = {"mma": " as mma.sync fragments", "fma": " for FMA" if self.batch_sliced else ""}[self.math]
+        runs = [name for name, split in (("forward", self.forward_weights), ("backward", self.backward_weights))
+                if split and split.lane_k > 1]
+        if runs:
+            how += f", {' and '.join(runs)} in runs of {_LANE_K_RUN} k a lane"
         if self.fragment_parts > 1:
             how += " (3xTF32: hi and lo TF32 fragments)"
         sent = [name for name, step in (("forward", self.forward_step), ("backward", self.backward_step))
@@ -702,7 +711,20 @@ def _split_weights(k_len: int, outputs: int, units: int, element: int, lane_weig
     # A row's end may come at any k; a bound before it, at a whole warp's k.
     on_chip = k_len if in_registers + k_shared >= k_len else in_registers + k_shared // WARP * WARP
     return WeightSplit(in_registers=in_registers, on_chip=on_chip, k_len=k_len,
-                       shared_bytes=_round16((on_chip - in_registers) * outputs * units * element))
+                       shared_bytes=_round16((on_chip - in_registers) * outputs * units * element),
+                       lane_k=_lane_k(k_len, in_registers, element))
+
+
+def _lane_k(k_len: int, in_registers: int, element: int) -> int:
+    """WeightSplit.lane_k: runs of 4 consecutive float32 k a lane, so that a pass loads a
+    row's inputs from shared memory 16 bytes at a time, not 4 (2-4% faster steps at H = 384
+    to 1024; bench/NOTES.md v25). Only where every weight is in registers and k_len is whole
+    runs of the warp's lanes: weights read from shared memory or L2 keep one k a lane, which
+    keeps their reads coalesced and free of bank conflicts. Other storage types, whose runs
+    were never measured, keep one k a lane."""
+    if element != 4:  # measured for float32 only
+        return 1
+    return _LANE_K_RUN if in_registers == k_len and k_len % (WARP * _LANE_K_RUN) == 0 else 1
 
 
 def _staged_plan(spec: LSTMSpec, layout: dict, steps: Steps, cluster: int, sliced: bool, units: int,

@@ -105,6 +105,10 @@ def test_weight_splits_cover_each_row_and_fit_registers_and_shared_memory(spec, 
         # The kernels place each lane's k = lane + 32 j by j: a place ends at a whole j or at K.
         assert all(bound % 32 == 0 or bound == k_len for bound in (split.in_registers, split.on_chip))
         assert (split.on_chip - split.in_registers) * outputs * units * element <= split.shared_bytes
+        # Runs of 4 consecutive float32 k a lane exactly where the whole row is in registers
+        # and whole runs of the warp's lanes cover it; else one k a lane.
+        runs = element == 4 and split.in_registers == k_len and k_len % (32 * 4) == 0
+        assert split.lane_k == (4 if runs else 1)
         row = k_len * element
         chunk = plan.forward_chunk_rows if outputs == 4 else plan.backward_chunk_rows
         if plan.weights_in == "split" or plan.pass_inputs_bytes:
@@ -175,6 +179,7 @@ def test_kernels_print_the_plans_weight_split(spec, target):
         text = sources[direction].text
         assert f"#define K_IN_REGISTERS {split.in_registers} " in text
         assert f"#define K_ON_CHIP {split.on_chip} " in text
+        assert f"#define LANE_K {split.lane_k} " in text
         assert f"smem_raw + {reserved + split.shared_bytes});" in text
         assert ("cp.async.ca.shared.global" in text) == (reserved > 0)  # the backward's input slots
         assert ("w_reg[" in text) == (split.in_registers > 0)

@@ -33,6 +33,28 @@ __device__ __forceinline__ acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) 
 #define FULL_WARP 0xffffffffu  // every lane of a warp takes part in a shuffle
 
 #define K_PER_LANE ((K_LEN + 31) / 32)
+#define LANE_K 1  // consecutive k a lane takes at a time
+
+// The k of a lane's j-th weight and input: runs of LANE_K consecutive k, lane l's run of each
+// 32 * LANE_K beside lane l + 1's. With LANE_K > 1 a pass loads a row's run of inputs in one
+// 16-byte load where one load a k made the shared-memory loads the step's bound (bench/NOTES.md
+// v25); every bound of the split is then a multiple of 32 * LANE_K (codegen/planner.py).
+__device__ __forceinline__ int lane_k_of(int lane, int j) { return j / LANE_K * (32 * LANE_K) + lane * LANE_K + j % LANE_K; }
+
+// A run of LANE_K staged inputs from shared memory, by one load where LANE_K > 1 (16 bytes,
+// aligned: rows and runs start at multiples of 32 * LANE_K elements).
+__device__ __forceinline__ void load_run(const storage_t* from, acc_t (&in)[LANE_K]) {
+  static_assert(LANE_K == 1 || LANE_K * sizeof(storage_t) == 16, "a run is one 16-byte load");
+  if constexpr (LANE_K == 1) {
+    in[0] = acc_t(*from);
+  } else {
+    const uint4 bits = *reinterpret_cast<const uint4*>(from);
+    storage_t values[LANE_K];
+    memcpy(values, &bits, sizeof(bits));
+#pragma unroll
+    for (int i = 0; i < LANE_K; ++i) in[i] = acc_t(values[i]);
+  }
+}
 
 // A compile-time row count, to instantiate the per-pass code for 8, 4, 2 and 1 rows.
 template <int N> struct Rows { static constexpr int count = N; };
@@ -160,7 +182,7 @@ lstm_forward_recurrence(
     for (int o = 0; o < OUTPUTS_PER_UNIT; ++o)
 #pragma unroll
       for (int j = 0; j < (K_IN_REGISTERS + 31) / 32; ++j) {
-        const int k = lane + 32 * j;
+        const int k = lane_k_of(lane, j);
         w_reg[o][j] = unit < HIDDEN && k < K_IN_REGISTERS ? acc_t(weights[weight_index(o, unit, k)]) : acc_t(0);
       }
   }
@@ -250,17 +272,18 @@ lstm_forward_recurrence(
       for (int v = 0; v < 4 * NB; ++v) sum[v] = 0;
       if (h_prev != nullptr) {
 #pragma unroll
-      for (int j = 0; j < K_PER_LANE; ++j) {
-        const int k = lane + 32 * j;
-        if ((j + 1) * 32 <= K_LEN || k < K_LEN) {
-          acc_t in[NB];
+      for (int run = 0; run < K_PER_LANE / LANE_K; ++run) {
+        const int first_k = lane_k_of(lane, run * LANE_K);
+        if (LANE_K > 1 || (run + 1) * 32 <= K_LEN || first_k < K_LEN) {
 #pragma unroll
-          for (int r = 0; r < NB; ++r) in[r] = acc_t(staged[(local_row + r) * K_LEN + k]);
+          for (int r = 0; r < NB; ++r) {
+            acc_t in[LANE_K];
+            load_run(staged + (local_row + r) * K_LEN + first_k, in);
 #pragma unroll
-          for (int out = 0; out < OUTPUTS_PER_UNIT; ++out) {
-            const acc_t w = (j * 32 < K_IN_REGISTERS ? w_reg[out][j] : j * 32 < K_ON_CHIP ? acc_t(w_smem[(local_unit * OUTPUTS_PER_UNIT + (out)) * K_IN_SHARED + (k) - K_IN_REGISTERS]) : acc_t(__ldg(&weights[weight_index(out, unit, k)])));
+            for (int i = 0; i < LANE_K; ++i)
 #pragma unroll
-            for (int r = 0; r < NB; ++r) sum[r * OUTPUTS_PER_UNIT + out] += in[r] * w;
+              for (int out = 0; out < OUTPUTS_PER_UNIT; ++out)
+                sum[r * OUTPUTS_PER_UNIT + out] += in[i] * ((run * LANE_K + i) * 32 < K_IN_REGISTERS ? w_reg[out][(run * LANE_K + i)] : (run * LANE_K + i) * 32 < K_ON_CHIP ? acc_t(w_smem[(local_unit * OUTPUTS_PER_UNIT + (out)) * K_IN_SHARED + ((first_k + i)) - K_IN_REGISTERS]) : acc_t(__ldg(&weights[weight_index(out, unit, (first_k + i))])));
           }
         }
       }
