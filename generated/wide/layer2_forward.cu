@@ -37,8 +37,8 @@ __device__ __forceinline__ acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) 
 
 // The k of a lane's j-th weight and input: runs of LANE_K consecutive k, lane l's run of each
 // 32 * LANE_K beside lane l + 1's. With LANE_K > 1 a pass loads a row's run of inputs in one
-// 16-byte load where one load a k made the shared-memory loads the step's bound (bench/NOTES.md
-// v25); every bound of the split is then a multiple of 32 * LANE_K (codegen/planner.py).
+// 16-byte load, not LANE_K (float32 steps 2-4% faster at H = 384-1024, bench/NOTES.md v25); the
+// planner takes runs only where the whole row is in registers and is whole runs of the warp.
 __device__ __forceinline__ int lane_k_of(int lane, int j) { return j / LANE_K * (32 * LANE_K) + lane * LANE_K + j % LANE_K; }
 
 // A run of LANE_K staged inputs from shared memory, by one load where LANE_K > 1 (16 bytes,
