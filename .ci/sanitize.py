@@ -42,6 +42,7 @@ GRID = [
     (LSTMSpec(4, 8, "float32", "double", True), Problem(3, 100, True, True, 34)),    # 3xTF32 single blocks, a row a block
     (LSTMSpec(9, 514, "float32", "double", True), Problem(2, 7, True, True, 41)),    # FMA tagged words, rows of 257 vectors
     (LSTMSpec(9, 512, "float32", "single", True), Problem(2, 6, True, True, 45)),    # FMA runs of 4 k a lane, tagged words
+    (LSTMSpec(5, 320, "float32", "double", True), Problem(2, 5, True, True, 46)),    # runs of 4 k a lane in the backward only
     (LSTMSpec(7, 1056, "bfloat16", "single", True), Problem(2, 70, True, True, 11)), # tensor cores, 3 chunks
     (LSTMSpec(3, 555, "bfloat16", "none", False), Problem(3, 5, True, True, 12)),    # odd H: unaligned staging
     (LSTMSpec(4, 100, "float32", "double", True, allow_tf32=True), Problem(3, 3, True, True, 13)),  # TF32 clusters of 8, padded k tile

@@ -311,7 +311,7 @@ class WeightSplit:
     forward, 4H backward), by k: below in_registers in its lanes' registers (lane l keeps
     k = l + 32 j, or runs of lane_k consecutive k), then below on_chip in the block's shared
     memory, and past that in L2, read again on every pass. Both bounds are multiples of 32
-    or k_len itself."""
+    or k_len itself; with runs (lane_k > 1) every weight is in registers."""
 
     in_registers: int
     on_chip: int

@@ -89,6 +89,10 @@ def test_shared_memory_holds_the_weights_and_at_least_one_row_per_direction(spec
 
 
 @example(spec=LSTMSpec(input_size=1, hidden_size=193), target=TARGETS[-1])  # a slice in shared memory whose rows end mid-warp
+@example(spec=LSTMSpec(input_size=1, hidden_size=512), target=SM90_H200)   # runs of k both ways
+@example(spec=LSTMSpec(input_size=1, hidden_size=320), target=SM90_H200)   # runs of k backward only (4H = 1280)
+@example(spec=LSTMSpec(input_size=1, hidden_size=300), target=SM90_H200)   # no runs: 4H = 1200
+@example(spec=LSTMSpec(input_size=1, hidden_size=512, dtype="float64"), target=SM90_H200)  # float64: one k a lane
 @given(specs, targets)
 def test_weight_splits_cover_each_row_and_fit_registers_and_shared_memory(spec, target):
     assume(spec.hidden_size <= _largest_hidden(target, spec.dtype))
@@ -102,7 +106,8 @@ def test_weight_splits_cover_each_row_and_fit_registers_and_shared_memory(spec, 
                                   (plan.backward_weights, 4 * spec.hidden_size, 1)):
         assert split.k_len == k_len
         assert 0 <= split.in_registers <= split.on_chip <= k_len
-        # The kernels place each lane's k = lane + 32 j by j: a place ends at a whole j or at K.
+        # The kernels place each lane's k = lane + 32 j (or its runs of k) by j: a place ends at
+        # a whole j or at K.
         assert all(bound % 32 == 0 or bound == k_len for bound in (split.in_registers, split.on_chip))
         assert (split.on_chip - split.in_registers) * outputs * units * element <= split.shared_bytes
         # Runs of 4 consecutive float32 k a lane exactly where the whole row is in registers

@@ -199,6 +199,8 @@ lstm_backward_recurrence(
 #define K_IN_REGISTERS 1408  // k below this: in the lanes' registers
 #define K_ON_CHIP 2912       // then below this: in shared memory; past it, L2
 #define K_IN_SHARED (K_ON_CHIP - K_IN_REGISTERS)
+  static_assert(LANE_K == 1 || (K_IN_REGISTERS == K_LEN && K_LEN % (32 * LANE_K) == 0),
+                "runs of k only where the whole row is in registers, in whole runs of the warp (WeightSplit.lane_k)");
   static_assert(WARPS % UNITS_PER_BLOCK == 0, "each warp keeps one unit's weights for the whole launch");
   acc_t w_reg[OUTPUTS_PER_UNIT][(K_IN_REGISTERS + 31) / 32];
   {
@@ -304,16 +306,18 @@ lstm_backward_recurrence(
       for (int run = 0; run < K_PER_LANE / LANE_K; ++run) {
         const int first_k = lane_k_of(lane, run * LANE_K);
         if (LANE_K > 1 || (run + 1) * 32 <= K_LEN || first_k < K_LEN) {
+          acc_t in[NB][LANE_K];
 #pragma unroll
-          for (int r = 0; r < NB; ++r) {
-            acc_t in[LANE_K];
-            load_run(staged + (local_row + r) * K_LEN + first_k, in);
+          for (int r = 0; r < NB; ++r) load_run(staged + (local_row + r) * K_LEN + first_k, in[r]);
+          // Rows innermost, as with one k a lane: each sum takes its terms in k order.
 #pragma unroll
-            for (int i = 0; i < LANE_K; ++i)
+          for (int i = 0; i < LANE_K; ++i)
 #pragma unroll
-              for (int out = 0; out < OUTPUTS_PER_UNIT; ++out)
-                sum[r * OUTPUTS_PER_UNIT + out] += in[i] * ((run * LANE_K + i) * 32 < K_IN_REGISTERS ? w_reg[out][(run * LANE_K + i)] : (run * LANE_K + i) * 32 < K_ON_CHIP ? acc_t(w_smem[(local_unit * OUTPUTS_PER_UNIT + (out)) * K_IN_SHARED + ((first_k + i)) - K_IN_REGISTERS]) : acc_t(__ldg(&weights[weight_index(out, unit, (first_k + i))])));
-          }
+            for (int out = 0; out < OUTPUTS_PER_UNIT; ++out) {
+              const acc_t w = ((run * LANE_K + i) * 32 < K_IN_REGISTERS ? w_reg[out][(run * LANE_K + i)] : (run * LANE_K + i) * 32 < K_ON_CHIP ? acc_t(w_smem[(local_unit * OUTPUTS_PER_UNIT + (out)) * K_IN_SHARED + ((first_k + i)) - K_IN_REGISTERS]) : acc_t(__ldg(&weights[weight_index(out, unit, (first_k + i))])));
+#pragma unroll
+              for (int r = 0; r < NB; ++r) sum[r * OUTPUTS_PER_UNIT + out] += in[r][i] * w;
+            }
         }
       }
 
