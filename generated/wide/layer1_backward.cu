@@ -33,6 +33,14 @@ __device__ __forceinline__ acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) 
 
 #define FULL_WARP 0xffffffffu  // every lane of a warp takes part in a shuffle
 
+// A weight that a thread loads into a register at launch, read there once, so that ptxas
+// waits for the load before the step loop. A load stays pending on one of a warp's few
+// scoreboards until an instruction reads its register. Read first in the loop, the weights
+// had every step's first FMA wait on their scoreboard, which the step's own loads (Gx, c)
+// share: an L2 latency a step or pass (ncu; bench/NOTES.md v26: float32 H = 512 B = 8,
+// 2.77 -> 2.61 us a step). Adding +0 is such a read and keeps the value (-0 becomes +0).
+__device__ __forceinline__ acc_t landed(acc_t loaded) { return loaded + acc_t(0); }
+
 
 
 // W_hh[r][unit]: read once, when the block loads its weights on chip.
@@ -250,7 +258,7 @@ lstm_backward_recurrence(
   acc_t kept[K_PER_THREAD];  // A[m][part's k], zeros past the block's rows and past K
 #pragma unroll
   for (int k = 0; k < K_PER_THREAD; ++k)
-    kept[k] = weight_at(weights, first_unit, threadIdx.x % M_THREADS, threadIdx.x / M_THREADS * K_PER_THREAD + k);
+    kept[k] = landed(weight_at(weights, first_unit, threadIdx.x % M_THREADS, threadIdx.x / M_THREADS * K_PER_THREAD + k));
   // The padding past K_LEN is never staged but is multiplied (by zero weights): keep it finite.
   for (int e = threadIdx.x; e < STAGE_BUFFERS * CHUNK_ROWS * STAGE_STRIDE; e += THREADS) staged[e] = storage_t(0.0f);
 

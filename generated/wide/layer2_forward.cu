@@ -32,6 +32,14 @@ __device__ __forceinline__ acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) 
 
 #define FULL_WARP 0xffffffffu  // every lane of a warp takes part in a shuffle
 
+// A weight that a thread loads into a register at launch, read there once, so that ptxas
+// waits for the load before the step loop. A load stays pending on one of a warp's few
+// scoreboards until an instruction reads its register. Read first in the loop, the weights
+// had every step's first FMA wait on their scoreboard, which the step's own loads (Gx, c)
+// share: an L2 latency a step or pass (ncu; bench/NOTES.md v26: float32 H = 512 B = 8,
+// 2.77 -> 2.61 us a step). Adding +0 is such a read and keeps the value (-0 becomes +0).
+__device__ __forceinline__ acc_t landed(acc_t loaded) { return loaded + acc_t(0); }
+
 #define K_PER_LANE ((K_LEN + 31) / 32)
 #define LANE_K 1  // consecutive k a lane takes at a time
 
@@ -185,7 +193,7 @@ lstm_forward_recurrence(
 #pragma unroll
       for (int j = 0; j < (K_IN_REGISTERS + 31) / 32; ++j) {
         const int k = lane_k_of(lane, j);
-        w_reg[o][j] = unit < HIDDEN && k < K_IN_REGISTERS ? acc_t(weights[weight_index(o, unit, k)]) : acc_t(0);
+        w_reg[o][j] = landed(unit < HIDDEN && k < K_IN_REGISTERS ? acc_t(weights[weight_index(o, unit, k)]) : acc_t(0));
       }
   }
   storage_t* w_smem = reinterpret_cast<storage_t*>(smem_raw);
