@@ -35,9 +35,9 @@ __device__ __forceinline__ acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) 
 // A weight that a thread loads into a register at launch, read there once, so that ptxas
 // waits for the load before the step loop. A load stays pending on one of a warp's few
 // scoreboards until an instruction reads its register. Read first in the loop, the weights
-// had every step's first FMA wait on their scoreboard, which the step's own loads (Gx, c)
-// share: an L2 latency a step or pass (ncu; bench/NOTES.md v26: float32 H = 512 B = 8,
-// 2.77 -> 2.61 us a step). Adding +0 is such a read and keeps the value (-0 becomes +0).
+// had every pass's first FMA wait on their scoreboard, which the pass's own loads (Gx, c)
+// share: an L2 latency a pass (ncu; float32 steps 2-9% faster without it, bench/NOTES.md
+// v26). Adding +0 is such a read and keeps the value (-0 becomes +0).
 __device__ __forceinline__ acc_t landed(acc_t loaded) { return loaded + acc_t(0); }
 
 #define K_PER_LANE ((K_LEN + 31) / 32)
