@@ -319,18 +319,12 @@ lstm_forward_recurrence(
         stage(staged, h_prev + (size_t)chunk * K_LEN, chunk_rows * K_LEN);
         __syncthreads();
       }
-      // Items of 8 rows, or of 4 where items of 8 would leave half of the warps or more
-      // without one: then twice the warps share the passes (bench/NOTES.md v26). Where
-      // they never would, a constant (a variable cost a spill at float32 H = 1024).
-      constexpr bool HALF_ITEMS = UNITS_PER_BLOCK * 2 <= WARPS;
-      const int item_rows = HALF_ITEMS && (chunk_rows + ROWS_PER_PASS - 1) / ROWS_PER_PASS * UNITS_PER_BLOCK * 2 <= WARPS
-                                ? ROWS_PER_PASS / 2 : ROWS_PER_PASS;
-      const int items = (chunk_rows + item_rows - 1) / item_rows * UNITS_PER_BLOCK;
+      const int items = (chunk_rows + ROWS_PER_PASS - 1) / ROWS_PER_PASS * UNITS_PER_BLOCK;
       for (int item = warp; item < items; item += WARPS) {
         const int local_unit = item % UNITS_PER_BLOCK, unit = first_unit + local_unit;
         if (unit >= HIDDEN) continue;  // the same for the whole warp
-        const int first = item / UNITS_PER_BLOCK * item_rows;
-        const int rows = min(item_rows, chunk_rows - first);
+        const int first = item / UNITS_PER_BLOCK * ROWS_PER_PASS;
+        const int rows = min(ROWS_PER_PASS, chunk_rows - first);
         static_assert(ROWS_PER_PASS == 8, "a short item runs passes of 4, 2 and 1 rows");
         if (rows == ROWS_PER_PASS) {
           pass(Rows<ROWS_PER_PASS>(), chunk + first, first, local_unit, unit);

@@ -57,23 +57,6 @@ def test_weights_outside_registers(dtype, hidden, place, batch):
     assert not report, "\n".join(report)
 
 
-@pytest.mark.parametrize("dtype, hidden, batch", [
-    ("float32", 512, 8),   # 4 units a block, 8 warps: two items of 4 rows a unit, a pass for every warp
-    ("float32", 512, 7),   # the second item of 3 rows: passes of 2 and 1
-    ("float32", 512, 5),   # the second item of 1 row
-    ("float64", 300, 6),   # 3 units a block, 6 warps
-    ("float32", 512, 70),  # forward chunks of 64 and 6 rows: items of 8, then of 4
-])
-def test_warp_per_unit_items_of_four_rows_where_eight_leave_warps_idle(dtype, hidden, batch):
-    # for_each_pass (templates/_common.j2) halves its items where items of 8 rows would
-    # leave half of the warps idle; every row must still be finished once, by its own pass.
-    spec = LSTMSpec(input_size=6, hidden_size=hidden, dtype=dtype, bias="double", return_sequences=True)
-    plan = load_kernels(spec).plan
-    assert plan.math == "fma" and not plan.batch_sliced and plan.units_per_block * 2 <= plan.warps
-    report = check_layer(Layer(spec, seed=3), Problem(3, batch, True, True, seed=batch))
-    assert not report, "\n".join(report)
-
-
 @pytest.mark.parametrize("dtype, hidden, batch, math", [
     ("float16", 1056, 70, "mma"),    # the register limit; 3 staged chunks each way, the last partial
     ("bfloat16", 1024, 8, "mma"),    # two m tiles forward, one n tile
