@@ -38,7 +38,8 @@ __device__ __forceinline__ acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) 
 // scoreboards until an instruction reads its register. Read first in the loop, the weights
 // had every pass's first FMA wait on their scoreboard, which the pass's own loads (Gx, c)
 // share: an L2 latency a pass (ncu; float32 steps 2-9% faster without it, bench/NOTES.md
-// v26). Adding +0 is such a read and keeps the value (-0 becomes +0).
+// v26). Adding +0 is such a read and keeps the value that the products use: -0 becomes +0,
+// and a float32 denormal 0, which the products' FMAs (flushing to zero) read it as anyway.
 __device__ __forceinline__ acc_t landed(acc_t loaded) { return loaded + acc_t(0); }
 
 
