@@ -33,13 +33,14 @@ __device__ __forceinline__ acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) 
 
 #define FULL_WARP 0xffffffffu  // every lane of a warp takes part in a shuffle
 
-// A weight that a thread loads into a register at launch, read there once, so that ptxas
-// waits for the load before the step loop. A load stays pending on one of a warp's few
+// Returns a weight loaded into a register at launch after reading it once, so that ptxas
+// waits for the load there, before the step loop. A load stays pending on one of a warp's few
 // scoreboards until an instruction reads its register. Read first in the loop, the weights
 // had every pass's first FMA wait on their scoreboard, which the pass's own loads (Gx, c)
-// share: an L2 latency a pass (ncu; float32 steps 2-9% faster without it, bench/NOTES.md
-// v26). Adding +0 is such a read and keeps the value that the products use: -0 becomes +0,
-// and a float32 denormal 0, which the products' FMAs (flushing to zero) read it as anyway.
+// share: an L2 latency a pass (ncu; bench/NOTES.md v26: float32 steps at H = 320-768 2-9%
+// faster with this read, H = 1024 about even). Adding +0 is such a read, and the products see
+// the same value: -0 becomes +0, which sums that start at +0 cannot tell apart, and a
+// float32 denormal becomes 0, as the FMAs (flushing to zero) read it anyway.
 __device__ __forceinline__ acc_t landed(acc_t loaded) { return loaded + acc_t(0); }
 
 
