@@ -104,6 +104,12 @@ class LayerKernels:
     clusters: int | None = None  # batch-sliced clusters the GPU runs at once (None: as many as fit its SMs)
 
 
+def portable_target(target: Target) -> Target:
+    """`target` with clusters of at most the portable size: what a layer plans for where the
+    GPU holds none of its plan's larger clusters (load_kernels)."""
+    return replace(target, max_cluster_blocks=PORTABLE_CLUSTER_BLOCKS)
+
+
 @functools.cache
 def _load(spec: LSTMSpec, device_id: int) -> LayerKernels:
     target = current_target()
@@ -114,7 +120,7 @@ def _load(spec: LSTMSpec, device_id: int) -> LayerKernels:
             raise
         # A GPU's GPCs may hold no cluster past the portable size at one block an SM with
         # this much shared memory: plan with clusters of at most 8 blocks instead.
-        return _compile(spec, replace(target, max_cluster_blocks=PORTABLE_CLUSTER_BLOCKS))
+        return _compile(spec, portable_target(target))
 
 
 def _compile(spec: LSTMSpec, target: Target) -> LayerKernels:
