@@ -118,16 +118,18 @@ match = os.environ.get("SANITIZE_MATCH", "")
 
 
 def could_match(spec: LSTMSpec, recurrence: str) -> bool:
-    """Whether an entry's kind can contain SANITIZE_MATCH, from its plans alone: the others
-    are left before their kernels compile (compiling every entry to read its plan's summary
-    took longer than a stage's limit, bench/NOTES.md v25). Either plan a layer may settle on
-    (load_kernels), and a wide forward, count."""
+    """Whether an entry's kind can contain SANITIZE_MATCH, judged without compiling (compiling
+    every entry to read its plan's summary took longer than a stage's limit, bench/NOTES.md
+    v25): from plan_layer's plan for this GPU and, where it has clusters past the portable
+    size, the plan load_kernels may fall back to, each with ", wide forward" where it has a
+    wide forward step."""
     if recurrence != "persistent":
         return match in "stepwise recurrence"
-    plans = [plan_layer(spec, current_target())]
+    target = current_target()
+    plans = [plan_layer(spec, target)]
     if plans[0].non_portable_cluster:
-        plans.append(plan_layer(spec, portable_target(current_target())))
-    return any(match in plan.summary() + ", wide forward" for plan in plans)
+        plans.append(plan_layer(spec, portable_target(target)))
+    return any(match in plan.summary() + (", wide forward" if plan.wide_forward_step else "") for plan in plans)
 
 
 failures = matched = 0

@@ -105,8 +105,8 @@ class LayerKernels:
 
 
 def portable_target(target: Target) -> Target:
-    """`target` with clusters of at most the portable size: what a layer plans for where the
-    GPU holds none of its plan's larger clusters (load_kernels)."""
+    """`target` with its clusters limited to the portable size: what a layer plans for where
+    the GPU holds none of its plan's larger clusters (load_kernels)."""
     return replace(target, max_cluster_blocks=PORTABLE_CLUSTER_BLOCKS)
 
 
