@@ -112,32 +112,34 @@ __device__ __forceinline__ uint2 values_of(const uint4& v) {
 }
 
 // Copies `rows` rows of h_s, which the blocks send during step s as tagged words, into shared
-// memory `stride` elements apart, each vector once all of its words carry s: 16-byte loads
-// with several in flight per thread, those not yet complete loaded again.
-__device__ __forceinline__ void stage_tagged(storage_t* dst, const exchange_t* src, int rows, int s, int stride) {
-  constexpr int IN_FLIGHT = 8;
+// memory STRIDE elements apart, each vector once all of its words carry s: 16-byte loads
+// with several in flight per thread, those not yet complete loaded again. The indices are
+// unsigned and STRIDE a constant, so that the places of a thread's vectors in shared memory,
+// which it works out before its first load, take a few instructions (in signed int, 119 a
+// thread at float32 H = 512 B = 8, on every step's critical path: bench/NOTES.md v27).
+template <int STRIDE>
+__device__ __forceinline__ void stage_tagged(storage_t* dst, const exchange_t* src, int rows, int s) {
+  constexpr unsigned IN_FLIGHT = 8;
   const unsigned tag = tag_of_step(s);
   static_assert(K_LEN % WORDS_PER_VECTOR == 0, "rows of whole vectors (codegen/planner.py)");
-  constexpr int ROW_VECTORS = K_LEN / WORDS_PER_VECTOR;
-  const int vectors = rows * ROW_VECTORS;
+  constexpr unsigned ROW_VECTORS = K_LEN / WORDS_PER_VECTOR;
+  const unsigned vectors = unsigned(rows) * ROW_VECTORS;
   const uint4* from = reinterpret_cast<const uint4*>(src);
-  for (int base = threadIdx.x; base < vectors; base += IN_FLIGHT * THREADS) {
-    // Bit i: vector i is still to be copied. Every round loads all of them again at once, so
-    // a thread waits one trip through L2 a round, not one a vector.
-    unsigned waiting = 0;
-#pragma unroll
-    for (int i = 0; i < IN_FLIGHT; ++i)
-      if (base + i * THREADS < vectors) waiting |= 1u << i;
+  for (unsigned base = threadIdx.x; base < vectors; base += IN_FLIGHT * THREADS) {
+    // Bit i: vector base + i * THREADS is still to be copied. Every round loads all of them
+    // again at once, so a thread waits one trip through L2 a round, not one a vector.
+    unsigned waiting = (1u << min(IN_FLIGHT, (vectors - base + THREADS - 1) / THREADS)) - 1;
     while (waiting != 0) {
       uint4 v[IN_FLIGHT];
 #pragma unroll
-      for (int i = 0; i < IN_FLIGHT; ++i)
+      for (unsigned i = 0; i < IN_FLIGHT; ++i)
         if (waiting & 1u << i) v[i] = load_words(from + base + i * THREADS);
 #pragma unroll
-      for (int i = 0; i < IN_FLIGHT; ++i) {
-        const int e = base + i * THREADS;
+      for (unsigned i = 0; i < IN_FLIGHT; ++i) {
+        const unsigned e = base + i * THREADS;
         if ((waiting & 1u << i) && all_tagged(v[i], tag)) {
-          *reinterpret_cast<uint2*>(dst + e / ROW_VECTORS * stride + e % ROW_VECTORS * WORDS_PER_VECTOR) = values_of(v[i]);
+          const unsigned at = STRIDE == K_LEN ? e * WORDS_PER_VECTOR : e / ROW_VECTORS * STRIDE + e % ROW_VECTORS * WORDS_PER_VECTOR;
+          *reinterpret_cast<uint2*>(dst + at) = values_of(v[i]);
           waiting &= ~(1u << i);
         }
       }
@@ -495,7 +497,7 @@ lstm_forward_recurrence(
         }
       }
       if (h_prev != nullptr) {
-        if (t > 0 && tagged) stage_tagged(staged, exchange + (size_t)((t - 1) & 1) * slot_stride + (size_t)chunk * K_LEN, chunk_rows, t - 1, STAGE_STRIDE);
+        if (t > 0 && tagged) stage_tagged<STAGE_STRIDE>(staged, exchange + (size_t)((t - 1) & 1) * slot_stride + (size_t)chunk * K_LEN, chunk_rows, t - 1);
         else stage_rows(staged, h_prev + (size_t)chunk * K_LEN, chunk_rows);
         __syncthreads();
         block_product(fragments, shared_fragments, staged, partial, (chunk_rows + 7) / 8, m_group, k_part, lane);
