@@ -211,14 +211,17 @@ _STEPWISE_BACKWARD_FLOAT32_NARROW = (256, 64 * 1024)  # (from H, batch x H) belo
 # H = 512 B = 16), 0.73-0.85 at 1-2M; 1.14-1.37 at 8M (H = 512 B = 32, H = 1024 B = 8), 1.44-2.27
 # from 16M.
 _DMMA_STEP_MAX_WORK = 4 * 2**20
-# The cooperative forward kernels send h_t as words twice the element's size, tagged with
-# t, which readers wait on instead of a grid barrier (Plan.tagged_exchange_batch): each
-# block then copies B*H*element more bytes a step from L2. Up to 16 KiB more, the tagged
-# words won every A/B against the barrier in one process (bench/NOTES.md v10: 0.2-0.7 us a
-# step); at 32 KiB they went from 0.7 us faster to 0.4 slower; past the limit the kernel
-# crosses the grid barrier and copies h_t itself. Rows whose words do not fill 16-byte
-# vectors are not sent so: word by word, each load waited a trip through L2 of its own.
-_TAGGED_EXTRA_BYTES = 16 * 1024
+# The cooperative forward kernels send h_t as words tagged with t, which readers wait on
+# instead of a grid barrier (Plan.tagged_exchange_batch). A 16-bit value and its tag make a
+# word twice the element's size; float32 and float64 carry the tag in h's last bit, words the
+# element's size (templates/_exchange.j2). Up to 32 KiB of words a block copies a step (one
+# round of its threads' loads), the tagged words won every A/B against the barrier in one
+# process: 16-bit and float32's earlier 8-byte words (16 KiB more than the barrier's copy,
+# bench/NOTES.md v10: 0.2-0.7 us a step; at 32 KiB more they went from 0.7 us faster to 0.4
+# slower) and words in h's last bit (v27). Past the limit the kernel crosses the grid barrier
+# and copies h_t itself. Rows whose words do not fill 16-byte vectors are not sent so: word
+# by word, each load waited a trip through L2 of its own.
+_TAGGED_WORD_BYTES = 32 * 1024
 _TAGGED_VECTOR_BYTES = 16
 # As the FMA path: a warp runs the chunk's n tiles one after another, so more rows cost no
 # registers, only (unit, row) pairs per thread in the epilogue.
@@ -648,6 +651,12 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
     chunks = {direction: rows for direction, (_, rows) in placement.items()}
     if weights_in == "split" and not any(split.on_chip for split in splits.values()):
         weights_in = "global"
+    if element == 8 and 2 * splits["forward"].on_chip < hidden:
+        # Most of each row from L2 (float64 past H = 1024 on the H200): the barrier is a small
+        # share of the step, and the tagged words' staging took registers that ptxas found
+        # by spilling (1964 bytes at H = 2000, 988 without): 1.02-1.05 of the barrier's
+        # time (bench/NOTES.md v27).
+        layout["tagged_exchange_batch"] = 0
     return Plan(
         **layout,
         units_per_block=units,
@@ -761,15 +770,14 @@ def _staged_plan(spec: LSTMSpec, layout: dict, steps: Steps, cluster: int, slice
 
 
 def _tagged_exchange_batch(hidden: int, element: int) -> int:
-    """Plan.tagged_exchange_batch of a cooperative forward: the rows whose words add at most
-    _TAGGED_EXTRA_BYTES to what a block copies a step, and at least one (past H = 4096 in
-    float32 one row adds more); 0 where a tagged word would be more than 8 bytes (float64),
-    which is not stored and loaded whole, or where a row of words does not fill 16-byte
-    vectors."""
-    word = 2 * element
-    if word > 8 or hidden * word % _TAGGED_VECTOR_BYTES:
+    """Plan.tagged_exchange_batch of a cooperative forward: the rows whose words a block copies
+    a step fill at most _TAGGED_WORD_BYTES, and at least one (past H = 8192 in float32 one row
+    takes more); 0 where a row of words does not fill 16-byte vectors. A word is the element
+    itself where it holds the tag in its last bit (4 and 8 bytes), else twice its size."""
+    word = element if element >= 4 else 2 * element
+    if hidden * word % _TAGGED_VECTOR_BYTES:
         return 0
-    return max(1, _TAGGED_EXTRA_BYTES // (hidden * element))
+    return max(1, _TAGGED_WORD_BYTES // (hidden * word))
 
 
 def _dmma_step_until_batch(spec: LSTMSpec, target: Target) -> int:

@@ -22,7 +22,7 @@ Memory (elements of the spec's dtype, T steps, B rows, H units, I inputs):
   gradients, dh0, dc0, with a bias a row of T*B ones that the layer keeps (db's GEMM) and,
   where some of W_hh is read from L2 every step, its transposed copy (4H^2). float16 and bfloat16 add a
   float32 [B, H] running state per direction. Where the forward sends h as tagged words
-  (Plan.tagged_exchange_batch) it adds 2*B*H words of twice the element's size. batch_first adds
+  (Plan.tagged_exchange_batch) it adds 2*B*H words: 4 bytes in 16 bits, else the element's size. batch_first adds
   a time-major copy of x (and of y, dy, dx). The stepwise recurrence adds one step's
   products in the accumulation type: B*4H forward (none on float64's one-kernel step),
   B*H backward times the parts of 4H its
@@ -301,15 +301,16 @@ class Layer:
     def _exchange(self, batch: int) -> tuple:
         """The forward kernel's last argument where it can send h_t as words tagged with t
         (Plan.tagged_exchange), as a tuple of one: up to tagged_exchange_batch rows [2, B, H]
-        words of twice the storage size, which the call fills with ones before the kernel, a
-        tag that no step waits for before its own words arrive; past it None (a grid barrier
+        words (16-bit values and their tags in 4 bytes; float32 and float64 with the tag in
+        their last bit, the element's size), which the call fills with ones before the kernel,
+        a tag that no step waits for before its own words arrive; past it None (a grid barrier
         a step). Otherwise empty."""
         plan = self.kernels.plan
         if not plan.tagged_exchange:
             return ()
         if batch > plan.tagged_exchange_batch:
             return (None,)
-        word = np.dtype(np.uint32 if np.dtype(self.spec.dtype).itemsize == 2 else np.uint64)
+        word = np.dtype(np.uint32 if np.dtype(self.spec.dtype).itemsize <= 4 else np.uint64)
         words = new_buffer((2, batch, self.spec.hidden_size), word, "the exchange of h between blocks", _FORWARD_ADVICE)
         return (words,)
 

@@ -140,7 +140,10 @@ def test_split_weights_spill_little_at_the_lanes_register_budget():
     # float64 H = 1024 keeps 11 k steps of each of its unit's 4 rows (forward) or 44 of its
     # column (backward) in a lane's registers, the whole budget (bench/NOTES.md v11: 28 B
     # spilled forward, and 1.7x faster at B = 1 than with W_hh in L2). Far more would mean
-    # the products reload weights from local memory every step.
+    # the products reload weights from local memory every step. The forward's staging of
+    # tagged words holds 8 vectors a thread in flight: ptxas spills 300 B there (nvcc 13.0),
+    # and it still ran 0.80-0.88 of the grid barrier's time at B = 1-4, as fast at 8 and 16
+    # (bench/NOTES.md v27).
     spec = LSTMSpec(input_size=8, hidden_size=1024, dtype="float64")
     for direction, source in render_layer(spec).items():
         if direction == "cell":
@@ -148,7 +151,7 @@ def test_split_weights_spill_little_at_the_lanes_register_budget():
         assert source.plan.weights_in == "split"
         log = _ptxas_log(source.text, direction)
         spilled = int(re.search(r"(\d+) bytes spill stores", log).group(1))
-        assert spilled <= 64, f"{direction}:\n{log}"
+        assert spilled <= (320 if direction == "forward" else 64), f"{direction}:\n{log}"
 
 
 @pytest.mark.parametrize("dtype, hidden", [("float32", 1400), ("float32", 4300), ("float64", 2000)])

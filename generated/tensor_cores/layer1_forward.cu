@@ -58,29 +58,28 @@ __device__ __forceinline__ void load_bias(const storage_t* bias, int unit, acc_t
   for (int gate = 0; gate < 4; ++gate)
     out[gate] = bias != nullptr && unit < HIDDEN ? acc_t(bias[gate * HIDDEN + unit]) : acc_t(0);
 }
-// h_t goes to step t + 1 through memory as words that carry their step: h_t's bits in the
-// low half, t in the high half (its low 16 bits with 16-bit storage). A block copies the
+// h_t goes to step t + 1 through memory as words that carry their step. A block copies the
 // words once each carries the step it waits for, instead of crossing a grid barrier (about
 // 1 us) before it copies: one trip through L2 a step, not three. A word is stored and loaded
 // whole (4 or 8 aligned bytes, a single access), so a matching tag means that its h has landed. Two buffers,
 // by the step's parity: a block writes h_{t+1} over h_{t-1} only after it has read every
 // block's h_t, which each block wrote after reading h_{t-1}. The layer fills both with ones
 // before a launch, a tag that no step reads before its own words overwrite it.
+// A word is h_t's 16 bits in its low half and the low 16 bits of t in its high half.
 typedef unsigned exchange_t;
-#define TAG_SHIFT 16
 #define WORDS_PER_VECTOR (16 / (int)sizeof(exchange_t))
 
-__device__ __forceinline__ unsigned tag_of_step(int t) {
-  return TAG_SHIFT == 16 ? unsigned(t) & 0xffffu : unsigned(t);
+__device__ __forceinline__ exchange_t tag_of_step(int t) {
+  return unsigned(t) & 0xffffu;
 }
 
 // Sends h_t: stores its word at `word`. Writers and readers of the words access them as
 // relaxed at GPU scope (strong, coherent in L2), which orders nothing else and needs no fence.
 __device__ __forceinline__ void send_tagged(exchange_t* word, storage_t h, int t) {
-  static_assert(2 * sizeof(storage_t) == sizeof(exchange_t), "a word is a value and its tag");
   exchange_t bits = 0;
   memcpy(&bits, &h, sizeof(h));
-  bits |= exchange_t(tag_of_step(t)) << TAG_SHIFT;
+  static_assert(2 * sizeof(storage_t) == sizeof(exchange_t), "a word is a value and its tag");
+  bits |= tag_of_step(t) << 16;
   asm volatile("st.relaxed.gpu.global.u32 [%0], %1;" :: "l"(word), "r"(bits) : "memory");
 }
 
@@ -96,19 +95,14 @@ __device__ __forceinline__ uint4 load_words(const uint4* from) {
 }
 
 // Whether every word of a 16-byte vector carries `tag`.
-__device__ __forceinline__ bool all_tagged(const uint4& v, unsigned tag) {
-  if constexpr (TAG_SHIFT == 16)
-    return ((v.x >> 16) == tag) & ((v.y >> 16) == tag) & ((v.z >> 16) == tag) & ((v.w >> 16) == tag);
-  else
-    return (v.y == tag) & (v.w == tag);
+__device__ __forceinline__ bool all_tagged(const uint4& v, exchange_t tag) {
+  return ((v.x >> 16) == tag) & ((v.y >> 16) == tag) & ((v.z >> 16) == tag) & ((v.w >> 16) == tag);
 }
 
 // The values of a 16-byte vector of words, packed: 8 bytes of storage_t.
-__device__ __forceinline__ uint2 values_of(const uint4& v) {
-  if constexpr (TAG_SHIFT == 16)
-    return make_uint2((v.x & 0xffffu) | (v.y << 16), (v.z & 0xffffu) | (v.w << 16));
-  else
-    return make_uint2(v.x, v.z);
+typedef uint2 packed_t;
+__device__ __forceinline__ packed_t values_of(const uint4& v) {
+  return make_uint2((v.x & 0xffffu) | (v.y << 16), (v.z & 0xffffu) | (v.w << 16));
 }
 
 // Copies `rows` rows of h_s, which the blocks send during step s as tagged words, into shared
@@ -120,9 +114,10 @@ __device__ __forceinline__ uint2 values_of(const uint4& v) {
 template <int STRIDE>
 __device__ __forceinline__ void stage_tagged(storage_t* dst, const exchange_t* src, int rows, int s) {
   constexpr unsigned IN_FLIGHT = 8;
-  const unsigned tag = tag_of_step(s);
+  const exchange_t tag = tag_of_step(s);
   static_assert(K_LEN % WORDS_PER_VECTOR == 0, "rows of whole vectors (codegen/planner.py)");
   constexpr unsigned ROW_VECTORS = K_LEN / WORDS_PER_VECTOR;
+  static_assert(STRIDE * sizeof(storage_t) % sizeof(packed_t) == 0, "aligned stores of a vector's values");
   const unsigned vectors = unsigned(rows) * ROW_VECTORS;
   const uint4* from = reinterpret_cast<const uint4*>(src);
   for (unsigned base = threadIdx.x; base < vectors; base += IN_FLIGHT * THREADS) {
@@ -139,7 +134,7 @@ __device__ __forceinline__ void stage_tagged(storage_t* dst, const exchange_t* s
         const unsigned e = base + i * THREADS;
         if ((waiting & 1u << i) && all_tagged(v[i], tag)) {
           const unsigned at = STRIDE == K_LEN ? e * WORDS_PER_VECTOR : e / ROW_VECTORS * STRIDE + e % ROW_VECTORS * WORDS_PER_VECTOR;
-          *reinterpret_cast<uint2*>(dst + at) = values_of(v[i]);
+          *reinterpret_cast<packed_t*>(dst + at) = values_of(v[i]);
           waiting &= ~(1u << i);
         }
       }

@@ -83,10 +83,12 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
 @pytest.mark.parametrize("dtype, hidden, batch", [
     ("float16", 1024, 8),    # tensor cores, 4-byte words
     ("bfloat16", 604, 3),    # rows of 151 vectors of 4 words
-    ("tf32", 300, 13),       # 8-byte words, the most rows that send them at H = 300
+    ("tf32", 300, 27),       # the tag in h's last bit, the most rows that send words at H = 300
     ("tf32", 512, 1),
-    ("float32", 1024, 4),    # the warp-per-unit FMA kernel
-    ("float32", 514, 7),     # FMA, rows of 257 vectors of 2 words
+    ("float32", 1024, 8),    # the warp-per-unit FMA kernel
+    ("float32", 516, 7),     # FMA, rows of 129 vectors of 4 words
+    ("float64", 514, 7),     # 8-byte words, rows of 257 vectors of 2
+    ("float64", 1024, 4),    # W_hh split between registers, shared memory and L2
     ("bfloat16", 1060, 5),   # 16-bit FMA past the tensor cores' limit, W_hh in shared memory
 ])
 def test_tagged_exchange_of_h_over_lengths_and_calls(dtype, hidden, batch):
