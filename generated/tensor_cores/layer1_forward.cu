@@ -444,6 +444,18 @@ lstm_forward_recurrence(
   acc_t unit_bias[BIAS_SETS][4];
 #pragma unroll
   for (int n = 0; n < BIAS_SETS; ++n) load_bias(bias, first_unit + (threadIdx.x + n * THREADS) % UNITS_PER_BLOCK, unit_bias[n]);
+  // The first chunk's inputs at step 0; every later chunk's are loaded at the end of the chunk
+  // before (below), so that no load at a step's start may overwrite registers that the step
+  // before's loads are still filling: ptxas waited for those at the step's first branches
+  // (ncu: 4% of float16 H = 1024 B = 8's samples; bench/NOTES.md v27).
+#pragma unroll
+  for (int n = 0; n < ITEMS_PER_THREAD; ++n) {
+    const int item = threadIdx.x + n * THREADS, unit = first_unit + item % UNITS_PER_BLOCK, row = item / UNITS_PER_BLOCK;
+    if (row < min(CHUNK_ROWS, batch) && unit < HIDDEN) pending[n] = load_pending(0, row, unit, cell[(size_t)row * HIDDEN + unit]);
+  }
+  // The layer launches no empty batch: told so, ptxas drops the chunk loop's entry test, whose
+  // branch had waited for those loads too.
+  __builtin_assume(batch > 0);
 
   // h_t's slot, t % h_buf_steps, and h_{t-1}'s, advanced a step at a time: dividing by the
   // run-time h_buf_steps took about 20 instructions twice a step (bench/NOTES.md v16).
@@ -482,22 +494,15 @@ lstm_forward_recurrence(
 
     for (int chunk = 0; chunk < batch; chunk += CHUNK_ROWS) {
       const int chunk_rows = min(CHUNK_ROWS, batch - chunk);
-      if (!carried || t == 0) {
-#pragma unroll
-        for (int n = 0; n < ITEMS_PER_THREAD; ++n) {
-          const int item = threadIdx.x + n * THREADS, unit = first_unit + item % UNITS_PER_BLOCK;
-          const int row = chunk + item / UNITS_PER_BLOCK;
-          if (item / UNITS_PER_BLOCK < chunk_rows && unit < HIDDEN)
-            pending[n] = load_pending(t, row, unit, cell[(size_t)row * HIDDEN + unit]);
-        }
-      }
       if (h_prev != nullptr) {
         if (t > 0 && tagged) stage_tagged<STAGE_STRIDE>(staged, exchange + (size_t)((t - 1) & 1) * slot_stride + (size_t)chunk * K_LEN, chunk_rows, t - 1);
         else stage_rows(staged, h_prev + (size_t)chunk * K_LEN, chunk_rows);
-        __syncthreads();
+      }
+      // Without h0, step 0 multiplies the zeros the staged rows hold from the launch: a branch
+      // around the product waited for the carried loads, which the epilogue it led to reads.
+      __syncthreads();
         block_product(fragments, shared_fragments, staged, partial, (chunk_rows + 7) / 8, m_group, k_part, lane);
         __syncthreads();  // the partial sums are complete; the staged rows may be overwritten
-      }
       // partial[k part][row][4 * local unit + gate]: a (unit, row)'s four gates side by side.
 #pragma unroll
       for (int n = 0; n < ITEMS_PER_THREAD; ++n) {
@@ -527,12 +532,17 @@ lstm_forward_recurrence(
       // Only after every item is finished: a warp waits for a load through one of a few
       // scoreboards that later loads share, so an item finished after these loads went out
       // would wait for them (ncu: a full memory latency per item at B = 8).
-      if (carried && t + 1 < steps) {
+      // The next chunk's items: carried, this chunk's at step t + 1 with the cells just
+      // finished; otherwise the next chunk's, or after the last the first's at step t + 1, with
+      // their cells from memory.
+      const int next = chunk + CHUNK_ROWS < batch ? chunk + CHUNK_ROWS : 0;
+      if (next > 0 || t + 1 < steps) {
 #pragma unroll
         for (int n = 0; n < ITEMS_PER_THREAD; ++n) {
           const int item = threadIdx.x + n * THREADS, unit = first_unit + item % UNITS_PER_BLOCK;
-          if (item / UNITS_PER_BLOCK < chunk_rows && unit < HIDDEN)
-            pending[n] = load_pending(t + 1, chunk + item / UNITS_PER_BLOCK, unit, pending[n].c_prev);
+          const int row = next + item / UNITS_PER_BLOCK;
+          if (item / UNITS_PER_BLOCK < min(CHUNK_ROWS, batch - next) && unit < HIDDEN)
+            pending[n] = load_pending(next > 0 ? t : t + 1, row, unit, carried ? pending[n].c_prev : cell[(size_t)row * HIDDEN + unit]);
         }
       }
     }

@@ -419,7 +419,7 @@ lstm_forward_recurrence(
       // Only after every item is finished: a warp waits for a load through one of a few
       // scoreboards that later loads share, so an item finished after these loads went out
       // would wait for them (ncu: a full memory latency per item at B = 8).
-      if (carried && t + 1 < steps) {
+      if (t + 1 < steps) {
 #pragma unroll
         for (int n = 0; n < ITEMS_PER_THREAD; ++n) {
           const int item = threadIdx.x + n * THREADS, unit = first_unit + item % UNITS_PER_BLOCK;
