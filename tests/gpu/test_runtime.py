@@ -1067,7 +1067,7 @@ def test_repeated_stepwise_calls_replay_one_captured_graph_each_way(monkeypatch,
 
 
 @pytest.mark.parametrize("dtype, hidden, batch, bias, launch", [
-    ("float32", 1024, 8, "double", "grid barrier"),  # a cooperative launch
+    ("float32", 1024, 9, "double", "grid barrier"),  # a cooperative launch, past the tagged words' 8 rows
     ("float32", 1024, 2, "double", "tagged words"),  # h's buffer each call fills with ones first
     ("float16", 256, 5, "single", "clusters"),
     ("float64", 128, 330, "double", "wide clusters"),  # the wide forward: 20 rows x 15 clusters (16 at most) < 330
