@@ -36,7 +36,7 @@ GRID = [
     (LSTMSpec(8, 384, "float64", "double", True), Problem(2, 5, True, True, 4)),     # W_hh in shared memory
     (LSTMSpec(8, 1100, "float32", "single", False), Problem(2, 3, True, True, 5)),   # W_hh in shared memory
     (LSTMSpec(8, 1024, "float64", "double", False), Problem(2, 11, True, True, 6)),  # W_hh in registers, smem and L2; 2 and 3 chunks
-    (LSTMSpec(8, 1024, "float64", "single", True), Problem(2, 3, False, True, 47)),  # the same, h by tagged words in its last bit
+    (LSTMSpec(8, 1024, "float64", "single", True), Problem(5, 3, False, True, 47)),  # the same, h by tagged words in its last bit, both tags
     (LSTMSpec(8, 1400, "float32", "single", True), Problem(2, 3, True, True, 7)),    # W_hh in smem and L2
     (LSTMSpec(4, 1024, "float32", "double", True), Problem(2, 70, True, True, 8)),   # several chunks each way
     (LSTMSpec(6, 1024, "float16", "double", True), Problem(3, 9, True, True, 9)),    # tensor cores, 2 m tiles

@@ -215,7 +215,7 @@ _DMMA_STEP_MAX_WORK = 4 * 2**20
 # instead of a grid barrier (Plan.tagged_exchange_batch). A 16-bit value and its tag make a
 # word twice the element's size; float32 and float64 carry the tag in h's last bit, words the
 # element's size (templates/_exchange.j2). Up to 32 KiB of words a block copies a step (one
-# round of its threads' loads), the tagged words won every A/B against the barrier in one
+# round of loads at 256 threads), the tagged words won every A/B against the barrier in one
 # process: 16-bit and float32's earlier 8-byte words (16 KiB more than the barrier's copy,
 # bench/NOTES.md v10: 0.2-0.7 us a step; at 32 KiB more they went from 0.7 us faster to 0.4
 # slower) and words in h's last bit (v27). Past the limit the kernel crosses the grid barrier
@@ -652,10 +652,11 @@ def plan_layer(spec: LSTMSpec, target: Target = SM90_H200) -> Plan:
     if weights_in == "split" and not any(split.on_chip for split in splits.values()):
         weights_in = "global"
     if element == 8 and 2 * splits["forward"].on_chip < hidden:
-        # Most of each row from L2 (float64 past H = 1024 on the H200): the barrier is a small
+        # Most of each row from L2 (float64 past H = 1088 on the H200): the barrier is a small
         # share of the step, and the tagged words' staging took registers that ptxas found
-        # by spilling (1964 bytes at H = 2000, 988 without): 1.02-1.05 of the barrier's
-        # time (bench/NOTES.md v27).
+        # by spilling (1964 bytes at H = 2000, 988 without): 1.02 of the barrier's time at
+        # B = 1, and at B = 4, past the words' rows, the spilled kernel took 1.05 (bench/NOTES.md
+        # v27). float64 H = 910-1088 spills 292-392 bytes with the words; H = 1024 was timed.
         layout["tagged_exchange_batch"] = 0
     return Plan(
         **layout,

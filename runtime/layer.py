@@ -252,7 +252,7 @@ class Layer:
                     if not projected:
                         project()
                     for words in exchange:
-                        if words is not None:  # all ones, a tag that no step waits for (_exchange)
+                        if words is not None:  # all ones, a tag that no step takes for its own (_exchange)
                             cupy.cuda.runtime.memsetAsync(words.data.ptr, 0xFF, words.nbytes, stream.ptr)
                     self._launch(kernel, plan, arguments, batch)
 
@@ -303,8 +303,8 @@ class Layer:
         (Plan.tagged_exchange), as a tuple of one: up to tagged_exchange_batch rows [2, B, H]
         words (16-bit values and their tags in 4 bytes; float32 and float64 with the tag in
         their last bit, the element's size), which the call fills with ones before the kernel,
-        a tag that no step waits for before its own words arrive; past it None (a grid barrier
-        a step). Otherwise empty."""
+        a tag that no step takes for its own words (templates/_exchange.j2); past it None (a
+        grid barrier a step). Otherwise empty."""
         plan = self.kernels.plan
         if not plan.tagged_exchange:
             return ()

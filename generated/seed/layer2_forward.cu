@@ -365,7 +365,8 @@ lstm_forward_recurrence(
   // Where the batch is one chunk (always, batch-sliced), a thread finishes the same (unit,
   // row) items at every step: it carries their cells in registers and, once all of them
   // are finished, loads their next Gx, so that those loads fly during the barrier (or the
-  // wait for h_t's tagged words) and the next step's products. Otherwise each chunk loads its items' Gx and cells as it starts.
+  // wait for h_t's tagged words) and the next step's products. Otherwise (tensor cores) each
+  // chunk's Gx and cells are loaded from memory at the end of the chunk before.
   // Batch-sliced kernels keep no cell in memory at all.
   const bool carried = true;
   Pending pending[ITEMS_PER_THREAD];

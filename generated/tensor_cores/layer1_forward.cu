@@ -64,7 +64,8 @@ __device__ __forceinline__ void load_bias(const storage_t* bias, int unit, acc_t
 // whole (4 or 8 aligned bytes, a single access), so a matching tag means that its h has landed. Two buffers,
 // by the step's parity: a block writes h_{t+1} over h_{t-1} only after it has read every
 // block's h_t, which each block wrote after reading h_{t-1}. The layer fills both with ones
-// before a launch, a tag that no step reads before its own words overwrite it.
+// before a launch: a tag that steps 0 and 1 do not wait for, and that no later step can
+// take for its own, as every block copies all of h_{t-1} from its slot at every step.
 // A word is h_t's 16 bits in its low half and the low 16 bits of t in its high half.
 typedef unsigned exchange_t;
 #define WORDS_PER_VECTOR (16 / (int)sizeof(exchange_t))
@@ -114,6 +115,7 @@ __device__ __forceinline__ packed_t values_of(const uint4& v) {
 template <int STRIDE>
 __device__ __forceinline__ void stage_tagged(storage_t* dst, const exchange_t* src, int rows, int s) {
   constexpr unsigned IN_FLIGHT = 8;
+  static_assert(IN_FLIGHT < 32, "a bit of `waiting` a vector");
   const exchange_t tag = tag_of_step(s);
   static_assert(K_LEN % WORDS_PER_VECTOR == 0, "rows of whole vectors (codegen/planner.py)");
   constexpr unsigned ROW_VECTORS = K_LEN / WORDS_PER_VECTOR;
@@ -433,7 +435,8 @@ lstm_forward_recurrence(
   // Where the batch is one chunk (always, batch-sliced), a thread finishes the same (unit,
   // row) items at every step: it carries their cells in registers and, once all of them
   // are finished, loads their next Gx, so that those loads fly during the barrier (or the
-  // wait for h_t's tagged words) and the next step's products. Otherwise each chunk loads its items' Gx and cells as it starts.
+  // wait for h_t's tagged words) and the next step's products. Otherwise (tensor cores) each
+  // chunk's Gx and cells are loaded from memory at the end of the chunk before.
   // Batch-sliced kernels keep no cell in memory at all.
   const bool carried = batch <= CHUNK_ROWS;
   Pending pending[ITEMS_PER_THREAD];
@@ -498,8 +501,9 @@ lstm_forward_recurrence(
         if (t > 0 && tagged) stage_tagged<STAGE_STRIDE>(staged, exchange + (size_t)((t - 1) & 1) * slot_stride + (size_t)chunk * K_LEN, chunk_rows, t - 1);
         else stage_rows(staged, h_prev + (size_t)chunk * K_LEN, chunk_rows);
       }
-      // Without h0, step 0 multiplies the zeros the staged rows hold from the launch: a branch
-      // around the product waited for the carried loads, which the epilogue it led to reads.
+      // Without h0, step 0 runs the product too, on the staged rows' zeros from the launch
+      // (finite; the epilogue does not read its sums then): a branch around the product
+      // waited for the carried loads, which the epilogue it led to reads.
       __syncthreads();
         block_product(fragments, shared_fragments, staged, partial, (chunk_rows + 7) / 8, m_group, k_part, lane);
         __syncthreads();  // the partial sums are complete; the staged rows may be overwritten

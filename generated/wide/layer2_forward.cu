@@ -163,7 +163,8 @@ __device__ __forceinline__ void load_bias(const storage_t* bias, int unit, acc_t
 // whole (4 or 8 aligned bytes, a single access), so a matching tag means that its h has landed. Two buffers,
 // by the step's parity: a block writes h_{t+1} over h_{t-1} only after it has read every
 // block's h_t, which each block wrote after reading h_{t-1}. The layer fills both with ones
-// before a launch, a tag that no step reads before its own words overwrite it.
+// before a launch: a tag that steps 0 and 1 do not wait for, and that no later step can
+// take for its own, as every block copies all of h_{t-1} from its slot at every step.
 // A word is h_t itself, its tag the last bit of the significand: (t / 2) % 2, which tells h_t
 // from what its slot held before, h_{t-2} (or at t < 2 the ones of the fill). So a block
 // copies no more bytes than after a grid barrier, and the planner's 32 KiB of words a step
@@ -221,6 +222,7 @@ __device__ __forceinline__ packed_t values_of(const uint4& v) { return v; }
 template <int STRIDE>
 __device__ __forceinline__ void stage_tagged(storage_t* dst, const exchange_t* src, int rows, int s) {
   constexpr unsigned IN_FLIGHT = 8;
+  static_assert(IN_FLIGHT < 32, "a bit of `waiting` a vector");
   const exchange_t tag = tag_of_step(s);
   static_assert(K_LEN % WORDS_PER_VECTOR == 0, "rows of whole vectors (codegen/planner.py)");
   constexpr unsigned ROW_VECTORS = K_LEN / WORDS_PER_VECTOR;

@@ -116,6 +116,24 @@ def test_tagged_exchange_of_two_staged_chunks_on_gpus_before_ampere(monkeypatch)
     _check_tagged_exchange(layer, 100)
 
 
+def test_tagged_exchange_of_two_staged_chunks_on_tensor_cores(monkeypatch):
+    # On an sm_80 GPU (no clusters) TF32 H = 68 runs on cooperative tensor-core blocks that send
+    # tagged words up to 120 rows, past their 64 staged rows: B = 100 takes two chunks, the
+    # second partial, each loading its Gx and cells at the end of the chunk before. Such a
+    # GPU's plan runs here (the H200's are batch-sliced at this H).
+    from dataclasses import replace
+
+    from lstmgen.runtime import compile as compile_module
+
+    target = replace(compile_module.current_target(), arch="sm_80", max_cluster_blocks=1)
+    monkeypatch.setattr(compile_module, "current_target", lambda: target)
+    spec = LSTMSpec(input_size=19, hidden_size=68, dtype="float32", allow_tf32=True)  # input_size 19: no other test's kernels
+    layer = Layer(spec, seed=7, recurrence="persistent")
+    plan = layer.kernels.plan
+    assert plan.math == "mma" and not plan.batch_sliced and plan.forward_chunk_rows < 100 <= plan.tagged_exchange_batch
+    _check_tagged_exchange(layer, 100)
+
+
 def _check_tagged_exchange(layer: Layer, batch: int) -> None:
     """Successive calls of one layer run on the same pooled buffers: a call's first steps must
     wait for their own words, not take an earlier call's, with and without h0, from one step
