@@ -17,6 +17,7 @@ non-zero on any mismatch.
 """
 
 import os
+import re
 import sys
 
 import cupy
@@ -112,25 +113,26 @@ def _run_and_record(key, *args):
 replay.run = _run_and_record
 
 # SANITIZE_MATCH, if set, keeps the entries whose plan summary (the forced stepwise entries:
-# "stepwise recurrence"; ", wide forward" appended where the batch runs it) contains it
-# (e.g. "clusters of"),
+# "stepwise recurrence"; ", wide forward" appended where the batch runs it) it matches, a
+# regular expression searched anywhere in it (e.g. "clusters of", or the cooperative
+# tensor-core kernels: "blocks x 256 threads, \d+ units/block, W_hh slice in registers as mma"),
 # so that a kernel change can be checked within one device call.
-match = os.environ.get("SANITIZE_MATCH", "")
+match = re.compile(os.environ.get("SANITIZE_MATCH", ""))
 
 
 def could_match(spec: LSTMSpec, recurrence: str) -> bool:
-    """Whether an entry's kind can contain SANITIZE_MATCH, judged without compiling (compiling
+    """Whether an entry's kind can match SANITIZE_MATCH, judged without compiling (compiling
     every entry to read its plan's summary took longer than a stage's limit, bench/NOTES.md
     v25): from plan_layer's plan for this GPU and, where it has clusters past the portable
     size, the plan load_kernels may fall back to, each with ", wide forward" where it has a
     wide forward step."""
     if recurrence != "persistent":
-        return match in "stepwise recurrence"
+        return bool(match.search("stepwise recurrence"))
     target = current_target()
     plans = [plan_layer(spec, target)]
     if plans[0].non_portable_cluster:
         plans.append(plan_layer(spec, portable_target(target)))
-    return any(match in plan.summary() + (", wide forward" if plan.wide_forward_step else "") for plan in plans)
+    return any(match.search(plan.summary() + (", wide forward" if plan.wide_forward_step else "")) for plan in plans)
 
 
 failures = matched = 0
@@ -146,7 +148,7 @@ for spec, problem, recurrence, until_replayed in runs:
     wide = (recurrence == "persistent" and plan.batch_sliced
             and plan.staged_rows("forward", problem.batch, kernels.clusters) > plan.forward_chunk_rows)
     kind += ", wide forward" if wide else ""
-    if match not in kind:
+    if not match.search(kind):
         continue
     matched += 1
     if (spec, problem) in WIDE_GRID and not wide:

@@ -256,7 +256,8 @@ class TensorCoreStep:
 
     rows: int              # M: weight rows the block multiplies
     m_tiles: int           # 16-row tiles of them (zero-padded)
-    m_tiles_per_warp: int  # consecutive m tiles a warp multiplies (more than 1 only batch-sliced)
+    m_tiles_per_warp: int  # consecutive m tiles a warp multiplies: batch-sliced, more than 1 where the
+                           # block has more m tiles than warps; cooperative, 1 or all (_cooperative_step)
     k_split: int           # warps per group of m tiles; warp w takes the m tiles of group
                            # w % (m_tiles / m_tiles_per_warp) and k tiles w // that + j * k_split
     k_tiles: int           # tiles of K, 16 wide (8 for TF32), zero-padded
@@ -978,12 +979,13 @@ def _plan_tensor_cores(spec: LSTMSpec, target: Target, units: int, mma_type: str
     backward_registers = _SLICED_BACKWARD_FRAGMENT_REGISTERS if sliced else _MMA_FRAGMENT_REGISTERS
     # (rows, k_len, fragment registers): forward, backward
     shapes = ((4 * units, hidden, forward_registers), (units, 4 * hidden, backward_registers))
+    if not sliced:
+        steps = [_cooperative_step(target, units, mma_type, element, max_chunk, stage_buffers, *shape) for shape in shapes]
+        return None if None in steps else (steps[0], steps[1], None)
     steps = [_tensor_core_step(target, units, mma_type, element, sliced, max_chunk, stage_buffers, *shape)
              for shape in shapes]
     if None in steps:
         return None
-    if not sliced:
-        return steps[0], steps[1], None
     chunk = min(step.chunk_rows for step in steps)
     forward, backward = (_tensor_core_step(target, units, mma_type, element, sliced, chunk, stage_buffers, *shape)
                          for shape in shapes)
@@ -1002,8 +1004,24 @@ def _wider(wide: Step | None, forward: Step) -> Step | None:
     return wide if wide and wide.chunk_rows > forward.chunk_rows else None
 
 
-def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, sliced: bool, max_chunk: int,
+def _cooperative_step(target: Target, units: int, mma_type: str, element: int, max_chunk: int,
                       stage_buffers: int, rows: int, k_len: int, fragment_registers: int) -> TensorCoreStep | None:
+    """A cooperative block's step: its warps each take every m tile over 1/8 of K, so that each
+    B fragment a warp loads from shared memory feeds all the m tiles' products, unless the
+    partial sums of 8 parts of K leave room for fewer staged rows than warps of one m tile
+    each. At 2 m tiles (16-bit H = 529-1056 on the H200, TF32 where its staged rows allow)
+    the two warps of a k part had loaded the same B fragments: at float16 H = 1024 B = 64,
+    256 KiB a step, 1.0 us at 128 bytes a clock, in a product of 1.43 us (1.27 without the
+    duplicates). The forward took 0.97-0.99 of the time at float16 and bfloat16 H = 1024,
+    TF32 0.94-0.96 (bench/NOTES.md v28)."""
+    args = (target, units, mma_type, element, False, max_chunk, stage_buffers, rows, k_len, fragment_registers)
+    split, whole = _tensor_core_step(*args), _tensor_core_step(*args, all_m_tiles=True)
+    return whole if whole and (split is None or whole.chunk_rows >= split.chunk_rows) else split
+
+
+def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, sliced: bool, max_chunk: int,
+                      stage_buffers: int, rows: int, k_len: int, fragment_registers: int,
+                      all_m_tiles: bool = False) -> TensorCoreStep | None:
     if max_chunk < _MMA_N:
         return None
     m_tiles = -(-rows // _MMA_M)
@@ -1013,9 +1031,11 @@ def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, s
         while not (_MMA_WARPS % m_tiles == 0 or m_tiles % _MMA_WARPS == 0):
             m_tiles += 1
     # Warps share each m tile's K, or (batch-sliced, where the block may have many units'
-    # gate rows) split the m tiles.
+    # gate rows) split the m tiles, or each take every m tile and 1/8 of K (all_m_tiles).
     if sliced and m_tiles >= _MMA_WARPS and m_tiles % _MMA_WARPS == 0:
         m_tiles_per_warp, k_split = m_tiles // _MMA_WARPS, 1
+    elif all_m_tiles and _MMA_WARPS % m_tiles == 0:
+        m_tiles_per_warp, k_split = m_tiles, _MMA_WARPS
     elif _MMA_WARPS % m_tiles == 0:
         m_tiles_per_warp, k_split = 1, _MMA_WARPS // m_tiles
     else:

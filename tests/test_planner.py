@@ -250,8 +250,9 @@ def test_tensor_core_steps_cover_the_block_and_fit_registers_and_shared_memory(s
         shares_out = lambda count: 8 % count == 0 or count % 8 == 0  # noqa: E731
         assert step.rows == rows and step.m_tiles >= needed
         assert step.m_tiles == needed or (plan.batch_sliced and not any(map(shares_out, range(needed, step.m_tiles))))
-        # One (group of m tiles, k part) per warp; only batch-sliced warps take several m tiles.
-        assert step.m_tiles % step.m_tiles_per_warp == 0 and (step.m_tiles_per_warp == 1 or plan.batch_sliced)
+        # One (group of m tiles, k part) per warp; cooperative warps take one m tile or all of them.
+        assert step.m_tiles % step.m_tiles_per_warp == 0
+        assert plan.batch_sliced or step.m_tiles_per_warp in (1, step.m_tiles)
         assert step.m_tiles // step.m_tiles_per_warp * step.k_split == plan.warps
         k_tile = 8 if plan.mma_type in ("tf32", "tf32x3") else 16
         assert step.k_tiles * k_tile >= k_len > (step.k_tiles - 1) * k_tile
@@ -629,6 +630,23 @@ def test_float32_with_tf32_allowed_runs_on_tensor_cores_up_to_1056(hidden, math,
             shared_tiles = step.k_tiles_per_warp - step.k_tiles_in_registers
             lane_bytes = 16 if step.rows > 8 else 8
             assert 8 * step.m_tiles_per_warp * shared_tiles * 32 * lane_bytes == 57344
+
+
+@pytest.mark.parametrize("dtype, allow_tf32, hidden, m_tiles_per_warp, chunk_rows", [
+    # 2 m tiles: each warp multiplies both over 1/8 of K, so that no two warps load the same
+    # B fragments (bench/NOTES.md v28) ...
+    ("float16", False, 1024, 2, 64), ("bfloat16", False, 576, 2, 64), ("float32", True, 1024, 2, 32),
+    # ... unless the partial sums of 8 parts of K would leave room for fewer staged rows
+    # (TF32 H = 768: 48 rows, not 56).
+    ("float32", True, 768, 1, 56), ("float32", True, 640, 1, 64)])
+def test_cooperative_warps_take_every_m_tile_unless_fewer_rows_would_fit(dtype, allow_tf32, hidden, m_tiles_per_warp,
+                                                                           chunk_rows):
+    plan = plan_layer(LSTMSpec(input_size=8, hidden_size=hidden, dtype=dtype, allow_tf32=allow_tf32), SM90_H200)
+    step = plan.forward_step
+    assert not plan.batch_sliced and plan.math == "mma" and step.m_tiles == 2
+    assert step.m_tiles_per_warp == m_tiles_per_warp and step.k_split == 8 // (2 // m_tiles_per_warp)
+    assert step.chunk_rows == chunk_rows
+    assert plan.backward_step.m_tiles == plan.backward_step.m_tiles_per_warp == 1  # a unit's row a tile row
 
 
 def test_tf32_needs_ampere():

@@ -145,7 +145,7 @@ __device__ __forceinline__ void stage_tagged(storage_t* dst, const exchange_t* s
 }
 
 #define M_ROWS 32                      // weight rows of the block
-#define K_SPLIT 4                     // parts of K, each a warp's (mma) or a thread's (FMA)
+#define K_SPLIT 8                     // parts of K, each a warp's (mma) or a thread's (FMA)
 #define STAGE_STRIDE 1032
 #define PARTIAL_STRIDE 36
 #define STAGED_BYTES 132096
@@ -153,10 +153,10 @@ __device__ __forceinline__ void stage_tagged(storage_t* dst, const exchange_t* s
 #define STAGE_BUFFERS 1
 static_assert(ITEMS_PER_THREAD * THREADS >= UNITS_PER_BLOCK * CHUNK_ROWS, "every (unit, row) is finished");
 #define M_TILES 2
-#define M_TILES_PER_WARP 1
+#define M_TILES_PER_WARP 2
 #define M_GROUPS (M_TILES / M_TILES_PER_WARP)        // a warp's m tiles are one group; K_SPLIT warps each
-#define K_TILES_PER_WARP 16
-#define K_TILES_IN_REGISTERS 16
+#define K_TILES_PER_WARP 8
+#define K_TILES_IN_REGISTERS 8
 #define SHARED_K_TILES (K_TILES_PER_WARP - K_TILES_IN_REGISTERS)  // the rest, in shared memory
 #define N_TILES (CHUNK_ROWS / 8)
 #define MMA_TYPE "bf16"
