@@ -1006,17 +1006,21 @@ def _wider(wide: Step | None, forward: Step) -> Step | None:
 
 def _cooperative_step(target: Target, units: int, mma_type: str, element: int, max_chunk: int,
                       stage_buffers: int, rows: int, k_len: int, fragment_registers: int) -> TensorCoreStep | None:
-    """A cooperative block's step: its warps each take every m tile over 1/8 of K, so that each
-    B fragment a warp loads from shared memory feeds all the m tiles' products, unless the
-    partial sums of 8 parts of K leave room for fewer staged rows than warps of one m tile
-    each. At 2 m tiles (16-bit H = 529-1056 on the H200, TF32 where its staged rows allow)
-    the two warps of a k part had loaded the same B fragments: at float16 H = 1024 B = 64,
-    256 KiB a step, 1.0 us at 128 bytes a clock, in a product of 1.43 us (1.27 without the
-    duplicates). The forward took 0.97-0.99 of the time at float16 and bfloat16 H = 1024,
-    TF32 0.94-0.96 (bench/NOTES.md v28)."""
+    """A cooperative block's step. Where the block has 2 m tiles (16-bit H = 529-1056 on the
+    H200, TF32 from 529), each warp takes both over 1/8 of K, so that each B fragment it
+    loads from shared memory feeds two products; one m tile a warp over 1/4 of K, the two
+    warps of a k part had loaded the same fragments: at float16 H = 1024 B = 64, 256 KiB a
+    step, 1.0 us at 128 bytes a clock, in a product of 1.43 us (1.27 without the duplicates).
+    The forward took 0.97-0.99 of the time at float16 and bfloat16 H = 1024, TF32 0.94-0.96
+    (bench/NOTES.md v28). Not where that stages fewer rows (its partial sums of 8 parts of K
+    take twice the shared memory, and K padded to 8 warps' k tiles more): TF32 H = 577-864,
+    897-960 and 1025-1056 on the H200. 4 m tiles a warp (smaller GPUs) were never measured."""
     args = (target, units, mma_type, element, False, max_chunk, stage_buffers, rows, k_len, fragment_registers)
-    split, whole = _tensor_core_step(*args), _tensor_core_step(*args, all_m_tiles=True)
-    return whole if whole and (split is None or whole.chunk_rows >= split.chunk_rows) else split
+    split = _tensor_core_step(*args)
+    if split is None or split.m_tiles != 2:
+        return split
+    both = _tensor_core_step(*args, all_m_tiles=True)
+    return both if both and both.chunk_rows >= split.chunk_rows else split
 
 
 def _tensor_core_step(target: Target, units: int, mma_type: str, element: int, sliced: bool, max_chunk: int,

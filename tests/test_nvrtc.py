@@ -84,6 +84,17 @@ def test_weights_in_registers_do_not_spill_at_the_planners_limit(dtype, hidden, 
         assert "0 bytes spill stores, 0 bytes spill loads" in log, f"{direction}:\n{log}"
 
 
+@pytest.mark.parametrize("hidden", [880, 1024])
+def test_tf32_forward_with_both_m_tiles_a_warp_does_not_spill(hidden):
+    # Each warp multiplies both m tiles (codegen/planner.py _cooperative_step), 9 of its 14 or
+    # 16 k tiles in registers and the rest in shared memory.
+    source = render_layer(LSTMSpec(input_size=8, hidden_size=hidden, allow_tf32=True))["forward"]
+    step = source.plan.forward_step
+    assert step.m_tiles_per_warp == 2 and step.k_tiles_in_registers < step.k_tiles_per_warp
+    log = _ptxas_log(source.text, "forward")
+    assert "0 bytes spill stores, 0 bytes spill loads" in log, log
+
+
 _A100 = Target(arch="sm_80", sm_count=108, max_smem_per_block=166912)
 
 

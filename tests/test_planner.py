@@ -250,9 +250,9 @@ def test_tensor_core_steps_cover_the_block_and_fit_registers_and_shared_memory(s
         shares_out = lambda count: 8 % count == 0 or count % 8 == 0  # noqa: E731
         assert step.rows == rows and step.m_tiles >= needed
         assert step.m_tiles == needed or (plan.batch_sliced and not any(map(shares_out, range(needed, step.m_tiles))))
-        # One (group of m tiles, k part) per warp; cooperative warps take one m tile or all of them.
+        # One (group of m tiles, k part) per warp; cooperative warps take one m tile, or both of 2.
         assert step.m_tiles % step.m_tiles_per_warp == 0
-        assert plan.batch_sliced or step.m_tiles_per_warp in (1, step.m_tiles)
+        assert plan.batch_sliced or step.m_tiles_per_warp == 1 or step.m_tiles_per_warp == step.m_tiles == 2
         assert step.m_tiles // step.m_tiles_per_warp * step.k_split == plan.warps
         k_tile = 8 if plan.mma_type in ("tf32", "tf32x3") else 16
         assert step.k_tiles * k_tile >= k_len > (step.k_tiles - 1) * k_tile
@@ -644,7 +644,7 @@ def test_cooperative_warps_take_every_m_tile_unless_fewer_rows_would_fit(dtype, 
     plan = plan_layer(LSTMSpec(input_size=8, hidden_size=hidden, dtype=dtype, allow_tf32=allow_tf32), SM90_H200)
     step = plan.forward_step
     assert not plan.batch_sliced and plan.math == "mma" and step.m_tiles == 2
-    assert step.m_tiles_per_warp == m_tiles_per_warp and step.k_split == 8 // (2 // m_tiles_per_warp)
+    assert step.m_tiles_per_warp == m_tiles_per_warp and step.k_split == 4 * m_tiles_per_warp
     assert step.chunk_rows == chunk_rows
     assert plan.backward_step.m_tiles == plan.backward_step.m_tiles_per_warp == 1  # a unit's row a tile row
 

@@ -65,6 +65,7 @@ def test_weights_outside_registers(dtype, hidden, place, batch):
     ("bfloat16", 1057, 5, "fma"),    # past the register limit: the FMA kernels in 16 bits
     ("tf32", 576, 70, "mma"),        # float32 with TF32 allowed, at its register limit
     ("tf32", 1056, 19, "mma"),       # TF32 fragments partly in shared memory, at their limit
+    ("tf32", 1000, 9, "mma"),        # the same, each warp both m tiles (the second's fragments in shared memory too)
     ("tf32", 1064, 3, "fma"),        # past it: strict float32 on the FMA kernels
     ("tf32", 300, 3, "mma"),         # K = 300: a zero-padded k tile of 8
 ])
