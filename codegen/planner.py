@@ -257,7 +257,7 @@ class TensorCoreStep:
     rows: int              # M: weight rows the block multiplies
     m_tiles: int           # 16-row tiles of them (zero-padded)
     m_tiles_per_warp: int  # consecutive m tiles a warp multiplies: batch-sliced, more than 1 where the
-                           # block has more m tiles than warps; cooperative, 1 or all (_cooperative_step)
+                           # block has more m tiles than warps; cooperative, 1, or both of 2 (_cooperative_step)
     k_split: int           # warps per group of m tiles; warp w takes the m tiles of group
                            # w % (m_tiles / m_tiles_per_warp) and k tiles w // that + j * k_split
     k_tiles: int           # tiles of K, 16 wide (8 for TF32), zero-padded
