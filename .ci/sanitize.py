@@ -42,6 +42,8 @@ GRID = [
     (LSTMSpec(4, 1024, "float32", "double", True), Problem(2, 70, True, True, 8)),   # several chunks each way
     (LSTMSpec(6, 1024, "float16", "double", True), Problem(3, 9, True, True, 9)),    # tensor cores, 2 m tiles
     (LSTMSpec(6, 1024, "float16", "single", True), Problem(3, 8, False, True, 33)),  # the same, h by tagged words
+    (LSTMSpec(6, 1024, "float16", "single", True), Problem(3, 1, True, True, 49)),   # the same, one vector of words a thread
+    (LSTMSpec(9, 516, "float32", "double", True), Problem(3, 1, False, True, 50)),   # FMA, 129 vectors: one a thread, some none
     (LSTMSpec(4, 8, "float32", "double", True), Problem(3, 100, True, True, 34)),    # 3xTF32 single blocks, a row a block
     (LSTMSpec(9, 514, "float32", "double", True), Problem(2, 7, True, True, 41)),    # FMA tagged words, rows of 257 vectors
     (LSTMSpec(9, 512, "float32", "single", True), Problem(2, 6, True, True, 45)),    # FMA runs of 4 k a lane, tagged words

@@ -122,6 +122,20 @@ __device__ __forceinline__ void stage_tagged(storage_t* dst, const exchange_t* s
   static_assert(STRIDE * sizeof(storage_t) % sizeof(packed_t) == 0, "aligned stores of a vector's values");
   const unsigned vectors = unsigned(rows) * ROW_VECTORS;
   const uint4* from = reinterpret_cast<const uint4*>(src);
+  auto copy = [&](unsigned e, const uint4& v) {
+    const unsigned at = STRIDE == K_LEN ? e * WORDS_PER_VECTOR : e / ROW_VECTORS * STRIDE + e % ROW_VECTORS * WORDS_PER_VECTOR;
+    *reinterpret_cast<packed_t*>(dst + at) = values_of(v);
+  };
+  if (vectors <= THREADS) {
+    // At most a vector a thread (B = 1 to H = 1024 with 4-byte words): one wait, without the
+    // rounds' tests of IN_FLIGHT bits, which the thread whose vector comes last ran after it.
+    if (threadIdx.x < vectors) {
+      uint4 v;
+      do v = load_words(from + threadIdx.x); while (!all_tagged(v, tag));
+      copy(threadIdx.x, v);
+    }
+    return;
+  }
   for (unsigned base = threadIdx.x; base < vectors; base += IN_FLIGHT * THREADS) {
     // Bit i: vector base + i * THREADS is still to be copied. Every round loads all of them
     // again at once, so a thread waits one trip through L2 a round, not one a vector.
@@ -135,8 +149,7 @@ __device__ __forceinline__ void stage_tagged(storage_t* dst, const exchange_t* s
       for (unsigned i = 0; i < IN_FLIGHT; ++i) {
         const unsigned e = base + i * THREADS;
         if ((waiting & 1u << i) && all_tagged(v[i], tag)) {
-          const unsigned at = STRIDE == K_LEN ? e * WORDS_PER_VECTOR : e / ROW_VECTORS * STRIDE + e % ROW_VECTORS * WORDS_PER_VECTOR;
-          *reinterpret_cast<packed_t*>(dst + at) = values_of(v[i]);
+          copy(e, v[i]);
           waiting &= ~(1u << i);
         }
       }

@@ -83,6 +83,11 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
 
 @pytest.mark.parametrize("dtype, hidden, batch", [
     ("float16", 1024, 8),    # tensor cores, 4-byte words
+    ("float16", 1024, 1),    # 256 vectors: one a thread, each waited on alone (stage_tagged)
+    ("bfloat16", 604, 1),    # 151 vectors: one a thread, some threads none
+    ("float32", 516, 1),     # FMA, 129 vectors
+    ("float64", 512, 1),     # FMA, 256 vectors of 2 words: one a thread
+    ("float64", 514, 1),     # 257 vectors: one past the threads, so rounds of IN_FLIGHT
     ("bfloat16", 604, 3),    # rows of 151 vectors of 4 words
     ("tf32", 300, 27),       # the tag in h's last bit, the most rows that send words at H = 300
     ("tf32", 512, 1),
