@@ -215,7 +215,8 @@ __device__ __forceinline__ packed_t values_of(const uint4& v) { return v; }
 
 // Copies `rows` rows of h_s, which the blocks send during step s as tagged words, into shared
 // memory STRIDE elements apart, each vector once all of its words carry s: 16-byte loads
-// with several in flight per thread, those not yet complete loaded again. The indices are
+// with several in flight per thread, those not yet complete loaded again; or, where the
+// vectors are at most a thread's each, each loaded until complete. The indices are
 // unsigned and STRIDE a constant, so that the places of a thread's vectors in shared memory,
 // which it works out before its first load, take a few instructions (in signed int, 119 a
 // thread at float32 H = 512 B = 8, on every step's critical path: bench/NOTES.md v27).
@@ -229,17 +230,20 @@ __device__ __forceinline__ void stage_tagged(storage_t* dst, const exchange_t* s
   static_assert(STRIDE * sizeof(storage_t) % sizeof(packed_t) == 0, "aligned stores of a vector's values");
   const unsigned vectors = unsigned(rows) * ROW_VECTORS;
   const uint4* from = reinterpret_cast<const uint4*>(src);
-  auto copy = [&](unsigned e, const uint4& v) {
-    const unsigned at = STRIDE == K_LEN ? e * WORDS_PER_VECTOR : e / ROW_VECTORS * STRIDE + e % ROW_VECTORS * WORDS_PER_VECTOR;
-    *reinterpret_cast<packed_t*>(dst + at) = values_of(v);
+  // Where vector e goes in shared memory.
+  auto staged_place = [](unsigned e) {
+    return STRIDE == K_LEN ? e * WORDS_PER_VECTOR : e / ROW_VECTORS * STRIDE + e % ROW_VECTORS * WORDS_PER_VECTOR;
   };
   if (vectors <= THREADS) {
-    // At most a vector a thread (B = 1 to H = 1024 with 4-byte words): one wait, without the
-    // rounds' tests of IN_FLIGHT bits, which the thread whose vector comes last ran after it.
+    // At most a vector a thread (rows * K_LEN <= THREADS * WORDS_PER_VECTOR: B = 1 to H = 1024
+    // with 4-byte words): no rounds. A round took longer than its trip through L2, so a
+    // vector that had arrived was seen up to a round late: float16 H = 1024 B = 1 took 0.86
+    // of the rounds' time (bench/NOTES.md v29).
     if (threadIdx.x < vectors) {
+      const unsigned at = staged_place(threadIdx.x);
       uint4 v;
       do v = load_words(from + threadIdx.x); while (!all_tagged(v, tag));
-      copy(threadIdx.x, v);
+      *reinterpret_cast<packed_t*>(dst + at) = values_of(v);
     }
     return;
   }
@@ -256,7 +260,7 @@ __device__ __forceinline__ void stage_tagged(storage_t* dst, const exchange_t* s
       for (unsigned i = 0; i < IN_FLIGHT; ++i) {
         const unsigned e = base + i * THREADS;
         if ((waiting & 1u << i) && all_tagged(v[i], tag)) {
-          copy(e, v[i]);
+          *reinterpret_cast<packed_t*>(dst + staged_place(e)) = values_of(v[i]);
           waiting &= ~(1u << i);
         }
       }

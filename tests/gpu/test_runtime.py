@@ -88,6 +88,7 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
     ("float32", 516, 1),     # FMA, 129 vectors
     ("float64", 512, 1),     # FMA, 256 vectors of 2 words: one a thread
     ("float64", 514, 1),     # 257 vectors: one past the threads, so rounds of IN_FLIGHT
+    ("tf32", 300, 3),        # 225 vectors over 3 padded staged rows: one a thread
     ("bfloat16", 604, 3),    # rows of 151 vectors of 4 words
     ("tf32", 300, 27),       # the tag in h's last bit, the most rows that send words at H = 300
     ("tf32", 512, 1),
