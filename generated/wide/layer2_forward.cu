@@ -216,7 +216,7 @@ __device__ __forceinline__ packed_t values_of(const uint4& v) { return v; }
 // Copies `rows` rows of h_s, which the blocks send during step s as tagged words, into shared
 // memory STRIDE elements apart, each vector once all of its words carry s: 16-byte loads
 // with several in flight per thread, those not yet complete loaded again; or, where the
-// vectors are at most a thread's each, each loaded until complete. The indices are
+// block has a thread for each vector, each loaded until complete. The indices are
 // unsigned and STRIDE a constant, so that the places of a thread's vectors in shared memory,
 // which it works out before its first load, take a few instructions (in signed int, 119 a
 // thread at float32 H = 512 B = 8, on every step's critical path: bench/NOTES.md v27).
