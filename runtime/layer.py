@@ -55,9 +55,19 @@ _BACKWARD_ADVICE = "lower the batch size or the sequence length"
 RECURRENCES = ("auto", "persistent", "stepwise")
 
 
-def _pointer(array) -> np.uint64:
-    """Device address of an array's first element (0 for an absent optional tensor)."""
-    return np.uint64(0 if array is None else array.data.ptr)
+def _argument_int(value) -> int:
+    """A kernel argument as the int it passes: an array's device address (0 for an absent
+    optional tensor), or a size itself."""
+    if isinstance(value, int):
+        return value
+    return 0 if value is None else value.data.ptr
+
+
+def _kernel_arguments(values) -> tuple:
+    """A recurrence kernel's arguments in its C types: arrays as pointers, sizes as int.
+    Only launches need them: a replayed call's key holds the plain ints (_argument_int), which
+    take a fifth of the host time (bench/NOTES.md v30)."""
+    return tuple(np.int32(value) if isinstance(value, int) else np.uint64(_argument_int(value)) for value in values)
 
 
 def _host_array(value) -> np.ndarray:
@@ -236,16 +246,13 @@ class Layer:
             # allocation on the stream (torch's allocator serves other threads too), whose
             # writes would land between the fill and the kernel.
             exchange = self._exchange(batch)
+            kernel, plan = self._kernel("forward", batch)
             arguments = (
-                _pointer(gx), _pointer(bias), _pointer(self.params["W_hh"]), _pointer(h0), _pointer(c0),
-                _pointer(h_buf), np.int32(h_buf.shape[0]), _pointer(h_last), _pointer(c_last), _pointer(cell),
+                gx, bias, self.params["W_hh"], h0, c0, h_buf, h_buf.shape[0], h_last, c_last, cell,
                 # Training writes the activated gates over Gx: each lane reads Gx[t] of its own
                 # (unit, row) before writing the gates there, so nothing is lost.
-                _pointer(gx if training else None), _pointer(c_seq),
-                np.int32(steps), np.int32(batch),
-            ) + tuple(map(_pointer, exchange))
-            kernel, plan = self._kernel("forward", batch)
-            arguments += self._launch_tail(plan, batch)
+                gx if training else None, c_seq, steps, batch, *exchange,
+            ) + self._launch_tail(plan, batch)
 
             def issue(stream) -> None:
                 with stream:
@@ -261,8 +268,8 @@ class Layer:
             # them as one CUDA graph. Their addresses and sizes are all the launches depend on
             # (x and W_ih's too, though unread where the stepwise path has projected already).
             parameters = tuple(self.params[name].data.ptr for name in ("W_ih", *BIAS_PARAMETERS[spec.bias]))
-            key = ("persistent forward", spec, x.data.ptr, parameters, projected, *map(int, arguments))
-            replay.run_bound(key, self._gemms.bind, issue)
+            key = ("persistent forward", spec, x.data.ptr, parameters, projected, *map(_argument_int, arguments))
+            replay.run(key, self._gemms.bind, issue)
 
         self._cache = (dict(x=x, h0=h0, c0=c0, h_seq=h_buf, gates=gx, c_seq=c_seq, batch_first=batch_first)
                        if training else None)
@@ -310,7 +317,7 @@ class Layer:
             return ()
         if batch > plan.tagged_exchange_batch:
             return (None,)
-        word = np.dtype(np.uint32 if np.dtype(self.spec.dtype).itemsize <= 4 else np.uint64)
+        word = np.uint32 if DTYPES[self.spec.dtype]["bytes"] <= 4 else np.uint64
         words = new_buffer((2, batch, self.spec.hidden_size), word, "the exchange of h between blocks", _FORWARD_ADVICE)
         return (words,)
 
@@ -375,11 +382,13 @@ class Layer:
 
     def _launch_tail(self, plan: Plan, batch: int) -> tuple:
         """The last argument of `plan`'s kernels where it slices the batch: rows a group takes."""
-        return (np.int32(plan.group_rows(batch, self.kernels.clusters)),) if plan.batch_sliced else ()
+        return (plan.group_rows(batch, self.kernels.clusters),) if plan.batch_sliced else ()
 
     def _launch(self, kernel, plan: Plan, args: tuple, batch: int) -> None:
-        """`plan`'s kernel on the current stream; `args` end with _launch_tail(plan, batch)."""
-        kernel((plan.blocks(batch, self.kernels.clusters),), (plan.threads,), args, shared_mem=plan.smem_bytes)
+        """`plan`'s kernel on the current stream; `args` (arrays and sizes, _kernel_arguments) end
+        with _launch_tail(plan, batch)."""
+        kernel((plan.blocks(batch, self.kernels.clusters),), (plan.threads,), _kernel_arguments(args),
+               shared_mem=plan.smem_bytes)
 
     # ----------------------------------------------------------------- backward
     def backward(self, dy, dh_T=None, dc_T=None) -> dict:
@@ -470,10 +479,7 @@ class Layer:
         if plan.backward_streams_weights:
             weights = cupy.ascontiguousarray(weights.T)
         self._launch(kernel, plan, (
-            _pointer(weights), _pointer(gates), _pointer(cache["c_seq"]), _pointer(cache["c0"]),
-            _pointer(dy), _pointer(dh_T), _pointer(dc_T),
-            _pointer(gates), _pointer(dh0), _pointer(dc0), _pointer(d_cell),
-            np.int32(steps), np.int32(batch),
+            weights, gates, cache["c_seq"], cache["c0"], dy, dh_T, dc_T, gates, dh0, dc0, d_cell, steps, batch,
         ) + self._launch_tail(plan, batch), batch)
         # The transposed copy goes back to CuPy's pool when this returns, for the gradients
         # after it: the pool hands it out again only to work queued after this launch on the

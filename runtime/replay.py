@@ -37,7 +37,9 @@ def run(key: tuple, prepare, issue, replays_only: bool = False) -> bool:
 
     `key` must hold everything the launches depend on except the contents of device memory.
     `prepare(stream)` runs first, outside any capture: CuPy refuses to bind its cuBLAS handle
-    to a stream while the stream captures.
+    to a stream while the stream captures. A capture prepares its own stream, and then the
+    current one again, which is gone once the capture ends; a replay prepares nothing, as it
+    queues nothing but the graph (a host microsecond or two a call, bench/NOTES.md v30).
     """
     import cupy
 
@@ -51,7 +53,7 @@ def run(key: tuple, prepare, issue, replays_only: bool = False) -> bool:
             _remember(_seen, key, True)
     if capture:
         try:
-            graph = _capture(prepare, issue)
+            graph = _capture(prepare, issue, stream)
         except Exception as error:
             # Launches that fail outright fail again below, with their own error; those that
             # only cannot be captured (a driver without graph support for a launch kind) run.
@@ -72,35 +74,26 @@ def run(key: tuple, prepare, issue, replays_only: bool = False) -> bool:
     return True
 
 
-def run_bound(key: tuple, bind, issue, replays_only: bool = False) -> bool:
-    """run, with `bind(stream)` as its prepare, for launches through a library handle (cuBLAS):
-    the handle goes back to the current stream afterwards, since a capture leaves it bound
-    to the capturing stream, which is gone once the capture ends."""
-    import cupy
-
-    try:
-        return run(key, bind, issue, replays_only)
-    finally:
-        bind(cupy.cuda.get_current_stream())
-
-
-def _capture(prepare, issue):
+def _capture(prepare, issue, current):
     import cupy
 
     # Capture needs a stream of its own: the legacy default stream cannot capture. Nothing
     # runs while capturing; the graph launches on the caller's stream, after its earlier work.
     capturing = cupy.cuda.Stream(non_blocking=True)
     prepare(capturing)
-    capturing.begin_capture()
     try:
-        issue(capturing)
-    except BaseException:
-        # The stream stops capturing and the partial graph is dropped; ending a capture that
-        # the failure invalidated raises too, which would hide the failure itself.
-        with contextlib.suppress(Exception):
-            capturing.end_capture()
-        raise
-    return capturing.end_capture()
+        capturing.begin_capture()
+        try:
+            issue(capturing)
+        except BaseException:
+            # The stream stops capturing and the partial graph is dropped; ending a capture that
+            # the failure invalidated raises too, which would hide the failure itself.
+            with contextlib.suppress(Exception):
+                capturing.end_capture()
+            raise
+        return capturing.end_capture()
+    finally:
+        prepare(current)
 
 
 def _remember(kept: OrderedDict, key: tuple, value) -> None:

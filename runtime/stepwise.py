@@ -161,7 +161,7 @@ def forward(spec: LSTMSpec, gemm: Gemms, w_hh, gx, bias, h0, c0, h_buf, h_last, 
 
     key = ("stepwise forward", spec, *cell_step.values, w_hh.data.ptr, _address(h0), recurrent.data.ptr,
            _address(w_tripled))
-    return replay.run_bound(key, gemm.bind, issue, replays_only)
+    return replay.run(key, gemm.bind, issue, replays_only)
 
 
 def _forward_dmma(spec: LSTMSpec, w_hh, gx, bias, h0, c0, h_buf, h_last, c_last, cell, training: bool, c_cache,
@@ -218,4 +218,4 @@ def backward(spec: LSTMSpec, gemm: Gemms, w_hh, gates, c_seq, c0, dy, dh_T, dc_T
                  4 * hidden, out.data.ptr, hidden, out_type, k_parts=k_parts)
 
     key = ("stepwise backward", spec, *cell_step.values, w_hh.data.ptr, recurrent.data.ptr, dh0.data.ptr)
-    return replay.run_bound(key, gemm.bind, issue, replays_only)
+    return replay.run(key, gemm.bind, issue, replays_only)

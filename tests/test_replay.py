@@ -72,9 +72,10 @@ def test_a_loop_runs_directly_then_is_captured_then_replayed(current):
     assert graph.captured == ["step"] and graph.launched_on == [current]
     assert replay.run(("key",), loop.prepare, loop.issue)
     assert graph.launched_on == [current, current] and loop.issued_on == [current]
-    # prepare ran before the direct launches and before the capture, never during one.
-    assert [capturing for _, capturing in loop.prepared] == [False, False]
-    assert loop.prepared[0][0] is current and loop.prepared[1][0] is not current
+    # prepare ran before the direct launches, and before and after the capture (for the
+    # capturing stream, then for the caller's again), never during one; not for the replay.
+    assert [capturing for _, capturing in loop.prepared] == [False, False, False]
+    assert [stream is current for stream, _ in loop.prepared] == [True, False, True]
 
 
 def test_replays_only_issues_nothing_on_a_first_sighting(current):
@@ -134,22 +135,26 @@ def test_launches_that_fail_directly_raise_their_own_error(current):
 
 
 @pytest.mark.parametrize("capture_fails", [False, True])
-def test_a_bound_handle_goes_back_to_the_current_stream(current, capture_fails):
-    # run_bound binds a library handle (cuBLAS) for the launches: to the capturing stream for
-    # a capture, which is gone afterwards, so it ends bound to the caller's stream, also when
-    # the capture fails and the launches run directly.
+def test_a_prepared_handle_goes_back_to_the_current_stream(current, capture_fails):
+    # prepare binds a library handle (cuBLAS) for the launches: to the capturing stream for a
+    # capture, which is gone afterwards, so it ends bound to the caller's stream, also when the
+    # capture fails and the launches run directly. A replay queues only the graph: nothing
+    # is bound.
     bound = []
 
     def issue(stream):
         if capture_fails and stream.capturing:
             raise ValueError("a launch failed")
 
-    replay.run_bound(("key",), bound.append, issue)
-    assert bound == [current, current]
+    replay.run(("key",), bound.append, issue)
+    assert bound == [current]
     bound.clear()
     with pytest.warns(RuntimeWarning) if capture_fails else contextlib.nullcontext():
-        replay.run_bound(("key",), bound.append, issue)
+        replay.run(("key",), bound.append, issue)
     # Captured: bound to the capturing stream, then back. Not captured: bound for the direct
     # launches too.
     expected = 3 if capture_fails else 2
     assert len(bound) == expected and bound[0] is not current and bound[1:] == [current] * (expected - 1)
+    bound.clear()
+    replay.run(("key",), bound.append, issue)
+    assert bound == ([current] if capture_fails else [])
