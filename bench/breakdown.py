@@ -68,7 +68,7 @@ def main(argv=None) -> None:
                   recurrence=args.recurrence)
     layer.load_torch_state_dict(lstm.state_dict())
     x = cupy.from_dlpack(x_torch.detach())
-    dy = cupy.asarray(torch.rand_like(x_torch).detach())
+    dy = cupy.from_dlpack(torch.rand_like(x_torch))  # from_dlpack keeps bfloat16 (cupy.asarray would not)
 
     def cudnn_forward():
         with torch.no_grad():

@@ -47,9 +47,11 @@ def run(key: tuple, prepare, issue, replays_only: bool = False) -> bool:
     with _lock:
         graph = _graphs.get(key)
         capture = graph is None and key in _seen and key not in _uncapturable
-        if capture:
+        if graph is not None:
+            _graphs.move_to_end(key)  # the most recently used are kept
+        elif capture:
             del _seen[key]
-        elif graph is None:
+        else:
             _remember(_seen, key, True)
     if capture:
         try:
@@ -62,9 +64,10 @@ def run(key: tuple, prepare, issue, replays_only: bool = False) -> bool:
                           stacklevel=2)
             with _lock:
                 _remember(_uncapturable, key, True)
+        else:
+            with _lock:
+                _remember(_graphs, key, graph)
     if graph is not None:
-        with _lock:
-            _remember(_graphs, key, graph)
         graph.launch(stream=stream)
         return True
     if replays_only:

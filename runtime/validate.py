@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lstmgen.codegen import DTYPES
 from lstmgen.errors import InputError
 
 
@@ -26,11 +27,16 @@ def check_array(name: str, array, shape: tuple, dtype: str, meaning: str, device
             f"copy it there with `with cupy.cuda.Device({device_id}): {name} = cupy.asarray({name})`"
         )
     if array.dtype != dtype:
-        raise InputError(
-            f"{name} has dtype {array.dtype} but this layer was generated for {dtype}: "
+        if array.dtype.kind == "V":
+            # What cupy.asarray makes of a torch bfloat16 tensor: __cuda_array_interface__ has no
+            # type for it, so its elements arrive as bytes, which no astype turns into numbers.
+            fix = "take the tensor with cupy.from_dlpack, which keeps bfloat16, not cupy.asarray"
+        else:
             # By name: CuPy has no cupy.bfloat16 attribute, but takes "bfloat16" (ml_dtypes' type).
-            f"convert it with {name}.astype(\"{dtype}\") or use a spec with dtype = \"{array.dtype}\""
-        )
+            fix = f"convert it with {name}.astype(\"{dtype}\")"
+            if array.dtype.name in DTYPES:
+                fix += f" or use a spec with dtype = \"{array.dtype.name}\""
+        raise InputError(f"{name} has dtype {array.dtype} but this layer was generated for {dtype}: {fix}")
     if array.ndim != len(shape) or any(want is not None and got != want for got, want in zip(array.shape, shape)):
         expected = tuple("any" if want is None else want for want in shape)
         raise InputError(

@@ -983,6 +983,24 @@ def test_wrong_dtype_advice_converts_to_bfloat16():
     assert y.dtype == "bfloat16"
 
 
+def test_torch_bfloat16_taken_as_bytes_is_named():
+    torch = pytest.importorskip("torch")
+    layer = Layer(LSTMSpec(input_size=3, hidden_size=4, dtype="bfloat16"), seed=0)
+    tensor = torch.rand(2, 2, 3, device="cuda", dtype=torch.bfloat16)
+    raw = cupy.asarray(tensor)  # __cuda_array_interface__ has no bfloat16: 2-byte void elements
+    with pytest.raises(InputError, match=r"x has dtype \|V2 but this layer was generated for bfloat16: take the "
+                                         r"tensor with cupy\.from_dlpack, which keeps bfloat16, not cupy\.asarray"):
+        layer.forward(raw)
+    y, _ = layer.forward(cupy.from_dlpack(tensor))
+    assert y.dtype == "bfloat16"
+
+
+def test_integer_input_is_not_offered_as_a_spec_dtype(small_layer):
+    with pytest.raises(InputError, match=r"x has dtype int32 but this layer was generated for float32: "
+                                         r"convert it with x\.astype\(\"float32\"\)$"):
+        small_layer.forward(cupy.zeros((2, 2, 32), dtype="int32"))
+
+
 def test_host_array_is_refused(small_layer):
     with pytest.raises(InputError, match=r"x is a numpy.ndarray, not a CuPy array: .* cupy.asarray\(x\)"):
         small_layer.forward(np.zeros((2, 2, 32), dtype="float32"))
