@@ -42,7 +42,7 @@ GRID = [
     (LSTMSpec(4, 1024, "float32", "double", True), Problem(2, 70, True, True, 8)),   # several chunks each way
     (LSTMSpec(6, 1024, "float16", "double", True), Problem(3, 9, True, True, 9)),    # tensor cores, 2 m tiles
     (LSTMSpec(6, 1024, "float16", "single", True), Problem(3, 8, False, True, 33)),  # the same, h by tagged words
-    (LSTMSpec(6, 1024, "float16", "single", True), Problem(3, 1, True, True, 49)),   # the same, one vector of words a thread
+    (LSTMSpec(6, 1024, "float16", "single", True), Problem(3, 1, True, True, 49)),   # the same, one row: a warp copies its own k tiles
     (LSTMSpec(9, 516, "float32", "double", True), Problem(3, 1, False, True, 50)),   # FMA, 129 vectors: one a thread, some none
     (LSTMSpec(4, 8, "float32", "double", True), Problem(3, 100, True, True, 34)),    # 3xTF32 single blocks, a row a block
     (LSTMSpec(9, 514, "float32", "double", True), Problem(2, 7, True, True, 41)),    # FMA tagged words, rows of 257 vectors
@@ -53,6 +53,7 @@ GRID = [
     (LSTMSpec(4, 100, "float32", "double", True, allow_tf32=True), Problem(3, 3, True, True, 13)),  # TF32 clusters of 8, padded k tile
     (LSTMSpec(5, 1056, "float32", "single", True, allow_tf32=True), Problem(2, 40, True, True, 14)),  # TF32 limit: fragments in smem too
     (LSTMSpec(5, 1000, "float32", "double", True, allow_tf32=True), Problem(2, 9, True, True, 48)),  # the same, both m tiles a warp
+    (LSTMSpec(5, 1000, "float32", "none", True, allow_tf32=True), Problem(3, 1, False, True, 52)),  # one row, a warp its k tiles, lanes past K
     (LSTMSpec(3, 300, "float32", "single", True, allow_tf32=True), Problem(2, 3, True, True, 51)),  # tagged words, a vector a thread over padded rows
     (LSTMSpec(5, 1400, "float16", "single", False), Problem(2, 3, True, True, 10)),  # 16-bit FMA, shared memory
     (LSTMSpec(5, 2001, "float16", "single", True), Problem(2, 3, True, True, 35)),   # 16-bit FMA, W_hh in L2

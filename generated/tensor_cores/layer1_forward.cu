@@ -106,6 +106,13 @@ __device__ __forceinline__ packed_t values_of(const uint4& v) {
   return make_uint2((v.x & 0xffffu) | (v.y << 16), (v.z & 0xffffu) | (v.w << 16));
 }
 
+// Copies a vector of words to `at` in shared memory once all of its words carry `tag`.
+__device__ __forceinline__ void copy_when_tagged(storage_t* at, const uint4* vector, exchange_t tag) {
+  uint4 v;
+  do v = load_words(vector); while (!all_tagged(v, tag));
+  *reinterpret_cast<packed_t*>(at) = values_of(v);
+}
+
 // Copies `rows` rows of h_s, which the blocks send during step s as tagged words, into shared
 // memory STRIDE elements apart, each vector once all of its words carry s: 16-byte loads
 // with several in flight per thread, those not yet complete loaded again; or, where the
@@ -132,12 +139,7 @@ __device__ __forceinline__ void stage_tagged(storage_t* dst, const exchange_t* s
     // with 4-byte words): no rounds. A round took longer than its trip through L2, so a
     // vector that had arrived was seen up to a round late: float16 H = 1024 B = 1 took 0.86
     // of the rounds' time (bench/NOTES.md v29).
-    if (threadIdx.x < vectors) {
-      const unsigned at = staged_place(threadIdx.x);
-      uint4 v;
-      do v = load_words(from + threadIdx.x); while (!all_tagged(v, tag));
-      *reinterpret_cast<packed_t*>(dst + at) = values_of(v);
-    }
+    if (threadIdx.x < vectors) copy_when_tagged(dst + staged_place(threadIdx.x), from + threadIdx.x, tag);
     return;
   }
   for (unsigned base = threadIdx.x; base < vectors; base += IN_FLIGHT * THREADS) {
@@ -339,6 +341,26 @@ __device__ __forceinline__ void block_product(const unsigned (&fragments)[M_TILE
   }
 }
 
+// B = 1 on 16-bit tensor cores, each warp a k part of all m tiles (M_GROUPS 1): a warp's
+// product reads only its own k tiles of the staged row, k_part + j * K_SPLIT, so its lanes
+// copy those, a vector a lane, and it multiplies once they are through (__syncwarp), not
+// once every warp is (__syncthreads): a warp whose source blocks sent early multiplies while
+// the others wait. float16 H = 1024 took 0.93-0.94 of the time, bfloat16 0.95; TF32, 1.19 at
+// H = 1024 and 1.50 at 512 (cause not found), keeps the block's staging (bench/NOTES.md v30).
+// Its partial sums, which a warp may now write before another has read the step before's,
+// alternate between the rows of the first two n tiles by the step's parity (CHUNK_ROWS >= 16).
+#define VECTORS_PER_K_TILE (K_TILE / WORDS_PER_VECTOR)
+static_assert(K_TILE % WORDS_PER_VECTOR == 0, "a k tile is whole vectors of words");
+constexpr bool WARPS_STAGE_OWN_K_TILES = M_GROUPS == 1 && K_TILES_PER_WARP * VECTORS_PER_K_TILE <= 32 && CHUNK_ROWS >= 16;
+
+// Copies the warp's k tiles of h_s's first row, which the blocks send during step s as
+// tagged words, into that row of the staged rows.
+__device__ __forceinline__ void stage_own_k_tiles(storage_t* dst, const exchange_t* src, int s, int k_part, int lane) {
+  const int k = (lane / VECTORS_PER_K_TILE * K_SPLIT + k_part) * K_TILE + lane % VECTORS_PER_K_TILE * WORDS_PER_VECTOR;
+  if (lane < K_TILES_PER_WARP * VECTORS_PER_K_TILE && k < K_LEN)
+    copy_when_tagged(dst + k, reinterpret_cast<const uint4*>(src + k), tag_of_step(s));
+}
+
 
 // Row m of the block's weight tile: gate m % 4 of its unit m / 4; zeros past the block's
 // units and past k = H.
@@ -514,6 +536,11 @@ lstm_forward_recurrence(
 
     for (int chunk = 0; chunk < batch; chunk += CHUNK_ROWS) {
       const int chunk_rows = min(CHUNK_ROWS, batch - chunk);
+      const bool own_k_tiles = WARPS_STAGE_OWN_K_TILES && t > 0 && tagged && chunk_rows == 1;
+      if (own_k_tiles) {
+        stage_own_k_tiles(staged, exchange + (size_t)((t - 1) & 1) * slot_stride, t - 1, k_part, lane);
+        __syncwarp();
+      } else {
       if (h_prev != nullptr) {
         if (t > 0 && tagged) stage_tagged<STAGE_STRIDE>(staged, exchange + (size_t)((t - 1) & 1) * slot_stride + (size_t)chunk * K_LEN, chunk_rows, t - 1);
         else stage_rows(staged, h_prev + (size_t)chunk * K_LEN, chunk_rows);
@@ -522,7 +549,9 @@ lstm_forward_recurrence(
       // (finite; the epilogue does not read its sums then): a branch around the product
       // waited for the carried loads, which the epilogue it led to reads.
       __syncthreads();
-        block_product(fragments, shared_fragments, staged, partial, (chunk_rows + 7) / 8, m_group, k_part, lane);
+      }
+      float* const step_partial = partial + (own_k_tiles && (t & 1) ? 8 * PARTIAL_STRIDE : 0);
+        block_product(fragments, shared_fragments, staged, step_partial, (chunk_rows + 7) / 8, m_group, k_part, lane);
         __syncthreads();  // the partial sums are complete; the staged rows may be overwritten
       // partial[k part][row][4 * local unit + gate]: a (unit, row)'s four gates side by side.
 #pragma unroll
@@ -534,7 +563,7 @@ lstm_forward_recurrence(
         if (h_prev != nullptr) {
 #pragma unroll
           for (int part = 0; part < K_SPLIT; ++part) {
-            const partial_t* sums = partial + (part * CHUNK_ROWS + row) * PARTIAL_STRIDE + 4 * local_unit;
+            const partial_t* sums = step_partial + (part * CHUNK_ROWS + row) * PARTIAL_STRIDE + 4 * local_unit;
             if constexpr (sizeof(partial_t) == 4) {  // 16-byte reads
               const float4 v = *reinterpret_cast<const float4*>(sums);
               recurrent[0] += v.x; recurrent[1] += v.y; recurrent[2] += v.z; recurrent[3] += v.w;

@@ -213,6 +213,13 @@ __device__ __forceinline__ bool all_tagged(const uint4& v, exchange_t tag) {
 typedef uint4 packed_t;
 __device__ __forceinline__ packed_t values_of(const uint4& v) { return v; }
 
+// Copies a vector of words to `at` in shared memory once all of its words carry `tag`.
+__device__ __forceinline__ void copy_when_tagged(storage_t* at, const uint4* vector, exchange_t tag) {
+  uint4 v;
+  do v = load_words(vector); while (!all_tagged(v, tag));
+  *reinterpret_cast<packed_t*>(at) = values_of(v);
+}
+
 // Copies `rows` rows of h_s, which the blocks send during step s as tagged words, into shared
 // memory STRIDE elements apart, each vector once all of its words carry s: 16-byte loads
 // with several in flight per thread, those not yet complete loaded again; or, where the
@@ -239,12 +246,7 @@ __device__ __forceinline__ void stage_tagged(storage_t* dst, const exchange_t* s
     // with 4-byte words): no rounds. A round took longer than its trip through L2, so a
     // vector that had arrived was seen up to a round late: float16 H = 1024 B = 1 took 0.86
     // of the rounds' time (bench/NOTES.md v29).
-    if (threadIdx.x < vectors) {
-      const unsigned at = staged_place(threadIdx.x);
-      uint4 v;
-      do v = load_words(from + threadIdx.x); while (!all_tagged(v, tag));
-      *reinterpret_cast<packed_t*>(dst + at) = values_of(v);
-    }
+    if (threadIdx.x < vectors) copy_when_tagged(dst + staged_place(threadIdx.x), from + threadIdx.x, tag);
     return;
   }
   for (unsigned base = threadIdx.x; base < vectors; base += IN_FLIGHT * THREADS) {
