@@ -53,7 +53,8 @@ GRID = [
     (LSTMSpec(4, 100, "float32", "double", True, allow_tf32=True), Problem(3, 3, True, True, 13)),  # TF32 clusters of 8, padded k tile
     (LSTMSpec(5, 1056, "float32", "single", True, allow_tf32=True), Problem(2, 40, True, True, 14)),  # TF32 limit: fragments in smem too
     (LSTMSpec(5, 1000, "float32", "double", True, allow_tf32=True), Problem(2, 9, True, True, 48)),  # the same, both m tiles a warp
-    (LSTMSpec(5, 1000, "float32", "none", True, allow_tf32=True), Problem(3, 1, False, True, 52)),  # one row, a warp its k tiles, lanes past K
+    (LSTMSpec(5, 1000, "float32", "none", True, allow_tf32=True), Problem(3, 1, False, True, 52)),  # one row: TF32 keeps the block's staging
+    (LSTMSpec(7, 604, "bfloat16", "double", True), Problem(3, 1, True, True, 53)),  # one row, a warp its own k tiles, lanes past k = 604
     (LSTMSpec(3, 300, "float32", "single", True, allow_tf32=True), Problem(2, 3, True, True, 51)),  # tagged words, a vector a thread over padded rows
     (LSTMSpec(5, 1400, "float16", "single", False), Problem(2, 3, True, True, 10)),  # 16-bit FMA, shared memory
     (LSTMSpec(5, 2001, "float16", "single", True), Problem(2, 3, True, True, 35)),   # 16-bit FMA, W_hh in L2

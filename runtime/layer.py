@@ -58,8 +58,8 @@ RECURRENCES = ("auto", "persistent", "stepwise")
 def _argument_int(value) -> int:
     """A kernel argument as the int it passes: an array's device address (0 for an absent
     optional tensor), or a size itself."""
-    if isinstance(value, int):
-        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
     return 0 if value is None else value.data.ptr
 
 
@@ -67,7 +67,8 @@ def _kernel_arguments(values) -> tuple:
     """A recurrence kernel's arguments in its C types: arrays as pointers, sizes as int.
     Only launches need them: a replayed call's key holds the plain ints (_argument_int), which
     take a fifth of the host time (bench/NOTES.md v30)."""
-    return tuple(np.int32(value) if isinstance(value, int) else np.uint64(_argument_int(value)) for value in values)
+    return tuple(np.int32(value) if isinstance(value, (int, np.integer)) else np.uint64(_argument_int(value))
+                 for value in values)
 
 
 def _host_array(value) -> np.ndarray:

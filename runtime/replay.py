@@ -83,8 +83,8 @@ def _capture(prepare, issue, current):
     # Capture needs a stream of its own: the legacy default stream cannot capture. Nothing
     # runs while capturing; the graph launches on the caller's stream, after its earlier work.
     capturing = cupy.cuda.Stream(non_blocking=True)
-    prepare(capturing)
     try:
+        prepare(capturing)
         capturing.begin_capture()
         try:
             issue(capturing)

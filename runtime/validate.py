@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from lstmgen.codegen import DTYPES
 from lstmgen.errors import InputError
 
@@ -27,7 +29,7 @@ def check_array(name: str, array, shape: tuple, dtype: str, meaning: str, device
             f"copy it there with `with cupy.cuda.Device({device_id}): {name} = cupy.asarray({name})`"
         )
     if array.dtype != dtype:
-        if array.dtype.kind == "V":
+        if array.dtype.type is np.void:
             # What cupy.asarray makes of a torch bfloat16 tensor: __cuda_array_interface__ has no
             # type for it, so its elements arrive as bytes, which no astype turns into numbers.
             fix = "take the tensor with cupy.from_dlpack, which keeps bfloat16, not cupy.asarray"

@@ -98,6 +98,20 @@ def test_each_key_has_its_own_graph_and_the_oldest_are_forgotten(current):
     assert len(loop.issued_on) == len(keys) + 1
 
 
+def test_a_replayed_graph_is_kept_over_older_unused_ones(current):
+    loop = Loop()
+    keys = [("key", index) for index in range(replay._KEPT)]
+    for key in keys:
+        replay.run(key, loop.prepare, loop.issue)
+        replay.run(key, loop.prepare, loop.issue)
+    replay.run(keys[0], loop.prepare, loop.issue)  # replayed: now the most recently used
+    newest = ("key", "newest")
+    replay.run(newest, loop.prepare, loop.issue)
+    replay.run(newest, loop.prepare, loop.issue)
+    assert keys[0] in replay._graphs and keys[1] not in replay._graphs
+    assert len(replay._graphs[keys[0]].launched_on) == 2  # at its capture and its replay
+
+
 @pytest.mark.parametrize("ending_fails", [False, True])
 def test_launches_that_cannot_be_captured_run_directly_from_then_on(current, monkeypatch, ending_fails):
     # Ending a capture that the failure invalidated raises as well; either way the call's

@@ -84,8 +84,8 @@ def test_layers_on_tensor_cores_and_past_them(dtype, hidden, batch, math):
 @pytest.mark.parametrize("dtype, hidden, batch", [
     ("float16", 1024, 8),    # tensor cores, 4-byte words
     ("float16", 1024, 1),    # one row: each warp copies its own k tiles, a vector a lane (stage_own_k_tiles)
-    ("bfloat16", 604, 1),    # the same, 20 of a warp's lanes: 5 k tiles a warp
-    ("tf32", 1000, 1),       # the same, 32 lanes, those past k = 1000 with no vector
+    ("bfloat16", 604, 1),    # the same, 20 of a warp's lanes: 5 k tiles a warp, the last past k = 604
+    ("tf32", 1000, 1),       # TF32 keeps the block's staging at one row: 250 vectors, one a thread
     ("float16", 1056, 1),    # 9 k tiles a warp, 36 vectors: the block's threads copy the row (stage_tagged)
     ("float32", 516, 1),     # FMA, 129 vectors
     ("float64", 512, 1),     # FMA, 256 vectors of 2 words: one a thread
