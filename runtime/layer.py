@@ -65,8 +65,8 @@ def _argument_int(value) -> int:
 
 def _kernel_arguments(values) -> tuple:
     """A recurrence kernel's arguments in its C types: arrays as pointers, sizes as int.
-    Only launches need them: a replayed call's key holds the plain ints (_argument_int), which
-    take a fifth of the host time (bench/NOTES.md v30)."""
+    Only launches need them: a replayed call's key holds the plain ints (_argument_int); the
+    NumPy scalars took about 9 of a warm call's 60 host us (bench/NOTES.md v30)."""
     return tuple(np.int32(value) if isinstance(value, (int, np.integer)) else np.uint64(_argument_int(value))
                  for value in values)
 

@@ -37,9 +37,9 @@ def run(key: tuple, prepare, issue, replays_only: bool = False) -> bool:
 
     `key` must hold everything the launches depend on except the contents of device memory.
     `prepare(stream)` runs first, outside any capture: CuPy refuses to bind its cuBLAS handle
-    to a stream while the stream captures. A capture prepares its own stream, and then the
-    current one again, which is gone once the capture ends; a replay prepares nothing, as it
-    queues nothing but the graph (a host microsecond or two a call, bench/NOTES.md v30).
+    to a stream while the stream captures. A capture prepares its own stream and afterwards
+    the current one again, as the capturing stream is gone once the capture ends; a replay
+    prepares nothing, as it queues nothing but the graph (2 host us a call, bench/NOTES.md v30).
     """
     import cupy
 
