@@ -124,20 +124,16 @@ def measure(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmu
         x_grad.grad = None
         lstm(x_grad)[0].sum().backward()
 
-    notes, cudnn = [], {}
+    notes, cudnn_runs = [], True
     try:
         expected_y = cudnn_forward()
         cudnn_training()
         expected_dw = lstm.weight_hh_l0.grad.double().cpu().numpy()
     except RuntimeError as error:  # e.g. no cuDNN RNN kernel for this dtype
         notes.append(f"cuDNN: no kernel ({str(error).splitlines()[0][:60]})")
-    else:
-        cudnn = {
-            "forward": (timing_ms(torch_ms, cudnn_forward, repeats, warmup), _cudnn_peak_bytes(cudnn_forward)),
-            "training": (timing_ms(torch_ms, cudnn_training, repeats, warmup), _cudnn_peak_bytes(cudnn_training)),
-        }
+        cudnn_runs = False
 
-    ours = {}
+    layer = None
     if storage not in DTYPES:
         notes.append(f"lstmgen: no {dtype} kernels yet")
     else:
@@ -154,7 +150,7 @@ def measure(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmu
             layer.forward(x, training=True)
             return layer.backward(dy)
 
-        if cudnn:
+        if cudnn_runs:
             # Same weights, same inputs: both must agree before either is timed. cuDNN is
             # itself approximate, so the agreement is held to the looser side's tolerance:
             # with TF32 allowed cuDNN runs TF32 even where our layer is too wide for it.
@@ -163,10 +159,16 @@ def measure(dtype: str, hidden: int, batch: int, steps: int, repeats: int, warmu
             report += mismatches("dW_hh vs cuDNN", ours_training()["dW_hh"].get(), expected_dw, precision)
             if report:
                 raise AssertionError(f"{dtype} H={hidden} B={batch}: lstmgen and cuDNN disagree\n" + "\n".join(report))
-        ours = {
-            "forward": (timing_ms(cupy_ms, ours_forward, repeats, warmup), _ours_peak_bytes(ours_forward)),
-            "training": (timing_ms(cupy_ms, ours_training, repeats, warmup), _ours_peak_bytes(ours_training)),
-        }
+
+    # cuDNN's runs first, then ours, each side's in a row (README: taking turns slowed both).
+    cudnn = {} if not cudnn_runs else {
+        "forward": (timing_ms(torch_ms, cudnn_forward, repeats, warmup), _cudnn_peak_bytes(cudnn_forward)),
+        "training": (timing_ms(torch_ms, cudnn_training, repeats, warmup), _cudnn_peak_bytes(cudnn_training)),
+    }
+    ours = {} if layer is None else {
+        "forward": (timing_ms(cupy_ms, ours_forward, repeats, warmup), _ours_peak_bytes(ours_forward)),
+        "training": (timing_ms(cupy_ms, ours_training, repeats, warmup), _ours_peak_bytes(ours_training)),
+    }
 
     cells = []
     for mode in ("forward", "training"):
