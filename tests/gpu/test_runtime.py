@@ -842,13 +842,25 @@ def test_inference_mode_gives_the_training_outputs(return_sequences, recurrence)
         layer.backward(cupy.ones_like(inferred[0]))
 
 
-@pytest.mark.parametrize("recurrence", ["persistent", "stepwise"])
-@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
-def test_results_are_bitwise_identical_run_to_run(dtype, recurrence):
-    spec = LSTMSpec(input_size=16, hidden_size=300, dtype=dtype)
+# Each dtype both ways at H = 300, and more of the H200's persistent plans: TF32 on tensor
+# cores with h as tagged words, strict float32's three TF32 products in clusters (H = 128),
+# float32's FMA in runs of 4 k a lane (H = 512), and float16 at one row, where each warp
+# copies its own k tiles (H = 1024).
+RUN_TO_RUN_CASES = [(dtype, False, 300, 9, recurrence) for recurrence in ("persistent", "stepwise")
+                    for dtype in ("float32", "float64", "float16", "bfloat16")] + [
+    ("float32", True, 300, 9, "persistent"),
+    ("float32", False, 128, 8, "persistent"),
+    ("float32", False, 512, 8, "persistent"),
+    ("float16", False, 1024, 1, "persistent"),
+]
+
+
+@pytest.mark.parametrize(("dtype", "allow_tf32", "hidden", "batch", "recurrence"), RUN_TO_RUN_CASES)
+def test_results_are_bitwise_identical_run_to_run(dtype, allow_tf32, hidden, batch, recurrence):
+    spec = LSTMSpec(input_size=16, hidden_size=hidden, dtype=dtype, allow_tf32=allow_tf32)
     layer = Layer(spec, seed=6, recurrence=recurrence)
     rng = np.random.default_rng(7)
-    x, dy = uniform(rng, 20, 9, 16, dtype=dtype), uniform(rng, 20, 9, 300, dtype=dtype)
+    x, dy = uniform(rng, 20, batch, 16, dtype=dtype), uniform(rng, 20, batch, hidden, dtype=dtype)
     runs = []
     for _ in range(3):
         y, (h, c) = layer.forward(x)
